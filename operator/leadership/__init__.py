@@ -1,0 +1,72 @@
+"""Leader election for Python on Kubernetes Leases: a port of docker/leadership.
+
+The public surface is re-exported here; see docs/library.md. The client-library stores are
+imported lazily, so ``import leadership`` loads neither ``kubernetes`` nor ``pykube``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from . import sync
+from .candidate import Candidate
+from .errors import (
+    ConflictError,
+    FatalStoreError,
+    LeadershipError,
+    NotFoundError,
+    StoreError,
+    TransientStoreError,
+    WatchExpiredError,
+)
+from .follower import Follower
+from .record import LeaseRecord, format_microtime, parse_lease, parse_microtime
+from .stores import LeaseStore, WatchEvent
+from .stores.memory import MemoryLeaseStore
+from .timing import Clock, ManualClock, SystemClock, Timing
+
+if TYPE_CHECKING:
+    from .stores.kubernetes import KubernetesLeaseStore
+    from .stores.pykube import PykubeLeaseStore
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "KubernetesLeaseStore": ".stores.kubernetes",
+    "PykubeLeaseStore": ".stores.pykube",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'leadership' has no attribute {name!r}")
+
+
+__all__ = [
+    "Candidate",
+    "Clock",
+    "ConflictError",
+    "FatalStoreError",
+    "Follower",
+    "KubernetesLeaseStore",
+    "LeadershipError",
+    "LeaseRecord",
+    "LeaseStore",
+    "ManualClock",
+    "MemoryLeaseStore",
+    "NotFoundError",
+    "PykubeLeaseStore",
+    "StoreError",
+    "SystemClock",
+    "Timing",
+    "TransientStoreError",
+    "WatchEvent",
+    "WatchExpiredError",
+    "format_microtime",
+    "parse_lease",
+    "parse_microtime",
+    "sync",
+]

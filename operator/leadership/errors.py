@@ -1,0 +1,61 @@
+"""The exceptions of the `leadership` package.
+
+Stores translate their client library's errors into these, so the election logic can decide
+what to retry without importing any client library:
+
+- `TransientStoreError`: connection loss, timeouts, HTTP 5xx and 429. Retried with bounded,
+  jittered backoff; leadership is lost only through the renew-deadline rule, never directly.
+- `ConflictError` (HTTP 409): a compare-and-swap write lost the race, or a create found the
+  Lease already there. The candidate re-reads and decides again.
+- `NotFoundError` (HTTP 404 on a write): the Lease was deleted under us.
+- `WatchExpiredError` (HTTP 410): a watch's resourceVersion is too old; re-list and re-watch.
+- `FatalStoreError`: anything retrying cannot fix (401, 403, a missing namespace, an invalid
+  object). It ends `Candidate.run_for_election()` with this exception.
+"""
+
+from __future__ import annotations
+
+
+class LeadershipError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class StoreError(LeadershipError):
+    """A Lease store request failed. `status` is the HTTP status code, when there was one."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TransientStoreError(StoreError):
+    """Worth retrying: connection errors, timeouts, 5xx, 429."""
+
+
+class ConflictError(StoreError):
+    """HTTP 409: the write raced another writer (stale resourceVersion, or already exists)."""
+
+
+class NotFoundError(StoreError):
+    """HTTP 404 on a write: the Lease does not exist (any more)."""
+
+
+class WatchExpiredError(StoreError):
+    """HTTP 410 Gone: the watch's resourceVersion was compacted away; re-list."""
+
+
+class FatalStoreError(StoreError):
+    """Retrying cannot fix this: unauthorized, forbidden, missing namespace, invalid object."""
+
+
+def error_for_status(status: int, message: str) -> StoreError:
+    """Map an HTTP status from the API server to the matching `StoreError` subclass."""
+    if status == 409:
+        return ConflictError(message, status=status)
+    if status == 404:
+        return NotFoundError(message, status=status)
+    if status == 410:
+        return WatchExpiredError(message, status=status)
+    if status == 429 or status >= 500:
+        return TransientStoreError(message, status=status)
+    return FatalStoreError(message, status=status)

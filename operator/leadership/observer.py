@@ -1,0 +1,167 @@
+"""Watch one Lease and remember, on the local monotonic clock, when its record last changed.
+
+This is how a follower judges expiry without polling and without trusting remote clocks:
+a record is expired once it has been *observed unchanged* for its own duration. The observer
+
+- reads the Lease once (GET), then watches it from that resourceVersion;
+- re-watches from the last version seen when the server ends a watch, and re-lists on 410;
+- retries transient errors with bounded, jittered backoff; a fatal error ends `run()`;
+- in steady state issues no request besides its one open watch.
+
+"Changed" means the election fields of ``spec`` changed (as client-go compares records):
+a label or annotation written by someone else does not restart the expiry clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+
+from .errors import FatalStoreError, StoreError, WatchExpiredError
+from .record import (
+    JSONDict,
+    LeaseRecord,
+    ParsedLease,
+    effective_duration,
+    parse_lease,
+    resource_version,
+)
+from .stores import LeaseStore
+from .timing import Clock, backoff, wait_until
+
+log = logging.getLogger("leadership.observer")
+
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One state of the Lease as this process saw it."""
+
+    lease: JSONDict | None
+    parsed: ParsedLease
+    #: local monotonic time when the record last changed (or was first seen).
+    observed_at: float
+    #: seconds after `observed_at` at which the holder counts as gone.
+    duration: int
+    version: int
+
+    @property
+    def record(self) -> LeaseRecord:
+        return self.parsed.record
+
+    @property
+    def expires_at(self) -> float:
+        return self.observed_at + self.duration
+
+    def holder_at(self, now: float) -> str:
+        """The holder's identity if it still holds at `now`, else ""."""
+        if self.record.is_free or now >= self.expires_at:
+            return ""
+        return self.record.holder_identity
+
+
+class LeaseObserver:
+    """Follows one Lease through `store`. Start `run()` as a task; read `current`."""
+
+    def __init__(self, store: LeaseStore, name: str, clock: Clock, fallback_ttl: int,
+                 *, retry_min: float = 0.2, retry_max: float = 5.0,
+                 rng: random.Random | None = None) -> None:
+        self.store, self.name, self.clock = store, name, clock
+        self.fallback_ttl = fallback_ttl
+        self.retry_min, self.retry_max = retry_min, retry_max
+        self.rng = rng or random.Random()
+        self.current: Observation | None = None
+        self._changed = asyncio.Event()
+        self._version = 0
+        self._reported: set[str] = set()
+
+    @property
+    def where(self) -> str:
+        return f"lease {self.store.namespace}/{self.name}"
+
+    def changed_event(self) -> asyncio.Event:
+        """An event that is set at the next change after this call."""
+        return self._changed
+
+    def update(self, lease: JSONDict | None) -> Observation:
+        """Take in a state of the Lease (from a GET, a watch event or our own write)."""
+        parsed = parse_lease(lease)
+        for problem in parsed.problems:
+            if problem not in self._reported:
+                self._reported.add(problem)
+                log.warning("%s is malformed: %s; its holder %r is waited out, never stolen",
+                            self.where, problem, parsed.record.holder_identity)
+        prev = self.current
+        if prev is not None and prev.parsed.spec == parsed.spec and (prev.lease is None) == (
+                lease is None):
+            # Same record: keep the expiry clock running, remember the newer object.
+            self.current = Observation(lease, parsed, prev.observed_at, prev.duration,
+                                       prev.version)
+            return self.current
+        self._version += 1
+        self.current = Observation(lease, parsed, self.clock.now(),
+                                   effective_duration(parsed.record, self.fallback_ttl),
+                                   self._version)
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+        return self.current
+
+    async def wait_ready(self) -> Observation:
+        while self.current is None:
+            await self._changed.wait()
+        return self.current
+
+    async def refresh(self) -> Observation:
+        """GET the Lease now (after a lost write race) and take it in."""
+        return self.update(await self.store.get(self.name))
+
+    def backoff(self, attempt: int) -> float:
+        return backoff(self.rng, attempt, self.retry_min, self.retry_max)
+
+    async def run(self) -> None:
+        """List, then watch, forever. Raises only `FatalStoreError` (or on cancellation)."""
+        attempt = 0
+        rv: str | None = None
+        need_list = True
+        while True:
+            try:
+                if need_list:
+                    lease = await self.store.get(self.name)
+                    self.update(lease)
+                    rv = resource_version(lease)
+                    need_list = False
+                async for event in self.store.watch(self.name, rv):
+                    attempt = 0
+                    if event.type == "BOOKMARK":
+                        rv = resource_version(event.object) or rv
+                        continue
+                    if event.type == "DELETED":
+                        self.update(None)
+                    else:
+                        self.update(event.object)
+                    rv = resource_version(event.object) or rv
+                # The server ended the watch (its timeout): go on from the last version.
+                if rv is None:
+                    need_list = True
+            except WatchExpiredError:
+                log.info("%s: watch version expired (410); re-listing", self.where)
+                need_list = True
+            except FatalStoreError:
+                raise
+            except StoreError as exc:
+                delay = self.backoff(attempt)
+                attempt += 1
+                log.warning("%s: %s; retrying in %.2fs", self.where, exc, delay)
+                need_list = True
+                await wait_until(self.clock, self.clock.now() + delay)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a store bug must not end the observer silently
+                delay = self.backoff(attempt)
+                attempt += 1
+                log.exception("%s: unexpected error from %r; retrying in %.2fs: %s",
+                              self.where, self.store, delay, exc)
+                need_list = True
+                await wait_until(self.clock, self.clock.now() + delay)

@@ -1,0 +1,181 @@
+"""The same `Candidate` and `Follower` for threaded programs.
+
+Each object runs the asyncio core on a private event-loop thread of its own and hands values
+to the caller's thread through a queue, so a slow or absent reader never delays a renewal.
+`is_leader` and `fencing_token` read the clock directly and are safe from any thread.
+
+Stores: `PykubeLeaseStore` and `MemoryLeaseStore` fit best. A `KubernetesLeaseStore` works too,
+but its ``kubernetes.aio`` ApiClient then belongs to the private loop: do not share it with
+another event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Coroutine, Iterator
+from types import TracebackType
+from typing import Any, TypeVar
+
+from . import candidate as _candidate
+from . import follower as _follower
+from .stores import LeaseStore
+
+T = TypeVar("T")
+_END = object()
+
+
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class _LoopThread:
+    """An event loop running forever on a daemon thread."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("a leadership.sync method was called from its own loop thread")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+def _drain(items: queue.Queue[Any]) -> Iterator[Any]:
+    while True:
+        item = items.get()
+        if item is _END:
+            return
+        if isinstance(item, _Failure):
+            raise item.error
+        yield item
+
+
+class _Facade:
+    """Owns the loop thread; pumps one async iterator of the core into a blocking one."""
+
+    def __init__(self, name: str) -> None:
+        self._thread = _LoopThread(name)
+        self._pump: asyncio.Future[None] | None = None
+
+    def _iterate(self, open_stream: Any) -> Iterator[Any]:
+        """Run ``open_stream()`` (returning an async iterator) on the loop; yield its values."""
+        items: queue.Queue[Any] = queue.Queue()
+
+        async def start() -> None:
+            stream = open_stream()
+
+            async def pump() -> None:
+                try:
+                    async for value in stream:
+                        items.put(value)
+                except BaseException as exc:  # handed to the reading thread
+                    items.put(_Failure(exc))
+                finally:
+                    items.put(_END)
+
+            self._pump = asyncio.ensure_future(pump())
+
+        self._thread.call(start())
+        return _drain(items)
+
+    def _shutdown(self, core_stop: Any) -> None:
+        if self._thread.closed:
+            return
+
+        async def stop_and_flush() -> None:
+            await core_stop()
+            if self._pump is not None:
+                await self._pump
+
+        self._thread.call(stop_and_flush())
+        self._thread.close()
+
+
+class Candidate(_Facade):
+    """A blocking `leadership.Candidate`; same arguments, same guarantees."""
+
+    def __init__(self, store: LeaseStore, key: str, node: str | None = None, ttl: int = 15,
+                 **options: Any) -> None:
+        self._core = _candidate.Candidate(store, key, node, ttl, **options)
+        super().__init__(f"leadership-{key}")
+
+    def __repr__(self) -> str:
+        return f"sync.{self._core!r}"
+
+    @property
+    def node(self) -> str:
+        return self._core.node
+
+    @property
+    def key(self) -> str:
+        return self._core.key
+
+    @property
+    def is_leader(self) -> bool:
+        return self._core.is_leader
+
+    @property
+    def fencing_token(self) -> int | None:
+        return self._core.fencing_token
+
+    def run_for_election(self) -> Iterator[bool]:
+        """Start campaigning; a blocking iterator over "am I leader?" (see the async one)."""
+        return self._iterate(self._core.run_for_election)
+
+    def resign(self) -> None:
+        if not self._thread.closed:
+            self._thread.call(self._core.resign())
+
+    def stop(self) -> None:
+        """Quit the election, releasing the Lease if held; idempotent."""
+        self._shutdown(self._core.stop)
+
+    def __enter__(self) -> Candidate:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+class Follower(_Facade):
+    """A blocking `leadership.Follower`: iterate to get the leader's identity as it changes."""
+
+    def __init__(self, store: LeaseStore, key: str, **options: Any) -> None:
+        self._core = _follower.Follower(store, key, **options)
+        super().__init__(f"leadership-follower-{key}")
+
+    def __iter__(self) -> Iterator[str]:
+        return self._iterate(self._core.__aiter__)
+
+    def stop(self) -> None:
+        """End the iteration; idempotent."""
+        self._shutdown(self._core.stop)
+
+    def __enter__(self) -> Follower:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,45 @@
+"""`python -m tests.controlplane`: start a control plane, print KUBECONFIG, wait for Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from .build import BuildError
+from .launcher import ControlPlane, StartError
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tests.controlplane", description=__doc__)
+    p.add_argument("--no-controller-manager", action="store_true",
+                   help="skip kube-controller-manager (then Deployments make no Pods)")
+    p.add_argument("--keep-logs", action="store_true", help="keep the temp dir and logs on exit")
+    args = p.parse_args(argv)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    cp = ControlPlane(with_controller_manager=not args.no_controller_manager,
+                      keep_logs=args.keep_logs)
+    try:
+        cp.start()
+    except (BuildError, StartError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        print(f"control plane ready at {cp.server}; logs in {cp.logs}", flush=True)
+        print(f"export KUBECONFIG={cp.kubeconfig}", flush=True)
+        print("Ctrl-C stops it and removes its files.", flush=True)
+        while not done.wait(1.0):
+            cp.check_alive()
+    except StartError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        cp.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

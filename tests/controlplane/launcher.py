@@ -1,0 +1,352 @@
+"""Start a real etcd + kube-apiserver (and optionally kube-controller-manager) on loopback.
+
+Like controller-runtime's envtest: no kubelet, no Docker. The launcher
+
+- builds the binaries when they are missing (`tests.controlplane.build`);
+- makes a throw-away PKI: a CA, the API server's serving certificate, an admin client
+  certificate in ``system:masters``, and the service-account signing key pair, so the
+  TokenRequest API issues real ServiceAccount tokens;
+- runs the API server with RBAC authorization and an audit log of Lease requests
+  (``audit.log``: who made which request to which Lease, used to count requests in tests);
+- writes an admin kubeconfig and waits for ``/readyz`` with a deadline;
+- stops everything on `stop()` (or exit of the ``with`` block, or when this process dies:
+  children get SIGKILL through PR_SET_PDEATHSIG), removing its temp dir; when something fails
+  to start it keeps the component logs and names them in the error.
+
+``python -m tests.controlplane`` (``make controlplane``) starts one and waits for Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import datetime
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import build
+
+READY_TIMEOUT = float(os.environ.get("LEADERSHIP_CONTROLPLANE_READY_TIMEOUT", "90"))
+
+
+class StartError(RuntimeError):
+    """A component did not start; the message names its log."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+# --- PKI -----------------------------------------------------------------------------------
+
+def _write_pki(d: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    not_before, not_after = now - datetime.timedelta(hours=1), now + datetime.timedelta(days=7)
+
+    def key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+        return key.private_bytes(serialization.Encoding.PEM,
+                                 serialization.PrivateFormat.TraditionalOpenSSL,
+                                 serialization.NoEncryption())
+
+    def name(cn: str, org: str | None = None) -> x509.Name:
+        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+        if org:
+            attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+        return x509.Name(attrs)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("leadership-test-ca"))
+          .issuer_name(name("leadership-test-ca")).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(not_before)
+          .not_valid_after(not_after)
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False,
+                                       encipher_only=False, decipher_only=False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+
+    def leaf(cn: str, org: str | None, server: bool) -> tuple[bytes, bytes]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        b = (x509.CertificateBuilder().subject_name(name(cn, org)).issuer_name(ca.subject)
+             .public_key(key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(not_before).not_valid_after(not_after)
+             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True))
+        if server:
+            sans: list[x509.GeneralName] = [
+                x509.DNSName(n) for n in ("localhost", "kubernetes", "kubernetes.default",
+                                          "kubernetes.default.svc")]
+            sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "10.0.0.1")]
+            b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            usage = x509.oid.ExtendedKeyUsageOID.SERVER_AUTH
+        else:
+            usage = x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH
+        b = b.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        cert = b.sign(ca_key, hashes.SHA256())
+        return cert.public_bytes(serialization.Encoding.PEM), key_pem(key)
+
+    (d / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (d / "ca.key").write_bytes(key_pem(ca_key))
+    for stem, cn, org, server in (("apiserver", "kube-apiserver", None, True),
+                                  ("admin", "leadership-admin", "system:masters", False)):
+        crt, key = leaf(cn, org, server)
+        (d / f"{stem}.crt").write_bytes(crt)
+        (d / f"{stem}.key").write_bytes(key)
+    sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (d / "sa.key").write_bytes(key_pem(sa))
+    (d / "sa.pub").write_bytes(sa.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    for p in d.iterdir():
+        p.chmod(0o600)
+
+
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: Metadata
+    resources:
+      - group: coordination.k8s.io
+        resources: ["leases"]
+  - level: None
+"""
+
+
+def _kubeconfig(server: str, pki: Path) -> str:
+    return json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "leadership-test",
+        "clusters": [{"name": "leadership-test", "cluster": {
+            "server": server, "certificate-authority": str(pki / "ca.crt")}}],
+        "users": [{"name": "admin", "user": {
+            "client-certificate": str(pki / "admin.crt"), "client-key": str(pki / "admin.key")}}],
+        "contexts": [{"name": "leadership-test", "context": {
+            "cluster": "leadership-test", "user": "admin", "namespace": "default"}}],
+    }, indent=2)
+
+
+@dataclass
+class _Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+
+@dataclass
+class ControlPlane:
+    """A running control plane. Use as a context manager, or call `start()` / `stop()`."""
+
+    with_controller_manager: bool = False
+    keep_logs: bool = False
+    dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="leadership-cp-")))
+    server: str = ""
+    kubeconfig: Path = field(init=False)
+    audit_log: Path = field(init=False)
+    binaries: dict[str, Path] = field(default_factory=dict)
+    _procs: list[_Process] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.kubeconfig = self.dir / "kubeconfig"
+        self.audit_log = self.dir / "logs" / "audit.log"
+
+    @property
+    def pki(self) -> Path:
+        return self.dir / "pki"
+
+    @property
+    def logs(self) -> Path:
+        return self.dir / "logs"
+
+    def __enter__(self) -> ControlPlane:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _spawn(self, name: str, args: list[str]) -> _Process:
+        log = self.logs / f"{name}.log"
+        out = open(log, "ab")
+        try:
+            popen = subprocess.Popen([str(self.binaries[name]), *args], stdout=out,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     cwd=self.dir, preexec_fn=_die_with_parent,
+                                     start_new_session=True)
+        finally:
+            out.close()
+        proc = _Process(name, popen, log)
+        self._procs.append(proc)
+        return proc
+
+    def _fail(self, proc: _Process | None, why: str) -> StartError:
+        self.keep_logs = True
+        tail = ""
+        if proc is not None and proc.log.exists():
+            lines = proc.log.read_text(errors="replace").splitlines()[-25:]
+            tail = "\n    " + "\n    ".join(lines)
+        where = f"; its log: {proc.log}" if proc else ""
+        return StartError(f"{why}{where} (all logs kept in {self.logs}){tail}")
+
+    def start(self) -> None:
+        names = ["etcd", "kube-apiserver", "kubectl"]
+        if self.with_controller_manager:
+            names.append("kube-controller-manager")
+        self.binaries = build.ensure(names)
+        self.pki.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_all()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_all(self) -> None:
+        t0 = time.monotonic()
+        _write_pki(self.pki)
+        etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
+        etcd = self._spawn("etcd", [
+            f"--data-dir={self.dir / 'etcd'}", "--name=default",
+            f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
+            f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
+            f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+            f"--initial-cluster=default=http://127.0.0.1:{peer_port}",
+            "--unsafe-no-fsync", "--log-level=warn", "--quota-backend-bytes=2147483648",
+        ])
+        (self.dir / "audit-policy.yaml").write_text(AUDIT_POLICY)
+        self.server = f"https://127.0.0.1:{api_port}"
+        api = self._spawn("kube-apiserver", [
+            f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+            f"--secure-port={api_port}", "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1", f"--cert-dir={self.dir / 'apiserver-certs'}",
+            f"--tls-cert-file={self.pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={self.pki / 'apiserver.key'}",
+            f"--client-ca-file={self.pki / 'ca.crt'}",
+            "--authorization-mode=RBAC",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            f"--service-account-issuer={self.server}/",
+            f"--service-account-key-file={self.pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={self.pki / 'sa.key'}",
+            "--disable-admission-plugins=ServiceAccount", "--allow-privileged=true",
+            f"--audit-policy-file={self.dir / 'audit-policy.yaml'}",
+            f"--audit-log-path={self.audit_log}", "--audit-log-format=json",
+            "--audit-log-mode=blocking",
+            "--v=1",
+        ])
+        self.kubeconfig.write_text(_kubeconfig(self.server, self.pki))
+        self._wait_ready(api, etcd, t0)
+        if self.with_controller_manager:
+            self.start_controller_manager()
+
+    def start_controller_manager(self) -> None:
+        """Start kube-controller-manager (idempotent): Deployments then make Pods, and garbage
+        collection and namespace deletion work."""
+        if any(p.name == "kube-controller-manager" for p in self._procs):
+            return
+        if "kube-controller-manager" not in self.binaries:
+            self.binaries.update(build.ensure(["kube-controller-manager"]))
+        self._spawn("kube-controller-manager", [
+            f"--kubeconfig={self.kubeconfig}",
+            f"--authentication-kubeconfig={self.kubeconfig}",
+            f"--authorization-kubeconfig={self.kubeconfig}",
+            "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={free_port()}",
+            f"--service-account-private-key-file={self.pki / 'sa.key'}",
+            f"--root-ca-file={self.pki / 'ca.crt'}",
+            f"--cluster-signing-cert-file={self.pki / 'ca.crt'}",
+            f"--cluster-signing-key-file={self.pki / 'ca.key'}",
+            "--use-service-account-credentials=false",
+            "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,"
+            "-service-lb-controller,-route",
+            "--v=1",
+        ])
+
+    def _ssl(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+        ctx.load_cert_chain(str(self.pki / "admin.crt"), str(self.pki / "admin.key"))
+        return ctx
+
+    def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+        """An admin GET against the API server (e.g. ``/readyz``, ``/metrics``)."""
+        try:
+            with urllib.request.urlopen(self.server + path, context=self._ssl(),
+                                        timeout=timeout) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def _wait_ready(self, api: _Process, etcd: _Process, t0: float) -> None:
+        deadline = t0 + READY_TIMEOUT
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            for proc in (etcd, api):
+                if proc.popen.poll() is not None:
+                    raise self._fail(proc, f"{proc.name} exited with {proc.popen.returncode}")
+            try:
+                status, body = self.get("/readyz", timeout=2)
+                if status == 200:
+                    return
+                last = f"/readyz answered {status}: {body[-300:].decode(errors='replace')}"
+            except (OSError, ssl.SSLError) as exc:
+                last = str(exc)
+            time.sleep(0.2)
+        raise self._fail(api, f"kube-apiserver not ready within {READY_TIMEOUT:.0f}s ({last})")
+
+    def check_alive(self) -> None:
+        for proc in self._procs:
+            if proc.popen.poll() is not None:
+                raise self._fail(proc, f"{proc.name} died with {proc.popen.returncode}")
+
+    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(self.binaries["kubectl"]), f"--kubeconfig={self.kubeconfig}",
+                               *args], text=True, capture_output=True, check=check, timeout=60)
+
+    def stop(self) -> None:
+        for proc in reversed(self._procs):
+            if proc.popen.poll() is None:
+                proc.popen.terminate()
+        for proc in reversed(self._procs):
+            try:
+                proc.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.popen.kill()
+                proc.popen.wait()
+        self._procs.clear()
+        if self.keep_logs:
+            print(f"control plane logs kept in {self.logs}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running(with_controller_manager: bool = False) -> Iterator[ControlPlane]:
+    cp = ControlPlane(with_controller_manager=with_controller_manager)
+    with cp:
+        yield cp

@@ -1,0 +1,55 @@
+"""The helper Go module must agree with versions.env: a version bump is one edit + `make gomod`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.controlplane import build
+
+
+def test_committed_go_mod_matches_versions_env() -> None:
+    versions = build.load_versions()
+    assert build.check_go_mod(versions) == []
+
+
+def test_check_go_mod_names_each_disagreement() -> None:
+    versions = build.Versions(kubernetes="1.35.4", etcd="3.6.5", go_directive="1.25.0")
+    text = build.render_go_mod(versions, ["k8s.io/api", "k8s.io/client-go"])
+    assert build.check_go_mod(versions, text) == []
+    bumped = build.Versions(kubernetes="1.35.9", etcd="3.6.5", go_directive="1.25.0")
+    problems = build.check_go_mod(bumped, text)
+    assert any("k8s.io/kubernetes" in p for p in problems)
+    assert any("k8s.io/client-go pinned at v0.35.4, want v0.35.9" in p for p in problems)
+
+
+def test_versions_env_rejects_a_malformed_version(tmp_path: Path) -> None:
+    bad = tmp_path / "versions.env"
+    bad.write_text("KUBERNETES_VERSION=1.35\nETCD_VERSION=3.6.5\nGO_DIRECTIVE=1.25.0\n")
+    with pytest.raises(build.BuildError, match="KUBERNETES_VERSION"):
+        build.load_versions(bad)
+
+
+def test_cache_dir_is_keyed_by_version_and_overridable(monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    monkeypatch.setenv("LEADERSHIP_CONTROLPLANE_CACHE", str(tmp_path))
+    versions = build.Versions(kubernetes="1.35.4", etcd="3.6.5", go_directive="1.25.0")
+    assert build.bin_dir(versions) == tmp_path / "k8s-v1.35.4_etcd-v3.6.5" / "bin"
+
+
+def test_missing_go_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no `go` anywhere
+    monkeypatch.setenv("LEADERSHIP_CONTROLPLANE_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(build.BuildError, match="Go toolchain is missing"):
+        build.ensure(["etcd"])
+
+
+def test_unreachable_module_proxy_is_a_clear_error(monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
+    # An empty module cache and no proxy: exactly what a machine without network sees.
+    monkeypatch.setenv("GOPROXY", "off")
+    monkeypatch.setenv("GOMODCACHE", str(tmp_path / "modcache"))
+    monkeypatch.setenv("LEADERSHIP_CONTROLPLANE_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(build.BuildError, match="Go module proxy .* looks unreachable"):
+        build.ensure(["etcd"])
