@@ -121,47 +121,48 @@ class LeaseObserver:
         return backoff(self.rng, attempt, self.retry_min, self.retry_max)
 
     async def run(self) -> None:
-        """List, then watch, forever. Raises only `FatalStoreError` (or on cancellation)."""
+        """List, then watch, forever. Raises only `FatalStoreError` (or on cancellation).
+
+        After a (re-)list the watch starts without a resourceVersion ("the current state,
+        then every change"): an idle Lease's own version may be older than the server's watch
+        window, and watching from it would only earn another 410.
+        """
         attempt = 0
         rv: str | None = None
         need_list = True
         while True:
             try:
                 if need_list:
-                    lease = await self.store.get(self.name)
-                    self.update(lease)
-                    rv = resource_version(lease)
-                    need_list = False
+                    self.update(await self.store.get(self.name))
+                    rv, need_list = None, False
                 async for event in self.store.watch(self.name, rv):
                     attempt = 0
-                    if event.type == "BOOKMARK":
-                        rv = resource_version(event.object) or rv
-                        continue
                     if event.type == "DELETED":
                         self.update(None)
-                    else:
+                    elif event.type != "BOOKMARK":
                         self.update(event.object)
                     rv = resource_version(event.object) or rv
-                # The server ended the watch (its timeout): go on from the last version.
-                if rv is None:
-                    need_list = True
+                # The server ended the watch (its timeout): go on from the last version seen.
+                continue
             except WatchExpiredError:
                 log.info("%s: watch version expired (410); re-listing", self.where)
                 need_list = True
+                if attempt == 0:
+                    attempt += 1
+                    continue
+                failure = "repeated 410s"
             except FatalStoreError:
                 raise
             except StoreError as exc:
-                delay = self.backoff(attempt)
-                attempt += 1
-                log.warning("%s: %s; retrying in %.2fs", self.where, exc, delay)
+                failure = str(exc)
                 need_list = True
-                await wait_until(self.clock, self.clock.now() + delay)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a store bug must not end the observer silently
-                delay = self.backoff(attempt)
-                attempt += 1
-                log.exception("%s: unexpected error from %r; retrying in %.2fs: %s",
-                              self.where, self.store, delay, exc)
+                log.exception("%s: unexpected error from %r", self.where, self.store)
+                failure = repr(exc)
                 need_list = True
-                await wait_until(self.clock, self.clock.now() + delay)
+            delay = self.backoff(attempt)
+            attempt += 1
+            log.warning("%s: %s; retrying in %.2fs", self.where, failure, delay)
+            await wait_until(self.clock, self.clock.now() + delay)

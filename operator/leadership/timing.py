@@ -107,16 +107,26 @@ class ManualClock:
                 return
         raise RuntimeError("ManualClock.settle: the event loop never became idle")
 
+    def jump(self, seconds: float) -> None:
+        """Move time on without running anything: what a paused process (SIGSTOP, a long GC
+        pause, a frozen VM) sees when it resumes."""
+        if seconds < 0:
+            raise ValueError(f"seconds must be >= 0, got {seconds!r}")
+        self._now += seconds
+
     async def advance(self, seconds: float) -> None:
         if seconds < 0:
             raise ValueError(f"seconds must be >= 0, got {seconds!r}")
         target = self._now + seconds
         await self.settle()
         while self._sleepers and self._sleepers[0][0] <= target:
-            deadline, _, fut = heapq.heappop(self._sleepers)
+            deadline = self._sleepers[0][0]
             self._now = max(self._now, deadline)
-            if not fut.done():
-                fut.set_result(None)
+            # Everything due at the same instant wakes together, as on a real clock.
+            while self._sleepers and self._sleepers[0][0] == deadline:
+                _, _, fut = heapq.heappop(self._sleepers)
+                if not fut.done():
+                    fut.set_result(None)
             await self.settle()
         self._now = target
         await self.settle()

@@ -139,8 +139,8 @@ class MemoryLeaseStore:
             await self._commit(name, "DELETED", current)
 
     def compact(self) -> None:
-        """Forget all history: watches from any older version now get 410 Gone."""
-        self._oldest = self._revision
+        """Forget all history: a watch from any version seen so far now gets 410 Gone."""
+        self._oldest = self._revision + 1
         self._history.clear()
 
     async def break_watches(self) -> None:

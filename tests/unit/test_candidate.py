@@ -1,0 +1,460 @@
+"""The election logic on MemoryLeaseStore and a ManualClock: exact values at exact times.
+
+ttl=15 throughout, so renew_interval=5, renew_deadline=10, resign_grace=5.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from leadership import (Candidate, FatalStoreError, ManualClock, MemoryLeaseStore,
+                        TransientStoreError)
+from tests.unit.helpers import FaultyStore, Recorder
+
+KEY = "lock"
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def store(clock: ManualClock) -> MemoryLeaseStore:
+    return MemoryLeaseStore(clock=clock)
+
+
+def spec(store: MemoryLeaseStore) -> dict[str, object]:
+    lease = store.peek(KEY)
+    assert lease is not None
+    return lease["spec"]  # type: ignore[no-any-return]
+
+
+def candidate(store: object, node: str, clock: ManualClock, **kw: object) -> Candidate:
+    return Candidate(store, KEY, node, ttl=15, clock=clock, **kw)  # type: ignore[arg-type]
+
+
+async def test_stream_is_false_then_true_then_false_on_stop(clock: ManualClock,
+                                                            store: MemoryLeaseStore) -> None:
+    a = candidate(store, "a", clock)
+    rec = Recorder(a, clock).start()
+    await clock.settle()
+    assert rec.values == [False, True]
+    assert a.is_leader and a.fencing_token == 0
+    s = spec(store)
+    assert (s["holderIdentity"], s["leaseDurationSeconds"], s["leaseTransitions"]) == ("a", 15, 0)
+    assert s["acquireTime"] == s["renewTime"] == "2026-01-01T00:16:40.000000Z"
+
+    await a.stop()
+    await clock.settle()
+    assert rec.values == [False, True, False] and rec.finished and rec.error is None
+    assert not a.is_leader and a.fencing_token is None
+    s = spec(store)
+    assert (s["holderIdentity"], s["leaseDurationSeconds"], s["leaseTransitions"]) == ("", 1, 0)
+
+
+async def test_leader_renews_every_interval_from_its_cache_without_reading(
+        clock: ManualClock, store: MemoryLeaseStore) -> None:
+    a = candidate(store, "a", clock)
+    Recorder(a, clock).start()
+    await clock.settle()
+    before = dict(store.requests)
+    await clock.advance(30)
+    assert store.requests["replace"] - before.get("replace", 0) == 6  # every 5 s
+    assert store.requests["get"] == before["get"] == 1  # the observer's one initial read
+    assert spec(store)["renewTime"] == "2026-01-01T00:17:10.000000Z"
+    await a.stop()
+
+
+async def test_follower_takes_over_with_one_write_after_a_release(
+        clock: ManualClock, store: MemoryLeaseStore) -> None:
+    a, b = candidate(store, "a", clock), candidate(store, "b", clock)
+    ra = Recorder(a, clock).start()
+    await clock.settle()
+    rb = Recorder(b, clock).start()
+    await clock.advance(7)
+    assert rb.values == [False]
+    writes = store.requests["replace"]
+    await a.stop()
+    await clock.settle()
+    assert ra.values == [False, True, False]
+    assert rb.values == [False, True] and rb.times[-1] == ra.times[-1] == 1007
+    assert store.requests["replace"] == writes + 2  # a's release, then b's acquisition
+    s = spec(store)
+    assert (s["holderIdentity"], s["leaseTransitions"]) == ("b", 1)
+    assert b.fencing_token == 1
+    await b.stop()
+
+
+async def test_failed_renewals_step_down_before_any_follower_may_take_over(
+        clock: ManualClock, store: MemoryLeaseStore) -> None:
+    partitioned = FaultyStore(store)
+    a, b = candidate(partitioned, "a", clock), candidate(store, "b", clock)
+    ra = Recorder(a, clock).start()
+    await clock.settle()
+    rb = Recorder(b, clock).start()
+    await clock.advance(5)  # a's renewal at 1005 succeeds; b sees it at 1005
+    partitioned.fail["replace"] = TransientStoreError("connection refused")
+    partitioned.fail["get"] = TransientStoreError("connection refused")
+    overlap = []
+    for _ in range(200):  # 1005 .. 1030 in 1/8 s steps
+        await clock.advance(0.125)
+        if a.is_leader and b.is_leader:
+            overlap.append(clock.now())
+    assert overlap == []
+    assert ra.values == [False, True, False] and ra.times[-1] == 1015  # 1005 + renew_deadline
+    assert rb.values == [False, True] and rb.times[-1] == 1020  # 1005 + ttl
+    assert spec(store)["leaseTransitions"] == 1
+    await a.stop()
+    await b.stop()
+
+
+async def test_a_hung_renewal_still_steps_down_at_the_deadline(
+        clock: ManualClock, store: MemoryLeaseStore) -> None:
+    hung = FaultyStore(store)
+    a = candidate(hung, "a", clock)
+    rec = Recorder(a, clock).start()
+    await clock.settle()
+    hung.hang.add("replace")
+    await clock.advance(9.9)
+    assert a.is_leader and rec.values == [False, True]
+    await clock.advance(0.1)
+    assert not a.is_leader and rec.values == [False, True, False] and rec.times[-1] == 1010
+    hung.heal()
+    await clock.settle()
+    # The write that was cut off never landed; the lease still names a, so a takes it back.
+    assert rec.values == [False, True, False, True]
+    await a.stop()
+
+
+async def test_concurrent_acquisitions_conflict_and_exactly_one_wins(
+        clock: ManualClock, store: MemoryLeaseStore) -> None:
+    await store.put_raw({"metadata": {"name": KEY},
+                         "spec": {"holderIdentity": "ghost", "leaseDurationSeconds": 15}})
+    a, b = candidate(store, "a", clock), candidate(store, "b", clock)
+    ra, rb = Recorder(a, clock).start(), Recorder(b, clock).start()
+    await clock.advance(14.9)
+    assert ra.values == rb.values == [False]
+    await clock.advance(0.1)  # both see the ghost expire at 1015 and write the same version
+    assert sorted([ra.values, rb.values]) == [[False], [False, True]]
+    assert store.requests["replace"] == 2 and store.requests["get"] == 3  # one 409, one re-read
+    assert spec(store)["leaseTransitions"] == 1
+    await a.stop()
+    await b.stop()
+
+
+async def test_resign_hands_over_then_campaigns_again_after_the_grace(
+        clock: ManualClock, store: MemoryLeaseStore) -> None:
+    a, b = candidate(store, "a", clock), candidate(store, "b", clock)
+    ra = Recorder(a, clock).start()
+    await clock.settle()
+    rb = Recorder(b, clock).start()
+    await clock.settle()
+    await a.resign()
+    await clock.settle()
+    assert ra.values == [False, True, False] and not a.is_leader
+    assert rb.values == [False, True] and rb.times[-1] == 1000
+    await clock.advance(1)
+    await b.stop()  # the lease is free at 1001, but a resigned at 1000: grace until 1005
+    await clock.advance(3.9)
+    assert ra.values == [False, True, False]
+    await clock.advance(0.1)
+    assert ra.values == [False, True, False, True] and ra.times[-1] == 1005
+    assert a.fencing_token == 2
+    await a.stop()
+
+
+async def test_resign_when_not_leading_does_nothing(clock: ManualClock,
+                                                    store: MemoryLeaseStore) -> None:
+    a, b = candidate(store, "a", clock), candidate(store, "b", clock)
+    Recorder(a, clock).start()
+    await clock.settle()
+    rb = Recorder(b, clock).start()
+    await clock.settle()
+    await b.resign()
+    await clock.advance(1)
+    assert rb.values == [False] and a.is_leader
+    await a.stop()
+    await b.stop()
+
+
+async def test_stop_while_waiting_returns_at_once_and_ends_the_stream(
+        clock: ManualClock, store: MemoryLeaseStore) -> None:
+    a, b = candidate(store, "a", clock), candidate(store, "b", clock)
+    Recorder(a, clock).start()
+    await clock.settle()
+    rb = Recorder(b, clock).start()
+    await clock.advance(3)
+    await b.stop()
+    await clock.settle()
+    assert rb.values == [False] and rb.finished
+    assert a.is_leader and spec(store)["holderIdentity"] == "a"
+    await a.stop()
+
+
+async def test_stop_is_idempotent_and_safe_before_running(clock: ManualClock,
+                                                          store: MemoryLeaseStore) -> None:
+    early = candidate(store, "early", clock)
+    await early.stop()
+    await early.stop()
+    rec = Recorder(early, clock).start()
+    await clock.settle()
+    assert rec.values == [False] and rec.finished and store.peek(KEY) is None
+
+    a = candidate(store, "a", clock)
+    rec = Recorder(a, clock).start()
+    await clock.settle()
+    await asyncio.gather(a.stop(), a.stop())
+    await a.stop()
+    await clock.settle()
+    assert rec.values == [False, True, False]
+    with pytest.raises(RuntimeError, match="only once"):
+        a.run_for_election()
+
+
+async def test_stop_from_inside_the_consuming_loop_does_not_deadlock(
+        clock: ManualClock, store: MemoryLeaseStore) -> None:
+    a = candidate(store, "a", clock)
+    seen = []
+    async for leading in a.run_for_election():
+        seen.append(leading)
+        if leading:
+            await a.stop()
+    assert seen == [False, True, False]
+    assert spec(store)["holderIdentity"] == ""
+
+
+async def test_an_absent_consumer_never_delays_renewals(clock: ManualClock,
+                                                        store: MemoryLeaseStore) -> None:
+    a = candidate(store, "a", clock)
+    stream = a.run_for_election()  # nobody reads it for a minute
+    await clock.advance(60)
+    assert store.requests["replace"] == 12 and a.is_leader
+    assert [await anext(stream), await anext(stream)] == [False, True]
+    await a.stop()
+    assert [v async for v in stream] == [False]
+
+
+async def test_is_leader_is_false_right_after_a_long_pause(clock: ManualClock,
+                                                           store: MemoryLeaseStore) -> None:
+    a = candidate(store, "a", clock)
+    rec = Recorder(a, clock).start()
+    await clock.settle()
+    clock.jump(9.999)  # frozen: no task ran, no renewal was sent
+    assert a.is_leader and a.fencing_token == 0
+    clock.jump(0.001)
+    assert not a.is_leader and a.fencing_token is None  # before any task gets to run
+    await clock.advance(0)  # resumed: the campaign notices, steps down, and takes it back
+    assert rec.values == [False, True, False, True]
+    await a.stop()
+
+
+async def test_run_while_leading_cancels_work_the_moment_leadership_is_lost(
+        clock: ManualClock, store: MemoryLeaseStore) -> None:
+    partitioned = FaultyStore(store)
+    a, b = candidate(partitioned, "a", clock), candidate(store, "b", clock)
+    started: list[float] = []
+    cancelled: list[float] = []
+
+    async def work() -> None:
+        started.append(clock.now())
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(clock.now())
+            raise
+
+    running = asyncio.ensure_future(a.run_while_leading(work))
+    await clock.settle()
+    rb = Recorder(b, clock).start()
+    assert started == [1000] and cancelled == []
+    partitioned.fail["replace"] = TransientStoreError("partition")
+    await clock.advance(30)
+    assert cancelled == [1010]  # a's deadline
+    assert rb.values == [False, True] and rb.times[-1] == 1015  # b waited out the ttl
+    partitioned.heal()
+    await b.stop()
+    await clock.settle()
+    assert started == [1000, 1030]  # a regained it: the work runs again
+    await a.stop()
+    await running
+    assert cancelled == [1010, 1030]
+
+
+async def test_run_while_leading_lets_work_finish_cancelling_before_releasing(
+        clock: ManualClock, store: MemoryLeaseStore) -> None:
+    a = candidate(store, "a", clock)
+    holder_when_cancelled: list[object] = []
+
+    async def work() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.sleep(0)  # cleanup that takes a few steps of the loop
+            holder_when_cancelled.append(spec(store)["holderIdentity"])
+            raise
+
+    running = asyncio.ensure_future(a.run_while_leading(work))
+    await clock.settle()
+    await a.stop()
+    await running
+    assert holder_when_cancelled == ["a"]  # still held while the work wound down
+    assert spec(store)["holderIdentity"] == ""
+
+
+async def test_work_that_fails_steps_down_releases_and_raises(clock: ManualClock,
+                                                              store: MemoryLeaseStore) -> None:
+    a = candidate(store, "a", clock)
+
+    async def work() -> None:
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        await a.run_while_leading(work)
+    assert not a.is_leader and spec(store)["holderIdentity"] == ""
+
+
+async def test_a_fatal_error_ends_the_stream_after_a_final_false(
+        clock: ManualClock, store: MemoryLeaseStore) -> None:
+    forbidden = FaultyStore(store)
+    forbidden.fail["get"] = FatalStoreError("HTTP 403: forbidden", status=403)
+    rec = Recorder(candidate(forbidden, "a", clock), clock).start()
+    await clock.settle()
+    assert rec.values == [False] and isinstance(rec.error, FatalStoreError)
+
+
+async def test_a_fatal_error_while_leading_steps_down_first(clock: ManualClock,
+                                                            store: MemoryLeaseStore) -> None:
+    revoked = FaultyStore(store)
+    a = candidate(revoked, "a", clock)
+    rec = Recorder(a, clock).start()
+    await clock.settle()
+    revoked.fail["replace"] = FatalStoreError("HTTP 403: forbidden", status=403)
+    await clock.advance(5)
+    assert rec.values == [False, True, False] and isinstance(rec.error, FatalStoreError)
+    assert not a.is_leader
+
+
+async def test_transient_errors_while_following_are_retried(clock: ManualClock,
+                                                            store: MemoryLeaseStore) -> None:
+    flaky = FaultyStore(store)
+    flaky.fail["get"] = TransientStoreError("HTTP 503", status=503)
+    rec = Recorder(candidate(flaky, "a", clock), clock).start()
+    await clock.advance(3)
+    assert rec.values == [False] and flaky.calls["get"] > 1
+    flaky.heal()
+    await clock.advance(6)
+    assert rec.values == [False, True] and rec.error is None
+    await rec.candidate.stop()
+
+
+@pytest.mark.parametrize("bad_spec, takeover_after", [
+    ({"holderIdentity": "ghost"}, 15),  # no duration: waited out for our ttl
+    ({"holderIdentity": "ghost", "leaseDurationSeconds": 0}, 15),
+    ({"holderIdentity": "ghost", "leaseDurationSeconds": -5}, 15),
+    ({"holderIdentity": "ghost", "leaseDurationSeconds": "15s"}, 15),
+    ({"holderIdentity": "ghost", "leaseDurationSeconds": 3, "renewTime": "yesterday"}, 3),
+    ({"holderIdentity": "ghost", "leaseDurationSeconds": 20, "leaseTransitions": "many"}, 20),
+    ({"holderIdentity": 42, "leaseDurationSeconds": 7}, 7),
+])
+async def test_a_malformed_holder_is_waited_out_not_stolen(
+        clock: ManualClock, store: MemoryLeaseStore, caplog: pytest.LogCaptureFixture,
+        bad_spec: dict[str, object], takeover_after: int) -> None:
+    await store.put_raw({"metadata": {"name": KEY}, "spec": bad_spec})
+    a = candidate(store, "a", clock)
+    with caplog.at_level(logging.WARNING, logger="leadership"):
+        rec = Recorder(a, clock).start()
+        await clock.advance(takeover_after - 0.01)
+        assert rec.values == [False]
+        await clock.advance(0.01)
+    assert rec.values == [False, True] and rec.error is None
+    assert "lease default/lock is malformed" in caplog.text
+    await a.stop()
+
+
+async def test_a_huge_duration_is_honoured(clock: ManualClock, store: MemoryLeaseStore) -> None:
+    await store.put_raw({"metadata": {"name": KEY},
+                         "spec": {"holderIdentity": "ghost", "leaseDurationSeconds": 2**31 - 1}})
+    rec = Recorder(candidate(store, "a", clock), clock).start()
+    await clock.advance(10_000)
+    assert rec.values == [False] and rec.error is None
+    await rec.candidate.stop()
+
+
+@pytest.mark.parametrize("bad_spec", [None, {}, {"holderIdentity": ""}, "not-an-object"])
+async def test_a_lease_without_a_holder_is_free_at_once(clock: ManualClock,
+                                                        store: MemoryLeaseStore,
+                                                        bad_spec: object) -> None:
+    await store.put_raw({"metadata": {"name": KEY}, "spec": bad_spec})
+    rec = Recorder(candidate(store, "a", clock), clock).start()
+    await clock.settle()
+    assert rec.values == [False, True]
+    await rec.candidate.stop()
+
+
+async def test_fields_written_by_others_are_preserved(clock: ManualClock,
+                                                      store: MemoryLeaseStore) -> None:
+    await store.put_raw({
+        "metadata": {"name": KEY, "labels": {"team": "x"}, "annotations": {"note": "keep"}},
+        "spec": {"holderIdentity": "", "preferredHolder": "a", "strategy": "OldestEmulationVersion",
+                 "leaseTransitions": 4}})
+    a = candidate(store, "a", clock)
+    Recorder(a, clock).start()
+    await clock.advance(5)
+    lease = store.peek(KEY)
+    assert lease is not None
+    assert lease["metadata"]["labels"] == {"team": "x"}
+    assert lease["metadata"]["annotations"] == {"note": "keep"}
+    assert lease["spec"]["preferredHolder"] == "a"
+    assert lease["spec"]["strategy"] == "OldestEmulationVersion"
+    assert lease["spec"]["leaseTransitions"] == 5 and a.fencing_token == 5
+    await a.stop()
+    lease = store.peek(KEY)
+    assert lease is not None and lease["spec"]["preferredHolder"] == "a"
+    assert lease["spec"]["leaseTransitions"] == 5
+
+
+async def test_followers_make_no_periodic_requests(clock: ManualClock,
+                                                   store: MemoryLeaseStore) -> None:
+    a, b, c = (candidate(store, n, clock) for n in "abc")
+    for cand in (a, b, c):
+        Recorder(cand, clock).start()
+        await clock.settle()
+    before = dict(store.requests)
+    await clock.advance(120)
+    after = dict(store.requests)
+    assert after["get"] == before["get"] and after["watch"] == before["watch"]
+    assert after["replace"] - before.get("replace", 0) == 24  # only the leader's renewals
+    for cand in (a, b, c):
+        await cand.stop()
+
+
+async def test_a_broken_watch_is_reestablished_and_relisted_after_410(
+        clock: ManualClock, store: MemoryLeaseStore) -> None:
+    a, b = candidate(store, "a", clock), candidate(store, "b", clock)
+    Recorder(a, clock).start()
+    await clock.settle()
+    rb = Recorder(b, clock).start()
+    await clock.advance(6)
+    store.compact()
+    await store.break_watches()
+    await clock.advance(6)  # both re-watch from versions now compacted away: 410, re-list
+    assert store.requests["get"] > 2
+    await a.stop()
+    await clock.settle()
+    assert rb.values == [False, True] and rb.times[-1] == clock.now()
+    await b.stop()
+
+
+async def test_candidates_on_different_leases_in_one_process(clock: ManualClock,
+                                                             store: MemoryLeaseStore) -> None:
+    one = Candidate(store, "one", "x", ttl=15, clock=clock)
+    two = Candidate(store, "two", "x", ttl=15, clock=clock)
+    r1, r2 = Recorder(one, clock).start(), Recorder(two, clock).start()
+    await clock.settle()
+    assert r1.values == r2.values == [False, True]
+    await one.stop()
+    await two.stop()
