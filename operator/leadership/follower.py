@@ -10,11 +10,12 @@ retrying cannot fix (401, 403, a missing namespace) ends the iterator with that 
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import AsyncIterator
 from types import TracebackType
 
 from .candidate import validate_key
-from .observer import LeaseObserver
+from .observer import LeaseObserver, Observation
 from .stores import LeaseStore, check_store
 from .timing import Clock, SystemClock, validate_ttl, wait_until
 
@@ -58,22 +59,27 @@ class Follower:
 
     async def _follow(self) -> AsyncIterator[str]:
         observer = LeaseObserver(self.store, self.key, self.clock, self.ttl)
+        # Every observation is queued, so two changes that arrive together are both seen.
+        pending: collections.deque[Observation] = collections.deque()
+        observer.listeners.append(pending.append)
         watcher = asyncio.get_running_loop().create_task(observer.run())
         watcher_done = asyncio.Event()
         watcher.add_done_callback(lambda _task: watcher_done.set())
         last: str | None = None
+        latest: Observation | None = None
         try:
             while not self._stop.is_set():
                 changed = observer.changed_event()
-                obs = observer.current
-                expires: float | None = None
-                if obs is not None:
-                    leader = obs.holder_at(self.clock.now())
+                if pending:
+                    latest = pending.popleft()
+                if latest is not None:
+                    leader = latest.holder_at(self.clock.now())
                     if leader != last:
                         last = leader
                         yield leader
-                        continue  # re-check: time may have passed while the consumer ran
-                    expires = obs.expires_at if leader else None
+                    if pending:
+                        continue
+                expires = latest.expires_at if latest is not None and last else None
                 await wait_until(self.clock, expires, changed, self._stop, watcher_done)
                 if watcher.done() and not watcher.cancelled():
                     error = watcher.exception()

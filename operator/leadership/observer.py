@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import FatalStoreError, StoreError, WatchExpiredError
@@ -76,6 +77,8 @@ class LeaseObserver:
         self._changed = asyncio.Event()
         self._version = 0
         self._reported: set[str] = set()
+        #: called with every new Observation, in order, before waiters wake.
+        self.listeners: list[Callable[[Observation], None]] = []
 
     @property
     def where(self) -> str:
@@ -104,6 +107,8 @@ class LeaseObserver:
         self.current = Observation(lease, parsed, self.clock.now(),
                                    effective_duration(parsed.record, self.fallback_ttl),
                                    self._version)
+        for listener in self.listeners:
+            listener(self.current)
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
         return self.current

@@ -28,7 +28,7 @@ class PykubeLease(pykube.objects.NamespacedAPIObject):  # type: ignore[misc]
 def lease_body(name: str, holder: str = "someone") -> dict[str, object]:
     import datetime
 
-    now = format_microtime(datetime.datetime.now(datetime.timezone.utc))
+    now = format_microtime(datetime.datetime.now(datetime.UTC))
     return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
             "metadata": {"name": name},
             "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,

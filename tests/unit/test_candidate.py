@@ -10,8 +10,13 @@ import logging
 
 import pytest
 
-from leadership import (Candidate, FatalStoreError, ManualClock, MemoryLeaseStore,
-                        TransientStoreError)
+from leadership import (
+    Candidate,
+    FatalStoreError,
+    ManualClock,
+    MemoryLeaseStore,
+    TransientStoreError,
+)
 from tests.unit.helpers import FaultyStore, Recorder
 
 KEY = "lock"

@@ -51,5 +51,5 @@ def test_unreachable_module_proxy_is_a_clear_error(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("GOPROXY", "off")
     monkeypatch.setenv("GOMODCACHE", str(tmp_path / "modcache"))
     monkeypatch.setenv("LEADERSHIP_CONTROLPLANE_CACHE", str(tmp_path / "cache"))
-    with pytest.raises(build.BuildError, match="Go module proxy .* looks unreachable"):
+    with pytest.raises(build.BuildError, match=r"Go module proxy .* looks unreachable"):
         build.ensure(["etcd"])

@@ -1,0 +1,88 @@
+"""Bad arguments raise ValueError/TypeError naming the argument, before anything runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from leadership import Candidate, MemoryLeaseStore, Timing
+
+
+@pytest.fixture
+def store() -> MemoryLeaseStore:
+    return MemoryLeaseStore()
+
+
+@pytest.mark.parametrize("ttl, error", [
+    (0, ValueError), (-1, ValueError), (1.5, ValueError), (float("nan"), ValueError),
+    (2**31, ValueError), ("15", TypeError), (None, TypeError), (True, TypeError),
+])
+def test_ttl_must_be_a_positive_whole_number_of_seconds(store: MemoryLeaseStore, ttl: object,
+                                                         error: type[Exception]) -> None:
+    with pytest.raises(error, match="ttl"):
+        Candidate(store, "lock", "a", ttl=ttl)  # type: ignore[arg-type]
+
+
+def test_an_integral_float_ttl_is_accepted(store: MemoryLeaseStore) -> None:
+    assert Candidate(store, "lock", "a", ttl=15.0).timing.ttl == 15  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("node, error", [("", ValueError), ("   ", ValueError),
+                                         (7, TypeError)])
+def test_identity_must_be_a_non_empty_string(store: MemoryLeaseStore, node: object,
+                                             error: type[Exception]) -> None:
+    with pytest.raises(error, match="node"):
+        Candidate(store, "lock", node)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("key, error", [
+    ("Upper", ValueError), ("under_score", ValueError), ("-dash", ValueError), ("", ValueError),
+    ("a" * 254, ValueError), ("trailing.", ValueError), (b"bytes", TypeError),
+])
+def test_key_must_be_a_dns_subdomain(store: MemoryLeaseStore, key: object,
+                                     error: type[Exception]) -> None:
+    with pytest.raises(error, match="key"):
+        Candidate(store, key, "a")  # type: ignore[arg-type]
+
+
+def test_store_must_implement_the_protocol() -> None:
+    with pytest.raises(TypeError, match="store must be a LeaseStore"):
+        Candidate({"not": "a store"}, "lock", "a")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kwargs, argument", [
+    ({"renew_deadline": 15}, "renew_deadline"),  # not below ttl
+    ({"renew_deadline": 20}, "renew_deadline"),
+    ({"renew_interval": 9}, "renew_interval"),  # 1.2 * 9 > default deadline 10
+    ({"renew_interval": 0}, "renew_interval"),
+    ({"renew_interval": -1}, "renew_interval"),
+    ({"renew_deadline": float("inf")}, "renew_deadline"),
+    ({"resign_grace": -1}, "resign_grace"),
+    ({"renew_interval": "5"}, "renew_interval"),
+])
+def test_inconsistent_timing_is_refused_up_front(store: MemoryLeaseStore,
+                                                 kwargs: dict[str, object],
+                                                 argument: str) -> None:
+    with pytest.raises((ValueError, TypeError), match=argument):
+        Candidate(store, "lock", "a", ttl=15, **kwargs)  # type: ignore[arg-type]
+
+
+def test_defaults_follow_the_seed_and_the_safety_rule() -> None:
+    t = Timing.from_args(15)
+    assert (t.ttl, t.renew_interval, t.renew_deadline, t.resign_grace) == (15, 5, 10, 5)
+    tiny = Timing.from_args(1)
+    assert 1.2 * tiny.renew_interval < tiny.renew_deadline < tiny.ttl
+
+
+def test_identity_defaults_to_the_pod_name(store: MemoryLeaseStore,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POD_NAME", "web-7d4b9-xk2p")
+    assert Candidate(store, "lock").node == "web-7d4b9-xk2p"
+    monkeypatch.delenv("POD_NAME")
+    import socket
+
+    assert Candidate(store, "lock").node == socket.gethostname()
+
+
+def test_clock_must_be_a_clock(store: MemoryLeaseStore) -> None:
+    with pytest.raises(TypeError, match="clock"):
+        Candidate(store, "lock", "a", clock=object())  # type: ignore[arg-type]

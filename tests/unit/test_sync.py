@@ -1,0 +1,75 @@
+"""leadership.sync: the same promises for threaded programs (real threads, real clock)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from leadership import FatalStoreError, MemoryLeaseStore, sync
+from tests.unit.helpers import FaultyStore
+
+
+def test_blocking_stream_stop_and_handover_between_threads() -> None:
+    store = MemoryLeaseStore()
+    a = sync.Candidate(store, "lock", "a", ttl=3)
+    stream = a.run_for_election()
+    assert [next(stream), next(stream)] == [False, True]
+    assert a.is_leader and a.fencing_token == 0
+
+    b = sync.Candidate(store, "lock", "b", ttl=3)
+    b_values: list[bool] = []
+    reader = threading.Thread(target=lambda: b_values.extend(b.run_for_election()))
+    reader.start()
+    a.stop()
+    a.stop()  # idempotent
+    assert list(stream) == [False]
+    deadline = time.monotonic() + 5
+    while not b.is_leader and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert b.is_leader and b.fencing_token == 1
+    b.stop()
+    reader.join(timeout=5)
+    assert b_values == [False, True, False]
+
+
+def test_resign_and_context_manager() -> None:
+    store = MemoryLeaseStore()
+    with sync.Candidate(store, "lock", "a", ttl=3, resign_grace=0) as a:
+        stream = a.run_for_election()
+        assert [next(stream), next(stream)] == [False, True]
+        a.resign()
+        assert [next(stream), next(stream)] == [False, True]  # alone: it takes it back
+    assert list(stream) == [False]
+    lease = store.peek("lock")
+    assert lease is not None and lease["spec"]["holderIdentity"] == ""
+
+
+def test_errors_reach_the_reading_thread() -> None:
+    forbidden = FaultyStore(MemoryLeaseStore())
+    forbidden.fail["get"] = FatalStoreError("HTTP 403", status=403)
+    c = sync.Candidate(forbidden, "lock", "a", ttl=3)
+    stream = c.run_for_election()
+    assert next(stream) is False
+    with pytest.raises(FatalStoreError):
+        next(stream)
+    c.stop()
+
+
+def test_sync_follower() -> None:
+    store = MemoryLeaseStore()
+    with sync.Candidate(store, "lock", "a", ttl=3) as a:
+        stream = a.run_for_election()
+        assert [next(stream), next(stream)] == [False, True]
+        follower = sync.Follower(store, "lock")
+        leaders = iter(follower)
+        assert next(leaders) == "a"
+    assert next(leaders) == ""
+    follower.stop()
+    assert list(leaders) == []
+
+
+def test_bad_arguments_raise_in_the_callers_thread() -> None:
+    with pytest.raises(ValueError, match="ttl"):
+        sync.Candidate(MemoryLeaseStore(), "lock", "a", ttl=0)
