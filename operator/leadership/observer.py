@@ -15,6 +15,7 @@ a label or annotation written by someone else does not restart the expiry clock.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 from collections.abc import Callable
@@ -90,23 +91,34 @@ class LeaseObserver:
 
     def update(self, lease: JSONDict | None) -> Observation:
         """Take in a state of the Lease (from a GET, a watch event or our own write)."""
+        prev = self.current
+        if lease is None and prev is not None and prev.lease is not None and (
+                not prev.record.is_free):
+            # Deleted under a holder, which may renew right up to now: its claim is waited
+            # out from this moment, as if the deletion were a renewal. Never free at once.
+            log.warning("%s was deleted while held by %r; waiting it out for %ds",
+                        self.where, prev.record.holder_identity, prev.duration)
+            return self._changed_to(Observation(None, prev.parsed, self.clock.now(),
+                                                prev.duration, prev.version))
         parsed = parse_lease(lease)
         for problem in parsed.problems:
             if problem not in self._reported:
                 self._reported.add(problem)
                 log.warning("%s is malformed: %s; its holder %r is waited out, never stolen",
                             self.where, problem, parsed.record.holder_identity)
-        prev = self.current
         if prev is not None and prev.parsed.spec == parsed.spec and (prev.lease is None) == (
                 lease is None):
             # Same record: keep the expiry clock running, remember the newer object.
             self.current = Observation(lease, parsed, prev.observed_at, prev.duration,
                                        prev.version)
             return self.current
+        return self._changed_to(Observation(
+            lease, parsed, self.clock.now(), effective_duration(parsed.record, self.fallback_ttl),
+            0))
+
+    def _changed_to(self, observation: Observation) -> Observation:
         self._version += 1
-        self.current = Observation(lease, parsed, self.clock.now(),
-                                   effective_duration(parsed.record, self.fallback_ttl),
-                                   self._version)
+        self.current = dataclasses.replace(observation, version=self._version)
         for listener in self.listeners:
             listener(self.current)
         changed, self._changed = self._changed, asyncio.Event()

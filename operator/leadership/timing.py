@@ -164,18 +164,25 @@ class DeadlineExceeded(Exception):
 
 
 async def race(clock: Clock, aw: Awaitable[T], deadline: float) -> T:
-    """Await `aw`, cancelling it and raising `DeadlineExceeded` at `deadline` on `clock`."""
+    """Await `aw`, cancelling it and raising `DeadlineExceeded` at `deadline` on `clock`.
+
+    If the caller is cancelled meanwhile, `aw` is cancelled too and CancelledError propagates.
+    """
     task = asyncio.ensure_future(aw)
     timer = asyncio.ensure_future(clock.sleep_until(deadline))
     try:
-        await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
+        done, _ = await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
         timer.cancel()
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            raise DeadlineExceeded()
-        await asyncio.gather(timer, return_exceptions=True)
+        await asyncio.gather(task, timer, return_exceptions=True)
+        raise
+    timer.cancel()
+    await asyncio.gather(timer, return_exceptions=True)
+    if task not in done:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise DeadlineExceeded()
     return task.result()
 
 

@@ -334,7 +334,7 @@ class ControlPlane:
                 proc.popen.terminate()
         for proc in reversed(self._procs):
             try:
-                proc.popen.wait(timeout=10)
+                proc.popen.wait(timeout=3)  # the apiserver would drain watches for longer
             except subprocess.TimeoutExpired:
                 proc.popen.kill()
                 proc.popen.wait()

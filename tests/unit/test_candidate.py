@@ -463,3 +463,40 @@ async def test_candidates_on_different_leases_in_one_process(clock: ManualClock,
     assert r1.values == r2.values == [False, True]
     await one.stop()
     await two.stop()
+
+
+async def test_a_lease_deleted_under_the_leader_is_recreated_by_its_next_renewal(
+        clock: ManualClock, store: MemoryLeaseStore) -> None:
+    a, b = candidate(store, "a", clock), candidate(store, "b", clock)
+    ra = Recorder(a, clock).start()
+    await clock.settle()
+    rb = Recorder(b, clock).start()
+    await clock.settle()
+    await store.delete(KEY)
+    await clock.advance(5)  # a's renewal (a PUT) re-creates it; b never saw it free long enough
+    assert ra.values == [False, True] and rb.values == [False]
+    assert spec(store)["holderIdentity"] == "a"
+    await a.stop()
+    await b.stop()
+
+
+async def test_deleting_the_lease_does_not_free_it_before_the_holder_expires(
+        clock: ManualClock, store: MemoryLeaseStore) -> None:
+    crashed = FaultyStore(store)
+    a, b = candidate(crashed, "a", clock), candidate(store, "b", clock)
+    ra = Recorder(a, clock).start()
+    await clock.settle()
+    rb = Recorder(b, clock).start()
+    await clock.advance(4)
+    crashed.fail["replace"] = TransientStoreError("partition")  # a cannot renew any more
+    crashed.fail["create"] = TransientStoreError("partition")
+    await store.delete(KEY)  # at 1004: a still believes until 1010
+    overlap = []
+    for _ in range(100):
+        await clock.advance(0.25)
+        if a.is_leader and b.is_leader:
+            overlap.append(clock.now())
+    assert overlap == []
+    assert ra.times[-1] == 1010 and rb.values == [False, True] and rb.times[-1] == 1019
+    await a.stop()
+    await b.stop()

@@ -17,7 +17,7 @@ import copy
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from ..errors import ConflictError, FatalStoreError, NotFoundError, WatchExpiredError
+from ..errors import ConflictError, FatalStoreError, WatchExpiredError
 from ..record import format_microtime
 from ..timing import Clock, SystemClock
 from . import JSONDict, WatchEvent
@@ -91,7 +91,11 @@ class MemoryLeaseStore:
         await self._request("replace", name)
         current = self._objects.get(name)
         if current is None:
-            raise NotFoundError(f"leases {name!r} not found", status=404)
+            # Leases allow create-on-update: a PUT to a missing Lease creates it, whatever
+            # resourceVersion it carries (as the API server does).
+            obj = copy.deepcopy(lease)
+            obj["metadata"]["creationTimestamp"] = format_microtime(self.clock.wall())
+            return await self._commit(name, "ADDED", obj)
         if meta.get("resourceVersion") != current["metadata"]["resourceVersion"]:
             raise ConflictError(
                 f"Operation cannot be fulfilled on leases {name!r}: the object has been "

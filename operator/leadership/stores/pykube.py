@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -115,6 +116,7 @@ class PykubeLeaseStore:
                 item = exc
             finally:
                 hand_over(item)
+                response.close()  # here, not on the loop: close() waits for a blocked read
 
         threading.Thread(target=read, name=f"pykube-watch-{name}", daemon=True).start()
         try:
@@ -131,5 +133,21 @@ class PykubeLeaseStore:
                     yield event
         finally:
             closed.set()
-            response.close()
+            _abort(response)
+
+
+def _abort(response: requests.Response) -> None:
+    """Make the reading thread's blocked read return now: shut the socket down.
+
+    Closing the response instead would block on the reader's buffer lock until the server
+    sent something (up to the watch timeout). Without a socket to shut down, the daemon
+    thread ends by itself at the watch's read timeout.
+    """
+    connection = getattr(response.raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 

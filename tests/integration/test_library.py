@@ -1,0 +1,230 @@
+"""The library's promises against a real kube-apiserver, through both real stores."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import random
+import re
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+
+import kubernetes
+import pytest
+
+import leadership
+from leadership.record import format_microtime
+from tests.integration.conftest import Cluster
+from tests.integration.helpers import (
+    STORE_KINDS,
+    StoreFactory,
+    audit_events,
+    consume,
+    eventually,
+    stop_all,
+)
+
+TTL = 2  # renew every 0.67 s, give up after 1.33 s, followers wait 2 s
+
+
+@pytest.fixture(params=STORE_KINDS)
+async def stores(request: pytest.FixtureRequest, cluster: Cluster,
+                 namespace: str) -> AsyncIterator[StoreFactory]:
+    factory = StoreFactory(request.param, cluster.kubeconfig, namespace)
+    yield factory
+    await factory.close()
+
+
+def holder(core_api: kubernetes.client.ApiClient, namespace: str, key: str) -> str:
+    try:
+        lease = kubernetes.client.CoordinationV1Api(core_api).read_namespaced_lease(key, namespace)
+    except kubernetes.client.ApiException as exc:
+        if exc.status == 404:
+            return ""
+        raise
+    return lease.spec.holder_identity or ""
+
+
+async def test_five_candidates_never_two_leaders_and_the_leader_is_the_holder(
+        stores: StoreFactory, core_api: kubernetes.client.ApiClient, namespace: str) -> None:
+    cands = [await stores.candidate("five", f"c{i}", ttl=TTL) for i in range(5)]
+    for c in cands:
+        await consume(c)
+    rng = random.Random(7)
+    checked = changes = 0
+    deadline = time.monotonic() + 8
+    last_stop = time.monotonic()
+    alive = list(cands)
+    while time.monotonic() < deadline:
+        before = {c.node for c in alive if c.is_leader}
+        lease_holder = await asyncio.to_thread(holder, core_api, namespace, "five")
+        after = {c.node for c in alive if c.is_leader}
+        assert len(before) <= 1 and len(after) <= 1, (before, after)
+        for node in before & after:  # believed throughout the read: it must be the holder
+            assert lease_holder == node
+            checked += 1
+        if time.monotonic() - last_stop > 1.5 and len(alive) > 1 and before:
+            leader = next(c for c in alive if c.node in before)
+            # Stop or resign the leader at random, so the lease changes hands under sampling.
+            if rng.random() < 0.5:
+                await leader.stop()
+                alive.remove(leader)
+            else:
+                await leader.resign()
+            changes += 1
+            last_stop = time.monotonic()
+        await asyncio.sleep(0.01)
+    assert checked > 50 and changes >= 3
+    await stop_all(*cands)
+
+
+async def test_stop_hands_over_within_half_a_second(stores: StoreFactory) -> None:
+    a = await stores.candidate("handover", "a", ttl=15)
+    b = await stores.candidate("handover", "b", ttl=15)
+    await consume(a)
+    await eventually(lambda: a.is_leader, 5, "a leads")
+    await consume(b)
+    await asyncio.sleep(0.3)  # b is watching
+    start = time.monotonic()
+    await a.stop()
+    took = await eventually(lambda: b.is_leader, 0.5, "b leads after a stops", interval=0.001)
+    assert time.monotonic() - start < 0.5, took
+    await b.stop()
+
+
+async def test_resign_hands_over(stores: StoreFactory) -> None:
+    a = await stores.candidate("resign", "a", ttl=15)
+    b = await stores.candidate("resign", "b", ttl=15)
+    a_values = await consume(a)
+    await eventually(lambda: a.is_leader, 5, "a leads")
+    await consume(b)
+    await asyncio.sleep(0.3)
+    await a.resign()
+    await eventually(lambda: b.is_leader, 0.5, "b leads after a resigns")
+    assert not a.is_leader and a_values == [False, True, False]
+    await stop_all(a, b)
+
+
+async def test_sigkill_of_a_leader_process_fails_over_within_ttl_plus_one(
+        stores: StoreFactory, cluster: Cluster, namespace: str) -> None:
+    ttl = 3
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.integration.child_candidate", str(cluster.kubeconfig),
+        namespace, "killed", "child", str(ttl), stores.kind,
+        stdout=asyncio.subprocess.PIPE)
+    try:
+        assert child.stdout is not None
+        lines = [await asyncio.wait_for(child.stdout.readline(), 20) for _ in range(2)]
+        assert lines == [b"FOLLOWING\n", b"LEADING\n"]
+        b = await stores.candidate("killed", "survivor", ttl=ttl)
+        await consume(b)
+        await asyncio.sleep(1.0)
+        assert not b.is_leader
+        child.send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        await eventually(lambda: b.is_leader, ttl + 1, "the survivor leads after SIGKILL")
+        took = time.monotonic() - killed_at
+        assert took <= ttl + 1, took
+        await b.stop()
+    finally:
+        if child.returncode is None:
+            child.kill()
+        await child.wait()
+
+
+async def test_follower_sees_every_change(stores: StoreFactory) -> None:
+    seen: list[str] = []
+    follower = leadership.Follower(await stores(), "followed")
+
+    async def follow() -> None:
+        async for leader in follower:
+            seen.append(leader)
+
+    task = asyncio.ensure_future(follow())
+    await eventually(lambda: seen == [""], 5, "the follower reports no leader")
+    a = await stores.candidate("followed", "a", ttl=15)
+    b = await stores.candidate("followed", "b", ttl=15)
+    await consume(a)
+    await eventually(lambda: seen == ["", "a"], 5, f"the follower sees a: {seen}")
+    await consume(b)
+    await asyncio.sleep(0.3)
+    await a.stop()
+    await eventually(lambda: seen == ["", "a", "", "b"], 5, f"release, then b: {seen}")
+    await b.stop()
+    await eventually(lambda: seen == ["", "a", "", "b", ""], 5, f"released: {seen}")
+    await follower.stop()
+    await asyncio.wait_for(task, 5)
+
+
+async def test_microtime_values_are_accepted_and_read_back_exactly(
+        stores: StoreFactory) -> None:
+    store = await stores()
+    moment = datetime.datetime(2026, 11, 26, 20, 0, 0, 0, tzinfo=datetime.UTC)  # micro == 0
+    created = await store.create({
+        "metadata": {"name": "times"},
+        "spec": {"holderIdentity": "x", "leaseDurationSeconds": 5,
+                 "acquireTime": format_microtime(moment),
+                 "renewTime": format_microtime(moment.replace(microsecond=7))}})
+    read = await store.get("times")
+    assert read is not None and read["spec"] == created["spec"]
+    assert read["spec"]["acquireTime"] == "2026-11-26T20:00:00.000000Z"
+    assert read["spec"]["renewTime"] == "2026-11-26T20:00:00.000007Z"
+    a = leadership.Candidate(store, "renewed", "a", ttl=TTL)
+    await consume(a)
+    await eventually(lambda: a.is_leader, 5, "a leads")
+    await asyncio.sleep(1.5)  # two renewals
+    lease = await store.get("renewed")
+    assert lease is not None and a.is_leader
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", lease["spec"]["renewTime"])
+    await a.stop()
+
+
+async def test_conflicts_map_to_conflict_error_and_put_creates_a_missing_lease(
+        stores: StoreFactory) -> None:
+    store = await stores()
+    assert await store.get("absent") is None
+    first = await store.create({"metadata": {"name": "cas"}, "spec": {"holderIdentity": "x"}})
+    with pytest.raises(leadership.ConflictError):
+        await store.create({"metadata": {"name": "cas"}, "spec": {}})
+    await store.replace({**first, "spec": {"holderIdentity": "y"}})
+    with pytest.raises(leadership.ConflictError):
+        await store.replace({**first, "spec": {"holderIdentity": "z"}})  # stale version
+    # Leases allow create-on-update: a PUT to a deleted Lease re-creates it.
+    created = await store.replace({"metadata": {"name": "absent", "resourceVersion": "1"},
+                                   "spec": {"holderIdentity": "w"}})
+    assert created["spec"]["holderIdentity"] == "w"
+
+
+async def test_followers_make_no_periodic_requests(
+        stores: StoreFactory, cluster: Cluster, namespace: str) -> None:
+    cp = cluster.require_control_plane()
+    cands = [await stores.candidate("quiet", f"c{i}", ttl=TTL) for i in range(3)]
+    for c in cands:
+        await consume(c)
+    await eventually(lambda: any(c.is_leader for c in cands), 5, "someone leads")
+    await asyncio.sleep(1.0)  # everyone has listed and is watching
+    window_start = len(audit_events(cp.audit_log, namespace, "quiet"))
+    await asyncio.sleep(4.0)
+    window = audit_events(cp.audit_log, namespace, "quiet")[window_start:]
+    verbs = sorted({e["verb"] for e in window})
+    assert verbs == ["update"], [(e["verb"], e["requestURI"]) for e in window]
+    # Only the leader's renewals: one every 0.67 s, answered and logged once each.
+    completed = [e for e in window if e["stage"] == "ResponseComplete"]
+    assert 4 <= len(completed) <= 8, len(completed)
+    await stop_all(*cands)
+
+
+async def test_a_forbidden_candidate_ends_with_a_fatal_error(
+        stores: StoreFactory, cluster: Cluster, namespace: str,
+        service_account_kubeconfig: object) -> None:
+    kubeconfig = service_account_kubeconfig(namespace, "nobody")  # type: ignore[operator]
+    denied = StoreFactory(stores.kind, kubeconfig, namespace)
+    c = leadership.Candidate(await denied(), "denied", "a", ttl=TTL)
+    values: list[bool] = []
+    with pytest.raises(leadership.FatalStoreError) as error:
+        async for value in c.run_for_election():
+            values.append(value)
+    assert values == [False] and error.value.status == 403
+    await denied.close()
