@@ -32,7 +32,7 @@ gomod:
 	$(PYTHON) -m tests.controlplane.build --render
 
 lint: venv
-	$(PY) -m ruff check operator tests
+	$(PY) -m ruff check operator tests examples
 	$(PY) -m mypy
 
 unit: venv
@@ -42,7 +42,7 @@ test: venv binaries lint
 	$(PY) -m pytest
 
 demo: venv binaries
-	$(PY) -m tests.demo
+	$(PY) -m examples.demo
 
 bench: venv binaries
 	$(PY) -m tests.bench

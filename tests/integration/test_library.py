@@ -111,9 +111,9 @@ async def test_sigkill_of_a_leader_process_fails_over_within_ttl_plus_one(
         stores: StoreFactory, cluster: Cluster, namespace: str) -> None:
     ttl = 3
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.integration.child_candidate", str(cluster.kubeconfig),
-        namespace, "killed", "child", str(ttl), stores.kind,
-        stdout=asyncio.subprocess.PIPE)
+        sys.executable, "-m", "examples.candidate", f"--kubeconfig={cluster.kubeconfig}",
+        f"--namespace={namespace}", "--lease=killed", "--id=child", f"--ttl={ttl}",
+        f"--store={stores.kind}", stdout=asyncio.subprocess.PIPE)
     try:
         assert child.stdout is not None
         lines = [await asyncio.wait_for(child.stdout.readline(), 20) for _ in range(2)]

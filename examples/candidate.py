@@ -1,0 +1,52 @@
+"""A candidate process: campaigns for a Lease and prints LEADING / FOLLOWING as it changes.
+
+    python -m examples.candidate --kubeconfig PATH --namespace NS --lease NAME --id ID \
+        [--ttl 15] [--store kubernetes|pykube]
+
+SIGTERM or SIGINT stops it gracefully (the Lease is released if held); SIGKILL is a crash.
+Used by `make demo` and by the SIGKILL test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+import kubernetes.aio.config
+import pykube
+
+import leadership
+
+
+async def campaign(args: argparse.Namespace) -> None:
+    if args.store == "kubernetes":
+        api = await kubernetes.aio.config.new_client_from_config(config_file=args.kubeconfig)
+        store: leadership.LeaseStore = leadership.KubernetesLeaseStore(api, args.namespace)
+    else:
+        store = leadership.PykubeLeaseStore(
+            pykube.HTTPClient(pykube.KubeConfig.from_file(args.kubeconfig)), args.namespace)
+    candidate = leadership.Candidate(store, args.lease, args.id, ttl=args.ttl)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(candidate.stop()))
+    async for leading in candidate.run_for_election():
+        print("LEADING" if leading else "FOLLOWING", flush=True)
+    if args.store == "kubernetes":
+        await api.close()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m examples.candidate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--kubeconfig", required=True)
+    p.add_argument("--namespace", default="default")
+    p.add_argument("--lease", required=True)
+    p.add_argument("--id", required=True)
+    p.add_argument("--ttl", type=int, default=15)
+    p.add_argument("--store", choices=["kubernetes", "pykube"], default="kubernetes")
+    asyncio.run(campaign(p.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
