@@ -32,7 +32,7 @@ gomod:
 	$(PYTHON) -m tests.controlplane.build --render
 
 lint: venv
-	$(PY) -m ruff check operator tests examples
+	$(PY) -m ruff check operator tests examples benchmarks
 	$(PY) -m mypy
 
 unit: venv
@@ -45,7 +45,7 @@ demo: venv binaries
 	$(PY) -m examples.demo
 
 bench: venv binaries
-	$(PY) -m tests.bench
+	$(PY) -m benchmarks.run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

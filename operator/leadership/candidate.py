@@ -163,7 +163,7 @@ class Candidate:
         self._stream: _Stream | None = None
         self._task: asyncio.Task[None] | None = None
         self._done = asyncio.Event()
-        self._observer_error: BaseException | None = None
+        self._observer_error: Exception | None = None
         self._observer_failed = asyncio.Event()
 
     def __repr__(self) -> str:
@@ -279,9 +279,7 @@ class Candidate:
     async def _watch(self, observer: LeaseObserver) -> None:
         try:
             await observer.run()
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
+        except Exception as exc:
             self._observer_error = exc
             self._observer_failed.set()
 
@@ -304,9 +302,7 @@ class Candidate:
                     break
                 reason = await self._lead(*acquired)
                 await self._step_down(reason)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
+        except Exception as exc:
             if not isinstance(exc, FatalStoreError):
                 log.exception("%s: campaign failed", self._where)
             else:

@@ -228,3 +228,51 @@ async def test_a_forbidden_candidate_ends_with_a_fatal_error(
             values.append(value)
     assert values == [False] and error.value.status == 403
     await denied.close()
+
+
+async def test_the_least_privilege_role_from_the_docs_is_enough(
+        stores: StoreFactory, core_api: kubernetes.client.ApiClient, namespace: str,
+        service_account_kubeconfig: object) -> None:
+    rbac = kubernetes.client.RbacAuthorizationV1Api(core_api)
+    rbac.create_namespaced_role(namespace, {
+        "metadata": {"name": "elect"},
+        "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                   "resourceNames": ["app"], "verbs": ["get", "update", "watch"]},
+                  {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                   "verbs": ["create"]}]})
+    rbac.create_namespaced_role_binding(namespace, {
+        "metadata": {"name": "elect"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "elect"},
+        "subjects": [{"kind": "ServiceAccount", "name": "app", "namespace": namespace}]})
+    limited = StoreFactory(stores.kind, service_account_kubeconfig(namespace, "app"),  # type: ignore[operator]
+                           namespace)
+    try:
+        await asyncio.sleep(0.5)  # let the authorizer's cache see the binding
+        a, b = await limited.candidate("app", "a", ttl=TTL), await limited.candidate(
+            "app", "b", ttl=TTL)
+        a_values, b_values = await consume(a), await consume(b)
+        await eventually(lambda: a.is_leader or b.is_leader, 5, "one of them leads")
+        leader, other = (a, b) if a.is_leader else (b, a)
+        await leader.stop()
+        await eventually(lambda: other.is_leader, 1, "the other takes over")
+        assert not leader.is_leader
+        assert a_values[0] is False and b_values[0] is False
+        with pytest.raises(leadership.FatalStoreError) as denied:
+            await (await limited()).get("not-mine")
+        assert denied.value.status == 403
+    finally:
+        await limited.close()
+
+
+def test_the_sync_facade_on_a_real_server(cluster: Cluster, namespace: str) -> None:
+    from tests.integration.conftest import pykube_client_for
+
+    store = leadership.PykubeLeaseStore(pykube_client_for(cluster.kubeconfig), namespace)
+    with leadership.sync.Candidate(store, "threaded", "t", ttl=TTL) as candidate:
+        stream = candidate.run_for_election()
+        assert [next(stream), next(stream)] == [False, True]
+        assert candidate.is_leader and candidate.fencing_token == 0
+    assert list(stream) == [False]
+    lease = store.http.get(version="coordination.k8s.io/v1", namespace=namespace,
+                           url="leases/threaded").json()
+    assert lease["spec"]["holderIdentity"] == ""
