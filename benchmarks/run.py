@@ -24,6 +24,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +40,7 @@ RENEW_INTERVAL = TTL / 3
 RENEW_DEADLINE = 2 * TTL / 3
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 KINDS = ("python-kubernetes", "python-pykube", "client-go")
+LOGS = Path(tempfile.mkdtemp(prefix="leadership-bench-"))
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Member:
 
     name: str
     proc: subprocess.Popen[str]
+    log: Path
     leading_at: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -76,15 +79,21 @@ def spawn(kind: str, cp: ControlPlane, namespace: str, lease: str, name: str) ->
         command = [sys.executable, "-m", "examples.candidate", f"--kubeconfig={cp.kubeconfig}",
                    f"--namespace={namespace}", f"--lease={lease}", f"--id={name}",
                    f"--ttl={TTL}", f"--store={store}"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    return Member(name, proc)
+    log = LOGS / f"{name}.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True)
+    return Member(name, proc, log)
 
 
-def wait_for(predicate: Callable[[], bool], within: float, what: str) -> None:
+def wait_for(predicate: Callable[[], bool], within: float, what: str,
+             members: list[Member]) -> None:
     deadline = time.monotonic() + within
     while not predicate():
         if time.monotonic() > deadline:
-            raise RuntimeError(f"benchmark: not within {within}s: {what}")
+            tails = "\n".join(f"--- {m.name} (exit {m.proc.poll()}):\n"
+                              + "\n".join(m.log.read_text().splitlines()[-15:])
+                              for m in members)
+            raise RuntimeError(f"benchmark: not within {within}s: {what}\n{tails}")
         time.sleep(0.002)
 
 
@@ -98,14 +107,14 @@ def failover(kind: str, cp: ControlPlane, namespace: str, trial: int, sig: int) 
     lease = f"{kind}-{'crash' if sig == signal.SIGKILL else 'stop'}-{trial}"
     members = [spawn(kind, cp, namespace, lease, f"{kind}-{trial}-{i}") for i in range(2)]
     try:
-        wait_for(lambda: leader_of(members) is not None, 30, f"{lease}: a first leader")
+        wait_for(lambda: leader_of(members) is not None, 30, f"{lease}: a first leader", members)
         time.sleep(2.5)  # the follower is up, has listed, and watches (or polls)
         old = leader_of(members)
         assert old is not None
         other = next(m for m in members if m is not old)
         sent = time.monotonic()
         old.proc.send_signal(sig)
-        wait_for(lambda: bool(other.leading_at), 3 * TTL, f"{lease}: a new leader")
+        wait_for(lambda: bool(other.leading_at), 3 * TTL, f"{lease}: a new leader", members)
         return other.leading_at[0] - sent
     finally:
         for m in members:
@@ -118,7 +127,7 @@ def steady_state(kind: str, cp: ControlPlane, namespace: str, seconds: float) ->
     lease = f"{kind}-steady"
     members = [spawn(kind, cp, namespace, lease, f"{kind}-s{i}") for i in range(3)]
     try:
-        wait_for(lambda: leader_of(members) is not None, 30, f"{lease}: a leader")
+        wait_for(lambda: leader_of(members) is not None, 30, f"{lease}: a leader", members)
         time.sleep(3)
         start = len(audit_events(cp.audit_log, namespace, lease))
         time.sleep(seconds)
@@ -166,13 +175,15 @@ def main() -> int:
     p.add_argument("--trials", type=int, default=5)
     p.add_argument("--steady-seconds", type=float, default=20.0)
     p.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
+    p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS),
+                   help="which candidates to measure (the table needs all three)")
     args = p.parse_args()
     results: dict[str, dict[str, object]] = {}
     started = time.monotonic()
     with ControlPlane() as cp:
         subprocess.run([str(cp.binaries["kubectl"]), f"--kubeconfig={cp.kubeconfig}", "create",
                         "namespace", "bench"], check=True, capture_output=True)
-        for kind in KINDS:
+        for kind in args.kinds:
             print(f"== {kind}", flush=True)
             handover = [failover(kind, cp, "bench", t, signal.SIGTERM) for t in range(args.trials)]
             print(f"   graceful handover: {[round(x, 3) for x in handover]}", flush=True)
@@ -182,6 +193,8 @@ def main() -> int:
             print(f"   follower requests/min: {requests:.1f}; idle RSS {rss} KiB", flush=True)
             results[kind] = {"handover": handover, "crash": crash, "requests": requests,
                              "rss": rss}
+    if set(results) != set(KINDS):
+        return 0
     versions = build.load_versions()
     body = table(results, args.trials)
     print("\n" + body)

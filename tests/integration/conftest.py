@@ -23,6 +23,7 @@ import pytest
 from kubernetes.aio.client import ApiClient as AioApiClient
 
 from tests.controlplane.launcher import ControlPlane
+from tests.integration.helpers import STORE_KINDS, StoreFactory
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -52,6 +53,16 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         return
     with ControlPlane() as cp:
         yield Cluster(cp.kubeconfig, cp)
+
+
+@pytest.fixture(params=STORE_KINDS)
+async def stores(request: pytest.FixtureRequest, cluster: Cluster,
+                 namespace: str) -> AsyncIterator[StoreFactory]:
+    """Makes stores of one kind (the test runs once per kind), each with its own client;
+    candidates made through it are stopped, and clients closed, when the test ends."""
+    factory = StoreFactory(request.param, cluster.kubeconfig, namespace)
+    yield factory
+    await factory.close()
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import pytest
 
 from tests.controlplane import build
 from tests.integration.conftest import Cluster
-from tests.integration.helpers import STORE_KINDS, StoreFactory, consume, eventually
+from tests.integration.helpers import StoreFactory, consume, eventually
 
 TTL = 4
 
@@ -55,14 +55,6 @@ class GoPeer:
             self.proc.send_signal(sig)
         await asyncio.wait_for(self.proc.wait(), 10)
         await self._reader
-
-
-@pytest.fixture(params=STORE_KINDS)
-async def stores(request: pytest.FixtureRequest, cluster: Cluster,
-                 namespace: str) -> AsyncIterator[StoreFactory]:
-    factory = StoreFactory(request.param, cluster.kubeconfig, namespace)
-    yield factory
-    await factory.close()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import re
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
 
 import kubernetes
 import pytest
@@ -18,7 +17,6 @@ import leadership
 from leadership.record import format_microtime
 from tests.integration.conftest import Cluster
 from tests.integration.helpers import (
-    STORE_KINDS,
     StoreFactory,
     audit_events,
     consume,
@@ -27,14 +25,6 @@ from tests.integration.helpers import (
 )
 
 TTL = 2  # renew every 0.67 s, give up after 1.33 s, followers wait 2 s
-
-
-@pytest.fixture(params=STORE_KINDS)
-async def stores(request: pytest.FixtureRequest, cluster: Cluster,
-                 namespace: str) -> AsyncIterator[StoreFactory]:
-    factory = StoreFactory(request.param, cluster.kubeconfig, namespace)
-    yield factory
-    await factory.close()
 
 
 def holder(core_api: kubernetes.client.ApiClient, namespace: str, key: str) -> str:

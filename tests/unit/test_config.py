@@ -86,3 +86,27 @@ def test_identity_defaults_to_the_pod_name(store: MemoryLeaseStore,
 def test_clock_must_be_a_clock(store: MemoryLeaseStore) -> None:
     with pytest.raises(TypeError, match="clock"):
         Candidate(store, "lock", "a", clock=object())  # type: ignore[arg-type]
+
+
+def test_stores_name_their_bad_arguments() -> None:
+    import pykube
+    from kubernetes.aio.client import ApiClient
+
+    from leadership import KubernetesLeaseStore, PykubeLeaseStore
+
+    with pytest.raises(TypeError, match=r"api_client must be a kubernetes\.aio"):
+        KubernetesLeaseStore(object(), "default")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="http_client must be a pykube"):
+        PykubeLeaseStore(object(), "default")  # type: ignore[arg-type]
+    api = ApiClient()
+    with pytest.raises(ValueError, match="namespace"):
+        KubernetesLeaseStore(api, "Bad_Namespace")
+    with pytest.raises(ValueError, match="request_timeout"):
+        KubernetesLeaseStore(api, "default", request_timeout=0)
+    config = pykube.KubeConfig({"clusters": [{"name": "c", "cluster": {"server": "https://x"}}],
+                                "users": [{"name": "u", "user": {}}],
+                                "contexts": [{"name": "x", "context": {"cluster": "c",
+                                                                       "user": "u"}}],
+                                "current-context": "x"})
+    with pytest.raises(ValueError, match="request_timeout"):
+        PykubeLeaseStore(pykube.HTTPClient(config), "default", request_timeout=-1)

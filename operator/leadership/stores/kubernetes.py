@@ -18,7 +18,14 @@ from kubernetes.aio.client import ApiClient
 
 from ..errors import StoreError, TransientStoreError, error_for_status
 from . import WATCH_SECONDS, JSONDict, WatchEvent
-from ._wire import LEASES_PATH, decode_watch_line, status_message, validate_namespace
+from ._wire import (
+    LEASES_PATH,
+    check_client,
+    decode_watch_line,
+    status_message,
+    validate_namespace,
+    validate_timeout,
+)
 
 
 class KubernetesLeaseStore:
@@ -26,14 +33,10 @@ class KubernetesLeaseStore:
 
     def __init__(self, api_client: ApiClient, namespace: str, *,
                  request_timeout: float = 10.0) -> None:
-        if not isinstance(api_client, ApiClient):
-            raise TypeError("api_client must be a kubernetes.aio.client.ApiClient, got "
-                            f"{type(api_client).__name__}")
+        check_client(api_client, ApiClient, "api_client")
         self.api = api_client
         self.namespace = validate_namespace(namespace)
-        if request_timeout <= 0:
-            raise ValueError(f"request_timeout must be positive, got {request_timeout!r}")
-        self.request_timeout = request_timeout
+        self.request_timeout = validate_timeout(request_timeout)
         self._rng = random.Random()
 
     def __repr__(self) -> str:

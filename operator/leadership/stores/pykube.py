@@ -21,7 +21,13 @@ import requests
 
 from ..errors import StoreError, TransientStoreError, error_for_status
 from . import WATCH_SECONDS, JSONDict, WatchEvent
-from ._wire import decode_watch_line, status_message, validate_namespace
+from ._wire import (
+    check_client,
+    decode_watch_line,
+    status_message,
+    validate_namespace,
+    validate_timeout,
+)
 
 _VERSION = "coordination.k8s.io/v1"
 _END = object()
@@ -32,14 +38,10 @@ class PykubeLeaseStore:
 
     def __init__(self, http_client: pykube.HTTPClient, namespace: str, *,
                  request_timeout: float = 10.0) -> None:
-        if not isinstance(http_client, pykube.HTTPClient):
-            raise TypeError("http_client must be a pykube.HTTPClient, got "
-                            f"{type(http_client).__name__}")
+        check_client(http_client, pykube.HTTPClient, "http_client")
         self.http = http_client
         self.namespace = validate_namespace(namespace)
-        if request_timeout <= 0:
-            raise ValueError(f"request_timeout must be positive, got {request_timeout!r}")
-        self.request_timeout = request_timeout
+        self.request_timeout = validate_timeout(request_timeout)
         self._rng = random.Random()
 
     def __repr__(self) -> str:
