@@ -31,6 +31,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -158,6 +159,7 @@ class _Process:
     name: str
     popen: subprocess.Popen[bytes]
     log: Path
+    args: list[str]
 
 
 @dataclass
@@ -193,6 +195,11 @@ class ControlPlane:
         self.stop()
 
     def _spawn(self, name: str, args: list[str]) -> _Process:
+        # PR_SET_PDEATHSIG fires when the parent *thread* exits: a child started from a worker
+        # thread would be killed when that thread ends. Spawn from the main thread only.
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError(f"start {name} from the main thread (PR_SET_PDEATHSIG is "
+                               "bound to the thread that forks)")
         log = self.logs / f"{name}.log"
         out = open(log, "ab")
         try:
@@ -202,9 +209,46 @@ class ControlPlane:
                                      start_new_session=True)
         finally:
             out.close()
-        proc = _Process(name, popen, log)
+        proc = _Process(name, popen, log, args)
         self._procs.append(proc)
         return proc
+
+    def _component(self, name: str) -> _Process:
+        for proc in self._procs:
+            if proc.name == name:
+                return proc
+        raise KeyError(f"{name} is not running in this control plane")
+
+    def stop_component(self, name: str) -> list[str]:
+        """Stop one component (SIGTERM, SIGKILL after 3 s); return its flags for a restart.
+        Safe from any thread (tests run it off their event loop)."""
+        old = self._component(name)
+        old.popen.terminate()
+        try:
+            old.popen.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            old.popen.kill()
+            old.popen.wait()
+        self._procs.remove(old)
+        return old.args
+
+    def start_component(self, name: str, args: list[str]) -> None:
+        """Start a component stopped by `stop_component` again, same flags and port; main
+        thread only. For the API server, follow with `wait_ready()`."""
+        self._spawn(name, args)
+
+    def wait_ready(self) -> None:
+        """Wait for the API server's /readyz (safe from any thread)."""
+        self._wait_ready(self._component("kube-apiserver"), self._component("etcd"),
+                         time.monotonic())
+
+    def restart(self, name: str, downtime: float = 0.0) -> None:
+        """Stop a component, keep it down `downtime` s, start it again and wait until ready."""
+        args = self.stop_component(name)
+        time.sleep(downtime)
+        self.start_component(name, args)
+        if name == "kube-apiserver":
+            self.wait_ready()
 
     def _fail(self, proc: _Process | None, why: str) -> StartError:
         self.keep_logs = True

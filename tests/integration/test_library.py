@@ -266,3 +266,42 @@ def test_the_sync_facade_on_a_real_server(cluster: Cluster, namespace: str) -> N
     lease = store.http.get(version="coordination.k8s.io/v1", namespace=namespace,
                            url="leases/threaded").json()
     assert lease["spec"]["holderIdentity"] == ""
+
+
+async def test_candidates_ride_out_an_apiserver_restart(stores: StoreFactory,
+                                                        cluster: Cluster) -> None:
+    cp = cluster.require_control_plane()
+    ttl = 4  # renew deadline 2.67 s: a 4 s outage must make the leader step down
+    cands = [await stores.candidate("restart", f"c{i}", ttl=ttl) for i in range(3)]
+    values = {c.node: await consume(c) for c in cands}
+    await eventually(lambda: any(c.is_leader for c in cands), 5, "someone leads")
+    first = next(c for c in cands if c.is_leader)
+    overlap: list[float] = []
+    sampling = True
+
+    async def sample() -> None:
+        while sampling:
+            if sum(c.is_leader for c in cands) > 1:
+                overlap.append(time.monotonic())
+            await asyncio.sleep(0.005)
+
+    sampler = asyncio.ensure_future(sample())
+    try:
+        # The candidates keep running on this loop while the API server is down for 4 s.
+        flags = await asyncio.to_thread(cp.stop_component, "kube-apiserver")
+        await asyncio.sleep(4.0)
+        cp.start_component("kube-apiserver", flags)
+        await asyncio.to_thread(cp.wait_ready)
+        assert values[first.node][:3] == [False, True, False], values  # stepped down
+        await eventually(lambda: any(c.is_leader for c in cands), 3 * ttl,
+                         "someone leads again after the restart")
+        await asyncio.sleep(2.0)  # followers re-list and watch again (backoff at most 1 s)
+        leader = next(c for c in cands if c.is_leader)
+        others = [c for c in cands if c is not leader]
+        await leader.stop()
+        await eventually(lambda: any(c.is_leader for c in others), 1.0,
+                         "a release is seen through the re-established watch")
+    finally:
+        sampling = False
+        await sampler
+    assert overlap == []
