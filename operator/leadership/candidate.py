@@ -176,19 +176,23 @@ class Candidate:
 
     # --- public surface -------------------------------------------------------------------
 
+    def _valid_term(self) -> tuple[float, int] | None:
+        """The current term, if its last renewal was sent under `renew_deadline` ago."""
+        term = self._term  # one read: the campaign swaps the whole tuple
+        if term is not None and self.clock.now() < term[0] + self.timing.renew_deadline:
+            return term
+        return None
+
     @property
     def is_leader(self) -> bool:
         """True only while the last successful renewal was sent under `renew_deadline` ago."""
-        term = self._term
-        return term is not None and self.clock.now() < term[0] + self.timing.renew_deadline
+        return self._valid_term() is not None
 
     @property
     def fencing_token(self) -> int | None:
         """While leading: the Lease's ``leaseTransitions`` (grows at every change of holder)."""
-        term = self._term
-        if term is None or not self.clock.now() < term[0] + self.timing.renew_deadline:
-            return None
-        return term[1]
+        term = self._valid_term()
+        return term[1] if term is not None else None
 
     def run_for_election(self) -> AsyncIterator[bool]:
         """Start campaigning; iterate over "am I leader?": False, then True, False, ...

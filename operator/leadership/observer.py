@@ -15,7 +15,6 @@ a label or annotation written by someone else does not restart the expiry clock.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import random
 from collections.abc import Callable
@@ -36,7 +35,6 @@ from .timing import Clock, backoff, wait_until
 log = logging.getLogger("leadership.observer")
 
 
-
 @dataclass(frozen=True)
 class Observation:
     """One state of the Lease as this process saw it."""
@@ -47,7 +45,6 @@ class Observation:
     observed_at: float
     #: seconds after `observed_at` at which the holder counts as gone.
     duration: int
-    version: int
 
     @property
     def record(self) -> LeaseRecord:
@@ -76,7 +73,6 @@ class LeaseObserver:
         self.rng = rng or random.Random()
         self.current: Observation | None = None
         self._changed = asyncio.Event()
-        self._version = 0
         self._reported: set[str] = set()
         #: called with every new Observation, in order, before waiters wake.
         self.listeners: list[Callable[[Observation], None]] = []
@@ -90,7 +86,7 @@ class LeaseObserver:
         return self._changed
 
     def update(self, lease: JSONDict | None) -> Observation:
-        """Take in a state of the Lease (from a GET, a watch event or our own write)."""
+        """Take in a state of the Lease, from a GET or a watch event (None: there is none)."""
         prev = self.current
         if lease is None and prev is not None and prev.lease is not None and (
                 not prev.record.is_free):
@@ -99,7 +95,7 @@ class LeaseObserver:
             log.warning("%s was deleted while held by %r; waiting it out for %ds",
                         self.where, prev.record.holder_identity, prev.duration)
             return self._changed_to(Observation(None, prev.parsed, self.clock.now(),
-                                                prev.duration, prev.version))
+                                                prev.duration))
         parsed = parse_lease(lease)
         for problem in parsed.problems:
             if problem not in self._reported:
@@ -109,25 +105,17 @@ class LeaseObserver:
         if prev is not None and prev.parsed.spec == parsed.spec and (prev.lease is None) == (
                 lease is None):
             # Same record: keep the expiry clock running, remember the newer object.
-            self.current = Observation(lease, parsed, prev.observed_at, prev.duration,
-                                       prev.version)
+            self.current = Observation(lease, parsed, prev.observed_at, prev.duration)
             return self.current
         return self._changed_to(Observation(
-            lease, parsed, self.clock.now(), effective_duration(parsed.record, self.fallback_ttl),
-            0))
+            lease, parsed, self.clock.now(), effective_duration(parsed.record, self.fallback_ttl)))
 
     def _changed_to(self, observation: Observation) -> Observation:
-        self._version += 1
-        self.current = dataclasses.replace(observation, version=self._version)
+        self.current = observation
         for listener in self.listeners:
             listener(self.current)
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
-        return self.current
-
-    async def wait_ready(self) -> Observation:
-        while self.current is None:
-            await self._changed.wait()
         return self.current
 
     async def refresh(self) -> Observation:

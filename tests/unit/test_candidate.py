@@ -42,6 +42,16 @@ def candidate(store: object, node: str, clock: ManualClock, **kw: object) -> Can
     return Candidate(store, KEY, node, ttl=15, clock=clock, **kw)  # type: ignore[arg-type]
 
 
+async def leader_then_follower(a: Candidate, b: Candidate,
+                               clock: ManualClock) -> tuple[Recorder, Recorder]:
+    """Start `a` (which takes the free Lease at once), then `b`; return their recorders."""
+    ra = Recorder(a, clock).start()
+    await clock.settle()
+    rb = Recorder(b, clock).start()
+    await clock.settle()
+    return ra, rb
+
+
 async def test_stream_is_false_then_true_then_false_on_stop(clock: ManualClock,
                                                             store: MemoryLeaseStore) -> None:
     a = candidate(store, "a", clock)
@@ -154,10 +164,7 @@ async def test_concurrent_acquisitions_conflict_and_exactly_one_wins(
 async def test_resign_hands_over_then_campaigns_again_after_the_grace(
         clock: ManualClock, store: MemoryLeaseStore) -> None:
     a, b = candidate(store, "a", clock), candidate(store, "b", clock)
-    ra = Recorder(a, clock).start()
-    await clock.settle()
-    rb = Recorder(b, clock).start()
-    await clock.settle()
+    ra, rb = await leader_then_follower(a, b, clock)
     await a.resign()
     await clock.settle()
     assert ra.values == [False, True, False] and not a.is_leader
@@ -468,10 +475,7 @@ async def test_candidates_on_different_leases_in_one_process(clock: ManualClock,
 async def test_a_lease_deleted_under_the_leader_is_recreated_by_its_next_renewal(
         clock: ManualClock, store: MemoryLeaseStore) -> None:
     a, b = candidate(store, "a", clock), candidate(store, "b", clock)
-    ra = Recorder(a, clock).start()
-    await clock.settle()
-    rb = Recorder(b, clock).start()
-    await clock.settle()
+    ra, rb = await leader_then_follower(a, b, clock)
     await store.delete(KEY)
     await clock.advance(5)  # a's renewal (a PUT) re-creates it; b never saw it free long enough
     assert ra.values == [False, True] and rb.values == [False]
