@@ -350,10 +350,16 @@ class Candidate:
             try:
                 lease = await race(self.clock, self._write_acquire(obs),
                                    sent + self.timing.renew_deadline)
-            except (ConflictError, NotFoundError) as exc:
+            except ConflictError as exc:
                 log.debug("%s: lost the race to acquire (%s); re-reading", self._where, exc)
                 attempt = await self._refresh(observer, attempt)
                 continue
+            except NotFoundError as exc:
+                # Leases allow create-on-update, so a 404 on either write means the namespace
+                # itself is missing: no retry can fix that.
+                raise FatalStoreError(
+                    f"cannot create lease {self.key!r}: namespace {self.store.namespace!r} "
+                    f"does not exist ({exc})", status=404) from exc
             except (TransientStoreError, DeadlineExceeded) as exc:
                 delay = self._backoff(attempt)
                 attempt += 1

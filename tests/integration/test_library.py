@@ -305,3 +305,17 @@ async def test_candidates_ride_out_an_apiserver_restart(stores: StoreFactory,
         sampling = False
         await sampler
     assert overlap == []
+
+
+async def test_a_missing_namespace_ends_the_stream_with_a_fatal_error(
+        cluster: Cluster, stores: StoreFactory) -> None:
+    absent = StoreFactory(stores.kind, cluster.kubeconfig, "no-such-namespace")
+    try:
+        c = await absent.candidate("orphan", "a", ttl=TTL)
+        values: list[bool] = []
+        with pytest.raises(leadership.FatalStoreError, match="no-such-namespace"):
+            async for value in c.run_for_election():
+                values.append(value)
+        assert values == [False]
+    finally:
+        await absent.close()

@@ -504,3 +504,15 @@ async def test_deleting_the_lease_does_not_free_it_before_the_holder_expires(
     assert ra.times[-1] == 1010 and rb.values == [False, True] and rb.times[-1] == 1019
     await a.stop()
     await b.stop()
+
+
+async def test_a_404_on_acquiring_means_a_missing_namespace_and_is_fatal(
+        clock: ManualClock, store: MemoryLeaseStore) -> None:
+    from leadership import NotFoundError
+
+    nowhere = FaultyStore(store)
+    nowhere.fail["create"] = NotFoundError('namespaces "gone" not found', status=404)
+    rec = Recorder(candidate(nowhere, "a", clock), clock).start()
+    await clock.settle()
+    assert rec.values == [False] and isinstance(rec.error, FatalStoreError)
+    assert "does not exist" in str(rec.error) and nowhere.calls["create"] == 1
