@@ -20,6 +20,7 @@ from .errors import (
     WatchExpiredError,
 )
 from .follower import Follower
+from .metrics import CandidateMetrics
 from .record import LeaseRecord, format_microtime, parse_lease, parse_microtime
 from .stores import LeaseStore, WatchEvent
 from .stores.memory import MemoryLeaseStore
@@ -47,6 +48,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Candidate",
+    "CandidateMetrics",
     "Clock",
     "ConflictError",
     "FatalStoreError",

@@ -38,6 +38,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from .errors import ConflictError, FatalStoreError, NotFoundError, StoreError, TransientStoreError
+from .metrics import CandidateMetrics
 from .observer import LeaseObserver, Observation
 from .record import (
     JSONDict,
@@ -165,6 +166,8 @@ class Candidate:
         self._done = asyncio.Event()
         self._observer_error: Exception | None = None
         self._observer_failed = asyncio.Event()
+        #: counters for export; see `leadership.metrics`.
+        self.metrics = CandidateMetrics()
 
     def __repr__(self) -> str:
         return (f"Candidate(key={self.key!r}, node={self.node!r}, ttl={self.timing.ttl}, "
@@ -351,6 +354,7 @@ class Candidate:
                 lease = await race(self.clock, self._write_acquire(obs),
                                    sent + self.timing.renew_deadline)
             except ConflictError as exc:
+                self.metrics.acquire_conflicts += 1
                 log.debug("%s: lost the race to acquire (%s); re-reading", self._where, exc)
                 attempt = await self._refresh(observer, attempt)
                 continue
@@ -396,6 +400,7 @@ class Candidate:
         t = self.timing
         self._lease = lease
         self._term = (sent, parse_lease(lease).record.lease_transitions)
+        self.metrics.acquisitions += 1
         log.info("%s: became leader (fencing token %d)", self._where, self._term[1])
         assert self._stream is not None
         self._stream.push(True)
@@ -418,9 +423,11 @@ class Candidate:
                 renewed = await race(self.clock, self.store.replace(
                     with_spec_changes(self._lease, **renew_changes(self.clock.wall()))), deadline)
             except DeadlineExceeded:
+                self.metrics.renew_failures += 1
                 continue  # the loop steps down: now >= deadline
             except ConflictError:
                 # Someone else wrote: re-read (the slow path) and retry only if still ours.
+                self.metrics.slow_path_renewals += 1
                 try:
                     current = await race(self.clock, self.store.get(self.key), deadline)
                 except DeadlineExceeded:
@@ -439,8 +446,11 @@ class Candidate:
                 log.warning("%s: the lease was deleted; stepping down", self._where)
                 return "lost"
             except TransientStoreError as exc:
+                self.metrics.renew_failures += 1
                 next_try, attempt = self._retry_later(exc, attempt)
                 continue
+            self.metrics.renewals += 1
+            self.metrics.last_renewal_latency = self.clock.now() - now
             self._lease = renewed
             self._term = (now, self._term[1])
             attempt = 0
@@ -454,6 +464,8 @@ class Candidate:
     async def _step_down(self, reason: StepDown) -> None:
         """Stop believing, tell the consumer, let work stop; then release if voluntary."""
         term, self._term = self._term, None
+        self.metrics.step_downs += 1
+        self.metrics.last_step_down = reason
         assert self._stream is not None
         self._stream.push(False)
         log.info("%s: stepped down (%s)", self._where, reason)

@@ -516,3 +516,27 @@ async def test_a_404_on_acquiring_means_a_missing_namespace_and_is_fatal(
     await clock.settle()
     assert rec.values == [False] and isinstance(rec.error, FatalStoreError)
     assert "does not exist" in str(rec.error) and nowhere.calls["create"] == 1
+
+
+async def test_metrics_count_what_happened(clock: ManualClock, store: MemoryLeaseStore) -> None:
+    flaky = FaultyStore(store)
+    a, b = candidate(flaky, "a", clock), candidate(store, "b", clock)
+    await leader_then_follower(a, b, clock)
+    await clock.advance(10)  # renewals at 1005 and 1010
+    flaky.fail["replace"] = TransientStoreError("HTTP 503", status=503)
+    await clock.advance(5.05)  # the renewal at 1015 fails; its retry is due 0.2 s or more later
+    flaky.heal()
+    await clock.advance(3)  # the retry succeeds (by 1017.5)
+    lease = store.peek(KEY)
+    assert lease is not None
+    lease["metadata"]["annotations"] = {"someone": "wrote"}
+    await store.put_raw(lease)  # the next renewal gets 409 and takes the slow path
+    await clock.advance(5)
+    await a.stop()
+    await clock.settle()  # b takes the released Lease
+    m = a.metrics
+    assert (m.acquisitions, m.step_downs, m.last_step_down) == (1, 1, "stop")
+    assert m.renew_failures == 1 and m.slow_path_renewals == 1
+    assert m.renewals == 4 and m.last_renewal_latency == 0.0
+    assert b.metrics.acquisitions == 1 and b.metrics.acquire_conflicts == 0
+    await b.stop()
