@@ -53,3 +53,31 @@ def test_unreachable_module_proxy_is_a_clear_error(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("LEADERSHIP_CONTROLPLANE_CACHE", str(tmp_path / "cache"))
     with pytest.raises(build.BuildError, match=r"Go module proxy .* looks unreachable"):
         build.ensure(["etcd"])
+
+
+def test_cached_binaries_are_used_without_go(monkeypatch: pytest.MonkeyPatch,
+                                             tmp_path: Path) -> None:
+    monkeypatch.setenv("LEADERSHIP_CONTROLPLANE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # Go would be missing: not needed
+    names = ["etcd", "kube-apiserver", "kube-controller-manager", "kubectl", "leaderpeer"]
+    for name in names:
+        path = build.target_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("cached")
+    assert build.ensure(names) == {name: build.target_path(name) for name in names}
+
+
+def test_editing_the_peer_changes_its_cache_key(monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "gomod"
+    shutil.copytree(build.MODULE_DIR, copy)
+    monkeypatch.setattr(build, "MODULE_DIR", copy)
+    before = build.target_path("leaderpeer")
+    assert before.name.startswith("leaderpeer-")
+    main_go = copy / "leaderpeer" / "main.go"
+    main_go.write_text(main_go.read_text() + "\n// an edit\n")
+    after = build.target_path("leaderpeer")
+    assert after != before and after.parent == before.parent
+    assert build.target_path("etcd") == before.parent / "etcd"  # the others keep their key
