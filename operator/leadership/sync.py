@@ -12,6 +12,7 @@ another event loop.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import queue
 import threading
 from collections.abc import Coroutine, Iterator
@@ -32,7 +33,11 @@ class _Failure:
 
 
 class _LoopThread:
-    """An event loop running forever on a daemon thread."""
+    """An event loop running forever on a daemon thread.
+
+    `close()` cancels every call still waiting for the loop, so that no caller can wait
+    forever on a coroutine that a stopped loop will never run.
+    """
 
     def __init__(self, name: str) -> None:
         self.loop = asyncio.new_event_loop()
@@ -40,12 +45,26 @@ class _LoopThread:
         self._thread.start()
         self._closed = False
         self._lock = threading.Lock()
+        self._pending: set[concurrent.futures.Future[Any]] = set()
 
-    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run `coro` on the loop and wait for it. Raises `RuntimeError` once closed."""
         if threading.current_thread() is self._thread:
             coro.close()
             raise RuntimeError("a leadership.sync method was called from its own loop thread")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        with self._lock:
+            if self._closed:
+                coro.close()
+                raise RuntimeError("this leadership.sync object is stopped")
+            future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+            self._pending.add(future)
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            raise RuntimeError("this leadership.sync object was stopped meanwhile") from None
+        finally:
+            with self._lock:
+                self._pending.discard(future)
 
     def close(self) -> None:
         with self._lock:
@@ -54,6 +73,9 @@ class _LoopThread:
             self._closed = True
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()
+        with self._lock:
+            for future in self._pending:
+                future.cancel()
         self.loop.close()
 
     @property
@@ -77,6 +99,7 @@ class _Facade:
     def __init__(self, name: str) -> None:
         self._thread = _LoopThread(name)
         self._pump: asyncio.Future[None] | None = None
+        self._shutdown_lock = threading.Lock()
 
     def _iterate(self, open_stream: Any) -> Iterator[Any]:
         """Run ``open_stream()`` (returning an async iterator) on the loop; yield its values."""
@@ -100,16 +123,19 @@ class _Facade:
         return _drain(items)
 
     def _shutdown(self, core_stop: Any) -> None:
-        if self._thread.closed:
-            return
+        """Stop the core, let the pump hand over its last values, close the loop. Callers
+        from several threads are serialized: later ones wait, then find it done."""
+        with self._shutdown_lock:
+            if self._thread.closed:
+                return
 
-        async def stop_and_flush() -> None:
-            await core_stop()
-            if self._pump is not None:
-                await self._pump
+            async def stop_and_flush() -> None:
+                await core_stop()
+                if self._pump is not None:
+                    await self._pump
 
-        self._thread.call(stop_and_flush())
-        self._thread.close()
+            self._thread.call(stop_and_flush())
+            self._thread.close()
 
 
 class Candidate(_Facade):
@@ -144,8 +170,12 @@ class Candidate(_Facade):
         return self._iterate(self._core.run_for_election)
 
     def resign(self) -> None:
-        if not self._thread.closed:
+        """Step down, release, campaign again; no effect unless leading (or once stopped)."""
+        try:
             self._thread.call(self._core.resign())
+        except RuntimeError:
+            if not self._thread.closed:
+                raise
 
     def stop(self) -> None:
         """Quit the election, releasing the Lease if held; idempotent."""

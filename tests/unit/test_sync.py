@@ -73,3 +73,19 @@ def test_sync_follower() -> None:
 def test_bad_arguments_raise_in_the_callers_thread() -> None:
     with pytest.raises(ValueError, match="ttl"):
         sync.Candidate(MemoryLeaseStore(), "lock", "a", ttl=0)
+
+
+def test_stop_from_two_threads_at_once_never_hangs() -> None:
+    for _ in range(30):  # the race needed many tries to show before the fix
+        c = sync.Candidate(MemoryLeaseStore(), "lock", "a", ttl=3)
+        stream = c.run_for_election()
+        assert [next(stream), next(stream)] == [False, True]
+        stoppers = [threading.Thread(target=c.stop) for _ in range(3)]
+        for t in stoppers:
+            t.start()
+        c.stop()
+        for t in stoppers:
+            t.join(timeout=5)
+            assert not t.is_alive(), "stop() hung"
+        assert list(stream) == [False]
+        c.resign()  # after stop: no effect, no hang
