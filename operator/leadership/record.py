@@ -86,10 +86,6 @@ class ParsedLease:
     problems: list[str] = field(default_factory=list)
 
 
-def lease_name(lease: JSONDict) -> str:
-    return str((lease.get("metadata") or {}).get("name", "?"))
-
-
 def resource_version(lease: JSONDict | None) -> str | None:
     if not lease:
         return None

@@ -18,7 +18,6 @@ Like controller-runtime's envtest: no kubelet, no Docker. The launcher
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import datetime
 import ipaddress
@@ -34,7 +33,6 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -387,10 +385,3 @@ class ControlPlane:
             print(f"control plane logs kept in {self.logs}", file=sys.stderr)
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def running(with_controller_manager: bool = False) -> Iterator[ControlPlane]:
-    cp = ControlPlane(with_controller_manager=with_controller_manager)
-    with cp:
-        yield cp

@@ -23,7 +23,7 @@ import pytest
 from kubernetes.aio.client import ApiClient as AioApiClient
 
 from tests.controlplane.launcher import ControlPlane
-from tests.integration.helpers import STORE_KINDS, StoreFactory
+from tests.integration.helpers import STORE_KINDS, StoreFactory, new_aio_client, pykube_client_for
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -86,7 +86,7 @@ async def aio_client_for() -> AsyncIterator[Callable[[Path], object]]:
     made: list[AioApiClient] = []
 
     async def make(kubeconfig: Path) -> AioApiClient:
-        client = await kubernetes.aio.config.new_client_from_config(config_file=str(kubeconfig))
+        client = await new_aio_client(kubeconfig)
         made.append(client)
         return client
 
@@ -98,10 +98,6 @@ async def aio_client_for() -> AsyncIterator[Callable[[Path], object]]:
 @pytest.fixture
 async def aio_client(cluster: Cluster, aio_client_for: Callable[[Path], object]) -> AioApiClient:
     return await aio_client_for(cluster.kubeconfig)  # type: ignore[misc,no-any-return]
-
-
-def pykube_client_for(kubeconfig: Path) -> pykube.HTTPClient:
-    return pykube.HTTPClient(pykube.KubeConfig.from_file(str(kubeconfig)))
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,15 @@ import pykube
 import leadership
 
 STORE_KINDS = ["kubernetes", "pykube"]
+
+
+async def new_aio_client(kubeconfig: Path) -> Any:
+    """A kubernetes.aio ApiClient for `kubeconfig`; the caller closes it."""
+    return await kubernetes.aio.config.new_client_from_config(config_file=str(kubeconfig))
+
+
+def pykube_client_for(kubeconfig: Path) -> pykube.HTTPClient:
+    return pykube.HTTPClient(pykube.KubeConfig.from_file(str(kubeconfig)))
 
 
 class StoreFactory:
@@ -33,12 +42,10 @@ class StoreFactory:
 
     async def __call__(self) -> leadership.LeaseStore:
         if self.kind == "kubernetes":
-            api = await kubernetes.aio.config.new_client_from_config(
-                config_file=str(self.kubeconfig))
+            api = await new_aio_client(self.kubeconfig)
             self._clients.append(api)
             return leadership.KubernetesLeaseStore(api, self.namespace)
-        return leadership.PykubeLeaseStore(
-            pykube.HTTPClient(pykube.KubeConfig.from_file(str(self.kubeconfig))), self.namespace)
+        return leadership.PykubeLeaseStore(pykube_client_for(self.kubeconfig), self.namespace)
 
     async def close(self) -> None:
         await asyncio.gather(*(c.stop() for c in self._candidates))
@@ -92,5 +99,3 @@ def audit_events(audit_log: Path, namespace: str, name: str) -> list[dict[str, A
 async def stop_all(*candidates: leadership.Candidate) -> None:
     await asyncio.gather(*(c.stop() for c in candidates))
 
-
-Waiter = Callable[[], Awaitable[None]]

@@ -14,7 +14,8 @@ import pytest
 from kubernetes.client.rest import ApiException
 
 from leadership.record import format_microtime
-from tests.integration.conftest import Cluster, pykube_client_for
+from tests.integration.conftest import Cluster
+from tests.integration.helpers import pykube_client_for
 
 MICROTIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
@@ -36,11 +37,11 @@ def lease_body(name: str, holder: str = "someone") -> dict[str, object]:
 
 
 def test_lease_written_by_official_client_reads_back_through_pykube(
-        core_api: kubernetes.client.ApiClient, cluster: Cluster, namespace: str) -> None:
+        core_api: kubernetes.client.ApiClient, pykube_client: pykube.HTTPClient,
+        namespace: str) -> None:
     coordination = kubernetes.client.CoordinationV1Api(core_api)
     coordination.create_namespaced_lease(namespace, lease_body("smoke"))
-    api = pykube_client_for(cluster.kubeconfig)
-    lease = PykubeLease.objects(api, namespace=namespace).get(name="smoke")
+    lease = PykubeLease.objects(pykube_client, namespace=namespace).get(name="smoke")
     assert lease.obj["spec"]["holderIdentity"] == "someone"
     assert MICROTIME.match(lease.obj["spec"]["renewTime"]), lease.obj["spec"]["renewTime"]
 

@@ -255,7 +255,7 @@ async def test_the_least_privilege_role_from_the_docs_is_enough(
 
 
 def test_the_sync_facade_on_a_real_server(cluster: Cluster, namespace: str) -> None:
-    from tests.integration.conftest import pykube_client_for
+    from tests.integration.helpers import pykube_client_for
 
     store = leadership.PykubeLeaseStore(pykube_client_for(cluster.kubeconfig), namespace)
     with leadership.sync.Candidate(store, "threaded", "t", ttl=TTL) as candidate:

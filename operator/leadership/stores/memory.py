@@ -4,7 +4,6 @@
 It is not a stand-in for Kubernetes in integration tests. For unit tests it can:
 
 - count requests per operation (`requests`), to show that followers do not poll;
-- run a hook before every request (`before_request`), to inject errors or hang a request;
 - store a raw, possibly malformed object without validation (`put_raw`);
 - forget old history (`compact`), so that watches from older versions get 410;
 - end every open watch (`break_watches`), as an API server restart would.
@@ -15,14 +14,12 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 from ..errors import ConflictError, FatalStoreError, WatchExpiredError
 from ..record import format_microtime
 from ..timing import Clock, SystemClock
 from . import JSONDict, WatchEvent
-
-RequestHook = Callable[[str, str], Awaitable[None]]
 
 
 class MemoryLeaseStore:
@@ -32,8 +29,6 @@ class MemoryLeaseStore:
         self.clock: Clock = clock or SystemClock()
         self.namespace = namespace
         self.requests: Counter[str] = Counter()
-        #: awaited as ``before_request(operation, lease_name)`` before each request.
-        self.before_request: RequestHook | None = None
         self._objects: dict[str, JSONDict] = {}
         self._revision = 0
         self._history: list[tuple[int, WatchEvent]] = []
@@ -46,8 +41,6 @@ class MemoryLeaseStore:
 
     async def _request(self, operation: str, name: str) -> None:
         self.requests[operation] += 1
-        if self.before_request is not None:
-            await self.before_request(operation, name)
 
     async def _commit(self, name: str, event_type: str, obj: JSONDict) -> JSONDict:
         self._revision += 1
