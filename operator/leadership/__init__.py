@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import sync
-from .candidate import Candidate
+from .candidate import Candidate, Term
+from .clock import Clock, SystemClock
 from .errors import (
     ConflictError,
     FatalStoreError,
@@ -24,7 +25,7 @@ from .metrics import CandidateMetrics
 from .record import LeaseRecord, format_microtime, parse_lease, parse_microtime
 from .stores import LeaseStore, WatchEvent
 from .stores.memory import MemoryLeaseStore
-from .timing import Clock, ManualClock, SystemClock, Timing
+from .timing import Timing
 
 if TYPE_CHECKING:
     from .stores.kubernetes import KubernetesLeaseStore
@@ -57,12 +58,12 @@ __all__ = [
     "LeadershipError",
     "LeaseRecord",
     "LeaseStore",
-    "ManualClock",
     "MemoryLeaseStore",
     "NotFoundError",
     "PykubeLeaseStore",
     "StoreError",
     "SystemClock",
+    "Term",
     "Timing",
     "TransientStoreError",
     "WatchEvent",

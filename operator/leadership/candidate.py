@@ -1,6 +1,8 @@
 """`Candidate`: campaign for one Lease and stream whether this process leads.
 
-The port of docker/leadership's ``candidate.go``, on client-go's Lease semantics.
+The port of docker/leadership's ``candidate.go``, on client-go's Lease semantics. It decides
+(when to take the Lease, when to step down); the `LeaseLock` does the writing and the
+`LeaseObserver` the watching.
 
 Guarantees (on this process's monotonic clock):
 
@@ -11,6 +13,10 @@ Guarantees (on this process's monotonic clock):
 - The leader stops believing it leads `ttl - renew_deadline` seconds before any follower that
   watches the same Lease may take it over, whatever the request latency: the deadline counts
   from when the renewal was sent; a follower's wait counts from when it saw the write.
+- A follower takes a Lease over after an expiry only once a fresh read agrees that it expired:
+  a watch gone silent is never taken for a dead leader.
+- Each renewal attempt is bounded by `Timing.attempt_timeout`, so one hung request costs one
+  attempt, not the term.
 - Voluntary step-down (`resign`, `stop`) flips `is_leader`, yields False and lets the
   `run_while_leading` work finish cancelling *before* the Lease is released.
 - Nothing here blocks on the consumer: an absent or slow reader never delays a renewal.
@@ -28,59 +34,50 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import enum
 import logging
-import os
 import random
-import re
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
 
+from .clock import Clock, DeadlineExceeded, SystemClock, race, wait_until
 from .errors import ConflictError, FatalStoreError, NotFoundError, StoreError, TransientStoreError
+from .lock import LeaseLock
 from .metrics import CandidateMetrics
 from .observer import LeaseObserver, Observation
-from .record import (
-    JSONDict,
-    acquire_changes,
-    build_lease,
-    parse_lease,
-    release_changes,
-    renew_changes,
-    with_spec_changes,
-)
-from .stores import LeaseStore, check_store
-from .timing import Clock, DeadlineExceeded, SystemClock, Timing, backoff, race, wait_until
+from .stores import LeaseStore
+from .timing import Timing, backoff
+from .validation import check_clock, check_store, validate_identity, validate_key
 
 log = logging.getLogger("leadership.candidate")
-
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 StepDown = Literal["stop", "resign", "lost"]
 
 
-def default_identity() -> str:
-    """The pod name (``POD_NAME``, from the downward API), else the host name."""
-    return os.environ.get("POD_NAME") or socket.gethostname()
+def _why(exc: BaseException) -> str:
+    """An exception as a log line can show it, never empty."""
+    return str(exc) or type(exc).__name__
 
 
-def validate_key(key: object, argument: str = "key") -> str:
-    if not isinstance(key, str):
-        raise TypeError(f"{argument} must be a str (the Lease name), got {type(key).__name__}")
-    if len(key) > 253 or not _DNS_SUBDOMAIN.match(key):
-        raise ValueError(f"{argument} must be a valid DNS subdomain name (lowercase letters, "
-                         f"digits, '-' and '.', at most 253 characters), got {key!r}")
-    return key
+@dataclass(frozen=True)
+class Term:
+    """One stretch of leadership, as this process knows it."""
+
+    #: monotonic time at which the last successful renewal (or the acquisition) was sent.
+    renewed_at: float
+    #: the Lease's ``leaseTransitions`` when this term began.
+    fencing_token: int
 
 
-def validate_identity(node: object, argument: str = "node") -> str:
-    if node is None:
-        node = default_identity()
-    if not isinstance(node, str):
-        raise TypeError(f"{argument} must be a str identity, got {type(node).__name__}")
-    if not node.strip():
-        raise ValueError(f"{argument} must be a non-empty identity, got {node!r}")
-    return node
+class Renewal(enum.Enum):
+    """What one renewal attempt came to."""
+
+    RENEWED = "renewed"  # the term is extended
+    RETRY_NOW = "retry now"  # no answer in time, or a re-read shows it is still ours
+    RETRY_LATER = "retry later"  # a transient error: back off, then try again
+    LOST = "lost"  # someone else holds it, or it is gone
 
 
 class _Stream:
@@ -128,6 +125,8 @@ class Candidate:
     Timing knobs are keyword-only: `renew_interval` (default ttl/3), `renew_deadline`
     (default 2/3 ttl; must stay below ttl and above 1.2 renew intervals) and `resign_grace`
     (default one renew interval: after resigning, a free Lease is left to others that long).
+    `clock` (default the system clock) and `rng` (default a fresh `random.Random`) make tests
+    deterministic.
     """
 
     def __init__(
@@ -147,15 +146,18 @@ class Candidate:
         self.key = validate_key(key)
         self.node = validate_identity(node)
         self.timing = Timing.from_args(ttl, renew_interval, renew_deadline, resign_grace)
-        if clock is not None and not isinstance(clock, Clock):
-            raise TypeError(f"clock must be a Clock (now, wall, sleep_until), "
-                            f"got {type(clock).__name__}")
-        self.clock: Clock = clock or SystemClock()
+        self.clock: Clock = check_clock(clock) or SystemClock()
+        if rng is not None and not isinstance(rng, random.Random):
+            raise TypeError(f"rng must be a random.Random, got {type(rng).__name__}")
         self._rng = rng or random.Random()
-        # (renewal sent at, fencing token) while leading; one tuple, swapped atomically, so
-        # that `is_leader` can be read from any thread.
-        self._term: tuple[float, int] | None = None
-        self._lease: JSONDict | None = None
+        # Swapped whole, never mutated, so that `is_leader` can be read from any thread.
+        self._term: Term | None = None
+        self._lock = LeaseLock(self.store, self.key, self.node, self.clock)
+        t = self.timing
+        self._observer = LeaseObserver(self.store, self.key, self.clock, t.ttl,
+                                       retry_min=t.retry_min, retry_max=max(t.retry_max, 1.0),
+                                       rng=self._rng)
+        self._observer.listeners.append(self._seen)
         self._stop = asyncio.Event()
         self._resign = asyncio.Event()
         self._resign_waiters: list[asyncio.Future[None]] = []
@@ -164,10 +166,12 @@ class Candidate:
         self._stream: _Stream | None = None
         self._task: asyncio.Task[None] | None = None
         self._done = asyncio.Event()
-        self._observer_error: Exception | None = None
-        self._observer_failed = asyncio.Event()
         #: counters for export; see `leadership.metrics`.
         self.metrics = CandidateMetrics()
+
+    def _seen(self, observation: Observation) -> None:
+        if observation.lease is not None:
+            self._lock.observe(observation.record)
 
     def __repr__(self) -> str:
         return (f"Candidate(key={self.key!r}, node={self.node!r}, ttl={self.timing.ttl}, "
@@ -179,10 +183,10 @@ class Candidate:
 
     # --- public surface -------------------------------------------------------------------
 
-    def _valid_term(self) -> tuple[float, int] | None:
+    def _valid_term(self) -> Term | None:
         """The current term, if its last renewal was sent under `renew_deadline` ago."""
-        term = self._term  # one read: the campaign swaps the whole tuple
-        if term is not None and self.clock.now() < term[0] + self.timing.renew_deadline:
+        term = self._term  # one read: the campaign swaps the whole object
+        if term is not None and self.clock.now() < term.renewed_at + self.timing.renew_deadline:
             return term
         return None
 
@@ -195,7 +199,7 @@ class Candidate:
     def fencing_token(self) -> int | None:
         """While leading: the Lease's ``leaseTransitions`` (grows at every change of holder)."""
         term = self._valid_term()
-        return term[1] if term is not None else None
+        return term.fencing_token if term is not None else None
 
     def run_for_election(self) -> AsyncIterator[bool]:
         """Start campaigning; iterate over "am I leader?": False, then True, False, ...
@@ -283,31 +287,16 @@ class Candidate:
 
     # --- the campaign ---------------------------------------------------------------------
 
-    async def _watch(self, observer: LeaseObserver) -> None:
-        try:
-            await observer.run()
-        except Exception as exc:
-            self._observer_error = exc
-            self._observer_failed.set()
-
-    def _raise_if_observer_failed(self) -> None:
-        if self._observer_error is not None:
-            raise self._observer_error
-
     async def _campaign(self) -> None:
         assert self._stream is not None
-        t = self.timing
-        observer = LeaseObserver(self.store, self.key, self.clock, t.ttl,
-                                 retry_min=t.retry_min, retry_max=max(t.retry_max, 1.0),
-                                 rng=self._rng)
-        watcher = asyncio.get_running_loop().create_task(self._watch(observer))
+        watcher = asyncio.get_running_loop().create_task(self._observer.run())
         error: BaseException | None = None
         try:
             while not self._stop.is_set():
-                acquired = await self._acquire(observer)
-                if acquired is None:
+                sent = await self._acquire()
+                if sent is None:
                     break
-                reason = await self._lead(*acquired)
+                reason = await self._lead(sent)
                 await self._step_down(reason)
         except Exception as exc:
             if not isinstance(exc, FatalStoreError):
@@ -326,37 +315,46 @@ class Candidate:
             self._done.set()
 
     async def _wait(self, deadline: float | None, *events: asyncio.Event) -> None:
-        await wait_until(self.clock, deadline, self._stop, self._observer_failed, *events)
-        self._raise_if_observer_failed()
+        """Wait for `deadline` or an event; stop and a failed observer end it too."""
+        await wait_until(self.clock, deadline, self._stop, self._observer.failed, *events)
+        self._observer.raise_if_failed()
 
-    def _backoff(self, attempt: int) -> float:
-        return backoff(self._rng, attempt, self.timing.retry_min, self.timing.retry_max)
+    async def _back_off(self, what: str, exc: BaseException, attempt: int) -> int:
+        delay = backoff(self._rng, attempt, self.timing.retry_min, self.timing.retry_max)
+        log.warning("%s: %s failed (%s); retrying in %.2fs", self._where, what, _why(exc), delay)
+        await self._wait(self.clock.now() + delay)
+        return attempt + 1
 
-    async def _acquire(self, observer: LeaseObserver) -> tuple[JSONDict, float] | None:
-        """Wait until the Lease may be taken, then take it. None when stopped first."""
+    async def _acquire(self) -> float | None:
+        """Wait until the Lease may be taken, then take it; return when the winning write was
+        sent. None when stopped first."""
+        observer, t = self._observer, self.timing
         attempt = 0
         while not self._stop.is_set():
             changed = observer.changed_event()
-            obs = observer.current
-            if obs is None:
+            seen = observer.current
+            if seen is None:
                 await self._wait(None, changed)
                 continue
             now = self.clock.now()
-            holder = obs.holder_at(now)
-            if holder not in ("", self.node):
-                await self._wait(obs.expires_at, changed)
+            if seen.holder_at(now) not in ("", self.node):
+                await self._wait(seen.expires_at, changed)
                 continue
             if now < self._no_acquire_before:
                 await self._wait(self._no_acquire_before, changed)
                 continue
-            sent = self.clock.now()
             try:
-                lease = await race(self.clock, self._write_acquire(obs),
-                                   sent + self.timing.renew_deadline)
+                if seen.expired_at(now):
+                    seen = await self._confirm_expiry(now + t.renew_deadline)
+                    if seen.holder_at(self.clock.now()) not in ("", self.node):
+                        continue  # the watch was stale: the holder is alive
+                sent = self.clock.now()
+                await race(self.clock, self._lock.acquire(seen.lease, t.ttl),
+                           sent + t.renew_deadline)
             except ConflictError as exc:
                 self.metrics.acquire_conflicts += 1
                 log.debug("%s: lost the race to acquire (%s); re-reading", self._where, exc)
-                attempt = await self._refresh(observer, attempt)
+                attempt = await self._refresh(attempt)
                 continue
             except NotFoundError as exc:
                 # Leases allow create-on-update, so a 404 on either write means the namespace
@@ -365,50 +363,38 @@ class Candidate:
                     f"cannot create lease {self.key!r}: namespace {self.store.namespace!r} "
                     f"does not exist ({exc})", status=404) from exc
             except (TransientStoreError, DeadlineExceeded) as exc:
-                delay = self._backoff(attempt)
-                attempt += 1
-                log.warning("%s: acquiring failed (%s); retrying in %.2fs", self._where,
-                            exc or "no answer within the renew deadline", delay)
-                await self._wait(self.clock.now() + delay)
+                attempt = await self._back_off("acquiring", exc, attempt)
                 continue
-            return lease, sent
+            return sent
         return None
 
-    async def _refresh(self, observer: LeaseObserver, attempt: int) -> int:
+    async def _confirm_expiry(self, deadline: float) -> Observation:
+        seen = self._observer.current
+        assert seen is not None
+        log.debug("%s: %r's claim ran out; confirming with a fresh read", self._where,
+                  seen.record.holder_identity)
+        return await race(self.clock, self._observer.confirm_expiry(), deadline)
+
+    async def _refresh(self, attempt: int) -> int:
         try:
-            await observer.refresh()
+            await race(self.clock, self._observer.refresh(),
+                       self.clock.now() + self.timing.renew_deadline)
             return 0
-        except TransientStoreError as exc:
-            delay = self._backoff(attempt)
-            log.warning("%s: re-reading failed (%s); retrying in %.2fs", self._where, exc, delay)
-            await self._wait(self.clock.now() + delay)
-            return attempt + 1
+        except (TransientStoreError, DeadlineExceeded) as exc:
+            return await self._back_off("re-reading", exc, attempt)
 
-    async def _write_acquire(self, obs: Observation) -> JSONDict:
-        now = self.clock.wall()
-        if obs.lease is None:
-            return await self.store.create(
-                build_lease(self.key, acquire_changes(None, self.node, self.timing.ttl, now)))
-        changes = acquire_changes(obs.record, self.node, self.timing.ttl, now)
-        return await self.store.replace(with_spec_changes(obs.lease, **changes))
-
-    def _holder_of(self, lease: JSONDict | None) -> str:
-        return parse_lease(lease).record.holder_identity
-
-    async def _lead(self, lease: JSONDict, sent: float) -> StepDown:
-        """Renew from the cached object until stopped, resigned, or past the renew deadline."""
+    async def _lead(self, sent: float) -> StepDown:
+        """Renew until stopped, resigned, or past the renew deadline."""
         t = self.timing
-        self._lease = lease
-        self._term = (sent, parse_lease(lease).record.lease_transitions)
+        self._term = Term(sent, self._lock.record.lease_transitions)
         self.metrics.acquisitions += 1
-        log.info("%s: became leader (fencing token %d)", self._where, self._term[1])
+        log.info("%s: became leader (fencing token %d)", self._where, self._term.fencing_token)
         assert self._stream is not None
         self._stream.push(True)
         attempt = 0
         next_try = sent + t.renew_interval
         while True:
-            renewed_at = self._term[0]
-            deadline = renewed_at + t.renew_deadline
+            deadline = self._term.renewed_at + t.renew_deadline
             await wait_until(self.clock, min(next_try, deadline), self._stop, self._resign)
             if self._stop.is_set():
                 return "stop"
@@ -419,47 +405,55 @@ class Candidate:
                 log.warning("%s: no successful renewal within %.3gs; stepping down",
                             self._where, t.renew_deadline)
                 return "lost"
-            try:
-                renewed = await race(self.clock, self.store.replace(
-                    with_spec_changes(self._lease, **renew_changes(self.clock.wall()))), deadline)
-            except DeadlineExceeded:
-                self.metrics.renew_failures += 1
-                continue  # the loop steps down: now >= deadline
-            except ConflictError:
-                # Someone else wrote: re-read (the slow path) and retry only if still ours.
-                self.metrics.slow_path_renewals += 1
-                try:
-                    current = await race(self.clock, self.store.get(self.key), deadline)
-                except DeadlineExceeded:
-                    continue
-                except TransientStoreError as exc:
-                    next_try, attempt = self._retry_later(exc, attempt)
-                    continue
-                holder = self._holder_of(current)
-                if current is None or holder != self.node:
-                    log.warning("%s: the lease was taken by %r; stepping down", self._where,
-                                holder)
-                    return "lost"
-                self._lease, next_try = current, self.clock.now()
-                continue
-            except NotFoundError:
-                log.warning("%s: the lease was deleted; stepping down", self._where)
+            outcome = await self._renew_once(min(deadline, now + t.attempt_timeout))
+            if outcome is Renewal.LOST:
                 return "lost"
-            except TransientStoreError as exc:
-                self.metrics.renew_failures += 1
-                next_try, attempt = self._retry_later(exc, attempt)
-                continue
-            self.metrics.renewals += 1
-            self.metrics.last_renewal_latency = self.clock.now() - now
-            self._lease = renewed
-            self._term = (now, self._term[1])
-            attempt = 0
-            next_try = now + t.renew_interval
+            if outcome is Renewal.RENEWED:
+                attempt, next_try = 0, self._term.renewed_at + t.renew_interval
+            elif outcome is Renewal.RETRY_NOW:
+                next_try = self.clock.now()
+            else:
+                next_try = self.clock.now() + backoff(self._rng, attempt, t.retry_min,
+                                                      t.retry_max)
+                attempt += 1
 
-    def _retry_later(self, exc: StoreError, attempt: int) -> tuple[float, int]:
-        delay = self._backoff(attempt)
-        log.warning("%s: renewing failed (%s); retrying in %.2fs", self._where, exc, delay)
-        return self.clock.now() + delay, attempt + 1
+    async def _renew_once(self, give_up_at: float) -> Renewal:
+        """One renewal attempt, abandoned at `give_up_at`. Only a success extends the term."""
+        assert self._term is not None
+        sent = self.clock.now()
+        try:
+            await race(self.clock, self._lock.renew(), give_up_at)
+        except DeadlineExceeded:
+            self.metrics.renew_failures += 1
+            log.warning("%s: renewal got no answer within %.2fs; retrying", self._where,
+                        give_up_at - sent)
+            return Renewal.RETRY_NOW
+        except ConflictError:
+            # Someone else wrote: re-read (the slow path) and retry only if still ours.
+            self.metrics.slow_path_renewals += 1
+            try:
+                record = await race(self.clock, self._lock.reread(), give_up_at)
+            except DeadlineExceeded:
+                return Renewal.RETRY_NOW
+            except TransientStoreError as exc:
+                log.warning("%s: re-reading after a conflict failed (%s)", self._where, _why(exc))
+                return Renewal.RETRY_LATER
+            if record is None or record.holder_identity != self.node:
+                log.warning("%s: the lease was taken by %r; stepping down", self._where,
+                            record.holder_identity if record else None)
+                return Renewal.LOST
+            return Renewal.RETRY_NOW
+        except NotFoundError:
+            log.warning("%s: the lease was deleted; stepping down", self._where)
+            return Renewal.LOST
+        except TransientStoreError as exc:
+            self.metrics.renew_failures += 1
+            log.warning("%s: renewing failed (%s)", self._where, _why(exc))
+            return Renewal.RETRY_LATER
+        self.metrics.renewals += 1
+        self.metrics.last_renewal_latency = self.clock.now() - sent
+        self._term = Term(sent, self._term.fencing_token)
+        return Renewal.RENEWED
 
     async def _step_down(self, reason: StepDown) -> None:
         """Stop believing, tell the consumer, let work stop; then release if voluntary."""
@@ -475,7 +469,7 @@ class Candidate:
             except Exception:
                 log.exception("%s: a step-down hook failed", self._where)
         if reason != "lost" and term is not None:
-            await self._release(term[0])
+            await self._release(term.renewed_at)
         if reason == "resign":
             self._no_acquire_before = self.clock.now() + self.timing.resign_grace
         # A resign() that raced a loss is answered too: there is nothing left to resign.
@@ -490,31 +484,28 @@ class Candidate:
 
     async def _release(self, renewed_at: float) -> None:
         """Free the Lease (compare-and-swap), giving up once it would have expired anyway."""
-        lease = self._lease
-        deadline = max(renewed_at + self.timing.ttl, self.clock.now() + self.timing.retry_max)
+        t = self.timing
+        deadline = max(renewed_at + t.ttl, self.clock.now() + t.retry_max)
         attempt = 0
-        while lease is not None:
-            record = parse_lease(lease).record
+        while True:
             try:
-                await race(self.clock, self.store.replace(
-                    with_spec_changes(lease, **release_changes(record, self.clock.wall()))),
-                    deadline)
+                await race(self.clock, self._lock.release(), deadline)
                 log.info("%s: released the lease", self._where)
                 return
             except ConflictError:
                 try:
-                    lease = await race(self.clock, self.store.get(self.key), deadline)
+                    record = await race(self.clock, self._lock.reread(), deadline)
                 except (DeadlineExceeded, StoreError) as exc:
-                    log.warning("%s: could not release the lease: %r", self._where, exc)
+                    log.warning("%s: could not release the lease: %s", self._where, _why(exc))
                     return
-                if self._holder_of(lease) != self.node:
+                if record is None or record.holder_identity != self.node:
                     return  # no longer ours: nothing to release
             except (NotFoundError, DeadlineExceeded, FatalStoreError) as exc:
-                log.warning("%s: could not release the lease: %r", self._where, exc)
+                log.warning("%s: could not release the lease: %s", self._where, _why(exc))
                 return
             except TransientStoreError as exc:
-                delay = self._backoff(attempt)
+                delay = backoff(self._rng, attempt, t.retry_min, t.retry_max)
                 attempt += 1
-                log.warning("%s: releasing failed (%s); retrying in %.2fs", self._where, exc,
-                            delay)
+                log.warning("%s: releasing failed (%s); retrying in %.2fs", self._where,
+                            _why(exc), delay)
                 await wait_until(self.clock, min(deadline, self.clock.now() + delay))

@@ -2,22 +2,33 @@
 
 It yields the current holder's identity, de-duplicated, and ``""`` while the Lease is free or
 expired. Expiry is judged like a candidate judges it: the record observed unchanged for its
-``leaseDurationSeconds`` on this process's monotonic clock, with a timer, not a poll. It makes
-no request besides one GET and its watch; transient errors are retried inside, and an error
-retrying cannot fix (401, 403, a missing namespace) ends the iterator with that exception.
+``leaseDurationSeconds`` on this process's monotonic clock, with a timer, not a poll.
+
+Before it reports an expiry it confirms it with one fresh read (see `leadership.observer`): a
+watch gone silent over a half-open connection therefore never turns a live leader into
+``""``; the read restarts that watch instead. If the read itself fails, nothing live can be
+shown, and the expiry is reported.
+
+It makes no request besides one GET, its watch, and that one read per expiry. Transient
+errors are retried inside; an error retrying cannot fix (401, 403, a missing namespace) ends
+the iterator with that exception.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 from collections.abc import AsyncIterator
 from types import TracebackType
 
-from .candidate import validate_key
+from .clock import Clock, SystemClock, wait_until
+from .errors import TransientStoreError
 from .observer import LeaseObserver, Observation
-from .stores import LeaseStore, check_store
-from .timing import Clock, SystemClock, validate_ttl, wait_until
+from .stores import LeaseStore
+from .validation import check_clock, check_store, validate_key, validate_ttl
+
+log = logging.getLogger("leadership.follower")
 
 
 class Follower:
@@ -31,9 +42,7 @@ class Follower:
         self.store = check_store(store)
         self.key = validate_key(key)
         self.ttl = validate_ttl(ttl)
-        if clock is not None and not isinstance(clock, Clock):
-            raise TypeError(f"clock must be a Clock, got {type(clock).__name__}")
-        self.clock: Clock = clock or SystemClock()
+        self.clock: Clock = check_clock(clock) or SystemClock()
         self._stop = asyncio.Event()
         self._started = False
 
@@ -59,12 +68,10 @@ class Follower:
 
     async def _follow(self) -> AsyncIterator[str]:
         observer = LeaseObserver(self.store, self.key, self.clock, self.ttl)
-        # Every observation is queued, so two changes that arrive together are both seen.
+        # Every observation is queued, so two changes that arrive together are all seen.
         pending: collections.deque[Observation] = collections.deque()
         observer.listeners.append(pending.append)
         watcher = asyncio.get_running_loop().create_task(observer.run())
-        watcher_done = asyncio.Event()
-        watcher.add_done_callback(lambda _task: watcher_done.set())
         last: str | None = None
         latest: Observation | None = None
         try:
@@ -73,18 +80,28 @@ class Follower:
                 if pending:
                     latest = pending.popleft()
                 if latest is not None:
-                    leader = latest.holder_at(self.clock.now())
+                    now = self.clock.now()
+                    if last and not pending and latest.expired_at(now):
+                        await self._confirm(observer)
+                        if pending:
+                            continue  # the read showed something newer: take it in first
+                    leader = latest.holder_at(now)
                     if leader != last:
                         last = leader
                         yield leader
                     if pending:
                         continue
                 expires = latest.expires_at if latest is not None and last else None
-                await wait_until(self.clock, expires, changed, self._stop, watcher_done)
-                if watcher.done() and not watcher.cancelled():
-                    error = watcher.exception()
-                    if error is not None:
-                        raise error
+                await wait_until(self.clock, expires, changed, self._stop, observer.failed)
+                observer.raise_if_failed()
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
+
+    async def _confirm(self, observer: LeaseObserver) -> None:
+        try:
+            await observer.confirm_expiry()
+        except TransientStoreError as exc:
+            log.warning("%s: could not confirm that %s expired (%s); reporting it",
+                        observer.where, observer.current and
+                        observer.current.record.holder_identity, exc)

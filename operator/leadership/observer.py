@@ -3,10 +3,22 @@
 This is how a follower judges expiry without polling and without trusting remote clocks:
 a record is expired once it has been *observed unchanged* for its own duration. The observer
 
-- reads the Lease once (GET), then watches it from that resourceVersion;
+- reads the Lease once (GET), then watches it;
 - re-watches from the last version seen when the server ends a watch, and re-lists on 410;
-- retries transient errors with bounded, jittered backoff; a fatal error ends `run()`;
+- retries transient errors with bounded, jittered backoff;
 - in steady state issues no request besides its one open watch.
+
+A silent watch is no evidence. A watch whose TCP connection went half-open delivers nothing
+and raises nothing, so "no renewal seen for a whole duration" may only mean "nothing heard".
+Before anyone acts on an expiry, `confirm_expiry()` reads the Lease once more. If that read
+shows a version the watch never delivered, the watch is stale: the read's state is taken in
+(a live holder's renewal restarts its expiry clock) and the watch is restarted on a fresh
+connection. Only an expiry the read agrees with is reported. The cost is one GET per expiry,
+none in steady state.
+
+One failure signal: a fatal error (401, 403, a missing namespace) ends `run()`, is kept in
+`error` and sets the `failed` event; `raise_if_failed()` re-raises it in the consumer.
+Everything else is retried inside.
 
 "Changed" means the election fields of ``spec`` changed (as client-go compares records):
 a label or annotation written by someone else does not restart the expiry clock.
@@ -20,6 +32,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .clock import Clock, wait_until
 from .errors import FatalStoreError, StoreError, WatchExpiredError
 from .record import (
     JSONDict,
@@ -30,7 +43,7 @@ from .record import (
     resource_version,
 )
 from .stores import LeaseStore
-from .timing import Clock, backoff, wait_until
+from .timing import backoff
 
 log = logging.getLogger("leadership.observer")
 
@@ -60,6 +73,10 @@ class Observation:
             return ""
         return self.record.holder_identity
 
+    def expired_at(self, now: float) -> bool:
+        """True if a holder's claim ran out by `now` (a release is not an expiry)."""
+        return not self.record.is_free and now >= self.expires_at
+
 
 class LeaseObserver:
     """Follows one Lease through `store`. Start `run()` as a task; read `current`."""
@@ -72,10 +89,17 @@ class LeaseObserver:
         self.retry_min, self.retry_max = retry_min, retry_max
         self.rng = rng or random.Random()
         self.current: Observation | None = None
-        self._changed = asyncio.Event()
-        self._reported: set[str] = set()
         #: called with every new Observation, in order, before waiters wake.
         self.listeners: list[Callable[[Observation], None]] = []
+        #: set, with `error`, when a fatal error ended `run()`.
+        self.failed = asyncio.Event()
+        self.error: FatalStoreError | None = None
+        #: watches found stale by `confirm_expiry()` and restarted.
+        self.stale_watches = 0
+        self._changed = asyncio.Event()
+        self._reported: set[str] = set()
+        self._taken_version: str | None = None  # of the last object taken in
+        self._stream: asyncio.Task[str | None] | None = None
 
     @property
     def where(self) -> str:
@@ -85,8 +109,13 @@ class LeaseObserver:
         """An event that is set at the next change after this call."""
         return self._changed
 
+    def raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise self.error
+
     def update(self, lease: JSONDict | None) -> Observation:
         """Take in a state of the Lease, from a GET or a watch event (None: there is none)."""
+        self._taken_version = resource_version(lease)
         prev = self.current
         if lease is None and prev is not None and prev.lease is not None and (
                 not prev.record.is_free):
@@ -122,32 +151,77 @@ class LeaseObserver:
         """GET the Lease now (after a lost write race) and take it in."""
         return self.update(await self.store.get(self.name))
 
-    def backoff(self, attempt: int) -> float:
+    async def confirm_expiry(self) -> Observation:
+        """Read the Lease once more before an expiry is acted upon; return what is true now.
+
+        If the read shows a version the watch never delivered, the watch is stale: the read
+        is taken in and the watch restarted. If the watch delivered something while the read
+        was in flight, the watch is alive and its news is at least as new: the read is
+        dropped. Store errors propagate (nothing was confirmed).
+        """
+        before = self._taken_version
+        try:
+            lease = await self.store.get(self.name)
+        except StoreError:
+            self._restart_watch()  # nothing heard and nothing read: trust neither connection
+            raise
+        if self._taken_version != before:
+            assert self.current is not None
+            return self.current
+        if resource_version(lease) != before:
+            self.stale_watches += 1
+            log.warning("%s: the watch missed an update (it delivered version %s, a read "
+                        "shows %s); restarting it", self.where, before,
+                        resource_version(lease))
+            observation = self.update(lease)
+            self._restart_watch()
+            return observation
+        return self.update(lease)
+
+    def _restart_watch(self) -> None:
+        if self._stream is not None:
+            self._stream.cancel()  # run() opens a new watch at once
+
+    def _backoff(self, attempt: int) -> float:
         return backoff(self.rng, attempt, self.retry_min, self.retry_max)
 
     async def run(self) -> None:
-        """List, then watch, forever. Raises only `FatalStoreError` (or on cancellation).
+        """List, then watch, until cancelled or a fatal error (kept in `error`)."""
+        try:
+            await self._list_and_watch()
+        except FatalStoreError as exc:
+            log.error("%s: cannot observe it: %s", self.where, exc)
+            self.error = exc
+            self.failed.set()
 
-        After a (re-)list the watch starts without a resourceVersion ("the current state,
+    async def _list_and_watch(self) -> None:
+        """After a (re-)list the watch starts without a resourceVersion ("the current state,
         then every change"): an idle Lease's own version may be older than the server's watch
-        window, and watching from it would only earn another 410.
-        """
+        window, and watching from it would only earn another 410."""
         attempt = 0
-        rv: str | None = None
+        version: str | None = None
         need_list = True
         while True:
             try:
                 if need_list:
                     self.update(await self.store.get(self.name))
-                    rv, need_list = None, False
-                async for event in self.store.watch(self.name, rv):
-                    attempt = 0
-                    if event.type == "DELETED":
-                        self.update(None)
-                    elif event.type != "BOOKMARK":
-                        self.update(event.object)
-                    rv = resource_version(event.object) or rv
+                    version, need_list = None, False
+                stream = asyncio.ensure_future(self._follow_watch(version))
+                self._stream = stream
+                try:
+                    await asyncio.wait([stream])
+                finally:
+                    self._stream = None
+                    if not stream.done():  # run() itself is being cancelled
+                        stream.cancel()
+                        await asyncio.gather(stream, return_exceptions=True)
+                if stream.cancelled():
+                    # confirm_expiry() found the watch stale (or could not check it).
+                    version, attempt = None, 0
+                    continue
                 # The server ended the watch (its timeout): go on from the last version seen.
+                version = stream.result() or version
+                attempt = 0
                 continue
             except WatchExpiredError:
                 log.info("%s: watch version expired (410); re-listing", self.where)
@@ -159,15 +233,23 @@ class LeaseObserver:
             except FatalStoreError:
                 raise
             except StoreError as exc:
-                failure = str(exc)
+                failure = str(exc) or type(exc).__name__
                 need_list = True
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:  # a store bug must not end the observer silently
                 log.exception("%s: unexpected error from %r", self.where, self.store)
                 failure = repr(exc)
                 need_list = True
-            delay = self.backoff(attempt)
+            delay = self._backoff(attempt)
             attempt += 1
             log.warning("%s: %s; retrying in %.2fs", self.where, failure, delay)
             await wait_until(self.clock, self.clock.now() + delay)
+
+    async def _follow_watch(self, version: str | None) -> str | None:
+        """Take in every event of one watch; return the last version seen when it ends."""
+        async for event in self.store.watch(self.name, version):
+            if event.type == "DELETED":
+                self.update(None)
+            elif event.type != "BOOKMARK":
+                self.update(event.object)
+            version = resource_version(event.object) or version
+        return version

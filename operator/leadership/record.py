@@ -22,9 +22,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .timing import MAX_TTL
-
 JSONDict = dict[str, Any]
+
+#: ``leaseDurationSeconds`` is an int32 in the Lease API.
+MAX_TTL = 2**31 - 1
 
 _MICROTIME = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
@@ -187,11 +188,12 @@ def with_spec_changes(lease: JSONDict, **changes: Any) -> JSONDict:
 
 
 def acquire_changes(previous: LeaseRecord | None, identity: str, ttl: int,
-                    now: datetime.datetime) -> JSONDict:
+                    now: datetime.datetime, *, first_transition: int = 0) -> JSONDict:
     """Spec fields to write when `identity` takes the lease (or re-takes its own).
 
-    `previous` is None when the Lease is being created: it starts at 0 transitions, as in
-    client-go; every later change of holder (including from free) adds one."""
+    `previous` is None when the Lease is being created: it starts at `first_transition`
+    (0, as in client-go, unless a higher count was seen before a deletion); every later change
+    of holder (including from free) adds one."""
     stamp = format_microtime(now)
     changes: JSONDict = {
         "holderIdentity": identity,
@@ -200,7 +202,7 @@ def acquire_changes(previous: LeaseRecord | None, identity: str, ttl: int,
     }
     if previous is None:
         changes["acquireTime"] = stamp
-        changes["leaseTransitions"] = 0
+        changes["leaseTransitions"] = first_transition
     elif previous.holder_identity != identity:
         changes["acquireTime"] = stamp
         changes["leaseTransitions"] = previous.lease_transitions + 1

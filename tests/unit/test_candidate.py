@@ -10,26 +10,10 @@ import logging
 
 import pytest
 
-from leadership import (
-    Candidate,
-    FatalStoreError,
-    ManualClock,
-    MemoryLeaseStore,
-    TransientStoreError,
-)
-from tests.unit.helpers import FaultyStore, Recorder
+from leadership import Candidate, FatalStoreError, MemoryLeaseStore, TransientStoreError
+from leadership.testing import FaultyStore, ManualClock, Recorder
 
 KEY = "lock"
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def store(clock: ManualClock) -> MemoryLeaseStore:
-    return MemoryLeaseStore(clock=clock)
 
 
 def spec(store: MemoryLeaseStore) -> dict[str, object]:
@@ -155,7 +139,8 @@ async def test_concurrent_acquisitions_conflict_and_exactly_one_wins(
     assert ra.values == rb.values == [False]
     await clock.advance(0.1)  # both see the ghost expire at 1015 and write the same version
     assert sorted([ra.values, rb.values]) == [[False], [False, True]]
-    assert store.requests["replace"] == 2 and store.requests["get"] == 3  # one 409, one re-read
+    # Reads: one initial each, one confirming the expiry each, one re-read after the 409.
+    assert store.requests["replace"] == 2 and store.requests["get"] == 5
     assert spec(store)["leaseTransitions"] == 1
     await a.stop()
     await b.stop()
@@ -539,4 +524,26 @@ async def test_metrics_count_what_happened(clock: ManualClock, store: MemoryLeas
     assert m.renew_failures == 1 and m.slow_path_renewals == 1
     assert m.renewals == 4 and m.last_renewal_latency == 0.0
     assert b.metrics.acquisitions == 1 and b.metrics.acquire_conflicts == 0
+    await b.stop()
+
+
+async def test_a_follower_with_a_silent_watch_never_writes_over_a_live_leader(
+        clock: ManualClock, store: MemoryLeaseStore) -> None:
+    crashable = FaultyStore(store)
+    a = candidate(crashable, "a", clock)
+    ra = Recorder(a, clock).start()
+    await clock.settle()
+    link = FaultyStore(store)
+    b = candidate(link, "b", clock)
+    rb = Recorder(b, clock).start()
+    await clock.settle()
+    link.silence_watches()
+    await clock.advance(60)
+    assert rb.values == [False] and "replace" not in link.calls and "create" not in link.calls
+    assert ra.values == [False, True] and a.is_leader
+    crashable.hang.add("replace")  # a dies after its renewal at 1060
+    await clock.advance(20)
+    assert rb.values == [False, True] and rb.times[-1] == 1075  # 1060 + ttl: no stall
+    crashable.heal()
+    await a.stop()
     await b.stop()

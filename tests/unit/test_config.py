@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from leadership import Candidate, MemoryLeaseStore, Timing
+from leadership import Candidate, MemoryLeaseStore
 
 
 @pytest.fixture
@@ -47,30 +47,6 @@ def test_key_must_be_a_dns_subdomain(store: MemoryLeaseStore, key: object,
 def test_store_must_implement_the_protocol() -> None:
     with pytest.raises(TypeError, match="store must be a LeaseStore"):
         Candidate({"not": "a store"}, "lock", "a")  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize("kwargs, argument", [
-    ({"renew_deadline": 15}, "renew_deadline"),  # not below ttl
-    ({"renew_deadline": 20}, "renew_deadline"),
-    ({"renew_interval": 9}, "renew_interval"),  # 1.2 * 9 > default deadline 10
-    ({"renew_interval": 0}, "renew_interval"),
-    ({"renew_interval": -1}, "renew_interval"),
-    ({"renew_deadline": float("inf")}, "renew_deadline"),
-    ({"resign_grace": -1}, "resign_grace"),
-    ({"renew_interval": "5"}, "renew_interval"),
-])
-def test_inconsistent_timing_is_refused_up_front(store: MemoryLeaseStore,
-                                                 kwargs: dict[str, object],
-                                                 argument: str) -> None:
-    with pytest.raises((ValueError, TypeError), match=argument):
-        Candidate(store, "lock", "a", ttl=15, **kwargs)  # type: ignore[arg-type]
-
-
-def test_defaults_follow_the_seed_and_the_safety_rule() -> None:
-    t = Timing.from_args(15)
-    assert (t.ttl, t.renew_interval, t.renew_deadline, t.resign_grace) == (15, 5, 10, 5)
-    tiny = Timing.from_args(1)
-    assert 1.2 * tiny.renew_interval < tiny.renew_deadline < tiny.ttl
 
 
 def test_identity_defaults_to_the_pod_name(store: MemoryLeaseStore,

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from leadership import Candidate, FatalStoreError, Follower, ManualClock, MemoryLeaseStore
-from tests.unit.helpers import FaultyStore
+from leadership import Candidate, FatalStoreError, Follower, MemoryLeaseStore
+from leadership.testing import FaultyStore, ManualClock
 
 KEY = "lock"
 
@@ -84,3 +84,20 @@ def test_follower_validates_its_arguments() -> None:
         Follower(MemoryLeaseStore(), "Not_A_Name")
     with pytest.raises(ValueError, match="ttl"):
         Follower(MemoryLeaseStore(), KEY, ttl=0)
+
+
+async def test_a_silent_watch_never_reports_a_live_leader_as_gone(clock: ManualClock,
+                                                                   store: MemoryLeaseStore) -> None:
+    a = Candidate(store, KEY, "a", ttl=15, clock=clock)
+    a.run_for_election()
+    await clock.settle()
+    link = FaultyStore(store)
+    seen, times, task = await follow(Follower(link, KEY, clock=clock), clock)
+    link.silence_watches()  # half-open: nothing arrives, nothing fails
+    await clock.advance(60)
+    assert seen == ["a"]  # the read at 1015 found a's renewals and restarted the watch
+    assert link.calls == {"get": 2, "watch": 2}  # one confirming read, one fresh watch
+    await a.stop()
+    await clock.settle()
+    assert seen == ["a", ""] and times[-1] == 1060  # the fresh watch carries the release
+    task.cancel()

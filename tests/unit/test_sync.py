@@ -8,7 +8,7 @@ import time
 import pytest
 
 from leadership import FatalStoreError, MemoryLeaseStore, sync
-from tests.unit.helpers import FaultyStore
+from leadership.testing import FaultyStore
 
 
 def test_blocking_stream_stop_and_handover_between_threads() -> None:

@@ -50,14 +50,4 @@ class LeaseStore(Protocol):
     def watch(self, name: str, resource_version: str | None) -> AsyncIterator[WatchEvent]: ...
 
 
-def check_store(store: object, argument: str = "store") -> LeaseStore:
-    """Raise `TypeError` naming `argument` unless `store` implements `LeaseStore`."""
-    if not isinstance(store, LeaseStore):
-        raise TypeError(
-            f"{argument} must be a LeaseStore (KubernetesLeaseStore, PykubeLeaseStore, "
-            f"MemoryLeaseStore, or any object with namespace, get, create, replace and watch), "
-            f"got {type(store).__name__}")
-    return store
-
-
-__all__ = ["WATCH_SECONDS", "JSONDict", "LeaseStore", "WatchEvent", "check_store"]
+__all__ = ["WATCH_SECONDS", "JSONDict", "LeaseStore", "WatchEvent"]

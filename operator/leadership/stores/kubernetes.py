@@ -17,14 +17,12 @@ import aiohttp
 from kubernetes.aio.client import ApiClient
 
 from ..errors import StoreError, TransientStoreError, error_for_status
+from ..validation import check_client, validate_namespace, validate_seconds
 from . import WATCH_SECONDS, JSONDict, WatchEvent
 from ._wire import (
     LEASES_PATH,
-    check_client,
     decode_watch_line,
     status_message,
-    validate_namespace,
-    validate_timeout,
 )
 
 
@@ -36,7 +34,7 @@ class KubernetesLeaseStore:
         check_client(api_client, ApiClient, "api_client")
         self.api = api_client
         self.namespace = validate_namespace(namespace)
-        self.request_timeout = validate_timeout(request_timeout)
+        self.request_timeout = validate_seconds(request_timeout, "request_timeout")
         self._rng = random.Random()
 
     def __repr__(self) -> str:

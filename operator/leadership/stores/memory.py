@@ -16,9 +16,9 @@ import copy
 from collections import Counter
 from collections.abc import AsyncIterator
 
+from ..clock import Clock, SystemClock
 from ..errors import ConflictError, FatalStoreError, WatchExpiredError
 from ..record import format_microtime
-from ..timing import Clock, SystemClock
 from . import JSONDict, WatchEvent
 
 

@@ -20,13 +20,11 @@ import pykube
 import requests
 
 from ..errors import StoreError, TransientStoreError, error_for_status
+from ..validation import check_client, validate_namespace, validate_seconds
 from . import WATCH_SECONDS, JSONDict, WatchEvent
 from ._wire import (
-    check_client,
     decode_watch_line,
     status_message,
-    validate_namespace,
-    validate_timeout,
 )
 
 _VERSION = "coordination.k8s.io/v1"
@@ -41,7 +39,7 @@ class PykubeLeaseStore:
         check_client(http_client, pykube.HTTPClient, "http_client")
         self.http = http_client
         self.namespace = validate_namespace(namespace)
-        self.request_timeout = validate_timeout(request_timeout)
+        self.request_timeout = validate_seconds(request_timeout, "request_timeout")
         self._rng = random.Random()
 
     def __repr__(self) -> str:
