@@ -12,7 +12,7 @@ help:
 	@echo "make test          lint, type-check, and run every test (unit + integration)"
 	@echo "make controlplane  start etcd + kube-apiserver + kube-controller-manager; print KUBECONFIG"
 	@echo "make bench         run the benchmarks; writes docs/benchmarks.md"
-	@echo "make gomod         re-render tests/controlplane/gomod from versions.env"
+	@echo "make gomod         re-render controlplane/gomod from versions.env"
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -23,16 +23,16 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 # etcd, kube-apiserver, kube-controller-manager, kubectl: built once per version, cached in
 # $$LEADERSHIP_CONTROLPLANE_CACHE (default ~/.cache/leadership/controlplane).
 binaries:
-	$(PYTHON) -m tests.controlplane.build etcd kube-apiserver kube-controller-manager kubectl leaderpeer
+	$(PYTHON) -m controlplane.build etcd kube-apiserver kube-controller-manager kubectl leaderpeer
 
 controlplane: venv binaries
-	$(PY) -m tests.controlplane
+	$(PY) -m controlplane
 
 gomod:
-	$(PYTHON) -m tests.controlplane.build --render
+	$(PYTHON) -m controlplane.build --render
 
 lint: venv
-	$(PY) -m ruff check operator tests examples benchmarks
+	$(PY) -m ruff check operator controlplane tests examples benchmarks
 	$(PY) -m mypy
 
 unit: venv

@@ -32,9 +32,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.controlplane import build
-from tests.controlplane.launcher import ControlPlane
-from tests.integration.helpers import audit_events
+from controlplane import build
+from controlplane.cluster import audit_events
+from controlplane.launcher import ControlPlane
 
 TTL = 4
 RENEW_INTERVAL = TTL / 3

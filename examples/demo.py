@@ -16,10 +16,10 @@ import sys
 import time
 
 import kubernetes.aio.config
-from tests.controlplane import build
-from tests.controlplane.launcher import ControlPlane
 
 import leadership
+from controlplane import build
+from controlplane.launcher import ControlPlane
 
 TTL = 4
 LEASE = "demo"

@@ -1,29 +1,17 @@
-"""Helpers of the integration tests: stores of both kinds, waiting with deadlines, audit log."""
+"""Helpers of the integration tests: stores of both kinds, waiting with deadlines."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import kubernetes.aio.config
-import pykube
-
 import leadership
+from controlplane.cluster import new_aio_client, pykube_client_for
 
 STORE_KINDS = ["kubernetes", "pykube"]
-
-
-async def new_aio_client(kubeconfig: Path) -> Any:
-    """A kubernetes.aio ApiClient for `kubeconfig`; the caller closes it."""
-    return await kubernetes.aio.config.new_client_from_config(config_file=str(kubeconfig))
-
-
-def pykube_client_for(kubeconfig: Path) -> pykube.HTTPClient:
-    return pykube.HTTPClient(pykube.KubeConfig.from_file(str(kubeconfig)))
 
 
 class StoreFactory:
@@ -80,20 +68,6 @@ async def consume(candidate: leadership.Candidate) -> list[bool]:
 
 
 _background: set[asyncio.Task[None]] = set()
-
-
-def audit_events(audit_log: Path, namespace: str, name: str) -> list[dict[str, Any]]:
-    """Audit events (ResponseComplete or ResponseStarted) for one Lease, oldest first."""
-    events = []
-    for line in audit_log.read_text().splitlines():
-        event = json.loads(line)
-        ref = event.get("objectRef") or {}
-        if ref.get("namespace") != namespace or ref.get("resource") != "leases":
-            continue
-        query = event.get("requestURI", "")
-        if ref.get("name") == name or f"metadata.name%3D{name}" in query:
-            events.append(event)
-    return events
 
 
 async def stop_all(*candidates: leadership.Candidate) -> None:

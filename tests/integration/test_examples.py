@@ -10,7 +10,7 @@ from pathlib import Path
 import kubernetes
 import pytest
 
-from tests.integration.conftest import Cluster
+from controlplane.cluster import Cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 

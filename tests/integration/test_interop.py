@@ -1,6 +1,6 @@
 """Go (client-go's leaderelection on a LeaseLock) and Python candidates share one Lease.
 
-The Go peer (tests/controlplane/gomod/leaderpeer) runs with lease-duration 4 s, renew-deadline
+The Go peer (controlplane/gomod/leaderpeer) runs with lease-duration 4 s, renew-deadline
 3 s, retry-period 0.5 s and ReleaseOnCancel; the Python candidates use ttl=4.
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.controlplane import build
-from tests.integration.conftest import Cluster
+from controlplane import build
+from controlplane.cluster import Cluster
 from tests.integration.helpers import StoreFactory, consume, eventually
 
 TTL = 4

@@ -14,11 +14,10 @@ import kubernetes
 import pytest
 
 import leadership
+from controlplane.cluster import Cluster, audit_events, pykube_client_for
 from leadership.record import format_microtime
-from tests.integration.conftest import Cluster
 from tests.integration.helpers import (
     StoreFactory,
-    audit_events,
     consume,
     eventually,
     stop_all,
@@ -255,8 +254,6 @@ async def test_the_least_privilege_role_from_the_docs_is_enough(
 
 
 def test_the_sync_facade_on_a_real_server(cluster: Cluster, namespace: str) -> None:
-    from tests.integration.helpers import pykube_client_for
-
     store = leadership.PykubeLeaseStore(pykube_client_for(cluster.kubeconfig), namespace)
     with leadership.sync.Candidate(store, "threaded", "t", ttl=TTL) as candidate:
         stream = candidate.run_for_election()

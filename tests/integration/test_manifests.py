@@ -10,7 +10,7 @@ import kubernetes
 import pytest
 
 import leadership
-from tests.integration.conftest import Cluster
+from controlplane.cluster import Cluster
 from tests.integration.helpers import StoreFactory, consume, eventually
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"

@@ -13,9 +13,8 @@ import pykube
 import pytest
 from kubernetes.client.rest import ApiException
 
+from controlplane.cluster import Cluster, pykube_client_for
 from leadership.record import format_microtime
-from tests.integration.conftest import Cluster
-from tests.integration.helpers import pykube_client_for
 
 MICROTIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
@@ -146,7 +145,7 @@ def test_deployment_creates_pods_with_the_controller_manager(
 
 def test_apiserver_reports_the_pinned_version(cluster: Cluster) -> None:
     cp = cluster.require_control_plane()
-    from tests.controlplane.build import load_versions
+    from controlplane.build import load_versions
 
     status, body = cp.get("/version")
     assert status == 200

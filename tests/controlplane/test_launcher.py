@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.controlplane import build
-from tests.controlplane.launcher import ControlPlane, StartError
+from controlplane import build
+from controlplane.launcher import ControlPlane, StartError
 
 
 def test_a_component_that_dies_is_named_with_its_log(monkeypatch: pytest.MonkeyPatch,

@@ -3,7 +3,7 @@
 etcd, kube-apiserver, kube-controller-manager and kubectl are compiled from the Go module
 proxy through one small helper module (``gomod/``), the way controller-runtime's envtest
 users do it without Docker. Every pinned version lives in ``versions.env``; the helper
-module's ``go.mod`` is rendered from it (``python -m tests.controlplane.build --render``).
+module's ``go.mod`` is rendered from it (``python -m controlplane.build --render``).
 
 Binaries land in a cache directory outside the repository, keyed by the pinned versions:
 ``$LEADERSHIP_CONTROLPLANE_CACHE`` or ``~/.cache/leadership/controlplane``. A binary is built
@@ -155,7 +155,7 @@ def render_go_mod(versions: Versions, staging: list[str]) -> str:
     tools = "\n".join(f"\t{pkg}" for pkg in [*ETCD_TARGET.values(), *KUBE_TARGETS.values()])
     replaces = "\n".join(f"\t{m} => {m} v{versions.staging}" for m in staging)
     return (
-        "// Generated from versions.env by `python -m tests.controlplane.build --render`.\n"
+        "// Generated from versions.env by `python -m controlplane.build --render`.\n"
         "// It pins the official Kubernetes and etcd modules so that their commands build\n"
         "// outside the kubernetes repository (whose go.mod points staging modules at ./staging).\n"
         f"module {MODULE_PATH}\n\n"
@@ -294,7 +294,7 @@ def ensure(names: tuple[str, ...] | list[str] = CONTROL_PLANE) -> dict[str, Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tests.controlplane.build", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m controlplane.build", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("names", nargs="*",
                    help=f"binaries to ensure (default: {' '.join(CONTROL_PLANE)})")

@@ -1,4 +1,4 @@
-"""`python -m tests.controlplane`: start a control plane, print KUBECONFIG, wait for Ctrl-C."""
+"""`python -m controlplane`: start a control plane, print KUBECONFIG, wait for Ctrl-C."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from .launcher import ControlPlane, StartError
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tests.controlplane", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m controlplane", description=__doc__)
     p.add_argument("--no-controller-manager", action="store_true",
                    help="skip kube-controller-manager (then Deployments make no Pods)")
     p.add_argument("--keep-logs", action="store_true", help="keep the temp dir and logs on exit")

@@ -1,4 +1,4 @@
-// Generated from versions.env by `python -m tests.controlplane.build --render`.
+// Generated from versions.env by `python -m controlplane.build --render`.
 // It pins the official Kubernetes and etcd modules so that their commands build
 // outside the kubernetes repository (whose go.mod points staging modules at ./staging).
 module leadership.test/controlplane

@@ -2,7 +2,7 @@
 
 Like controller-runtime's envtest: no kubelet, no Docker. The launcher
 
-- builds the binaries when they are missing (`tests.controlplane.build`);
+- builds the binaries when they are missing (`controlplane.build`);
 - makes a throw-away PKI: a CA, the API server's serving certificate, an admin client
   certificate in ``system:masters``, and the service-account signing key pair, so the
   TokenRequest API issues real ServiceAccount tokens;
@@ -13,7 +13,7 @@ Like controller-runtime's envtest: no kubelet, no Docker. The launcher
   children get SIGKILL through PR_SET_PDEATHSIG), removing its temp dir; when something fails
   to start it keeps the component logs and names them in the error.
 
-``python -m tests.controlplane`` (``make controlplane``) starts one and waits for Ctrl-C.
+``python -m controlplane`` (``make controlplane``) starts one and waits for Ctrl-C.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.controlplane import build
+from controlplane import build
 
 
 def test_committed_go_mod_matches_versions_env() -> None:

@@ -1,0 +1,66 @@
+"""`import leadership` costs nothing it does not use; each store and example loads one client."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = ["kopf", "kubernetes", "pykube", "aiohttp", "requests"]
+
+
+def loaded_after(code: str) -> set[str]:
+    """Which of HEAVY a fresh interpreter has loaded after running `code`."""
+    loaded = "{m.split('.')[0] for m in sys.modules}"
+    probe = f"{code}\nimport sys, json\nprint(json.dumps(sorted({loaded} & {set(HEAVY)!r})))"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                         text=True, check=True, timeout=60)
+    return set(json.loads(out.stdout.splitlines()[-1]))
+
+
+def test_every_heavy_module_is_installed_here() -> None:
+    # Otherwise the checks below would pass for the wrong reason.
+    assert loaded_after("import " + ", ".join(HEAVY)) == set(HEAVY)
+
+
+def test_import_leadership_loads_no_client_and_no_kopf() -> None:
+    assert loaded_after("import leadership, leadership.sync, leadership.testing") == set()
+
+
+@pytest.mark.parametrize("module, allowed", [
+    ("leadership.stores.pykube", {"pykube", "requests"}),
+    # The official client itself pulls in requests (its config loaders), never pykube.
+    ("leadership.stores.kubernetes", {"kubernetes", "aiohttp", "requests"}),
+])
+def test_each_store_imports_only_its_own_client(module: str, allowed: set[str]) -> None:
+    assert loaded_after(f"import {module}") == allowed
+
+
+def test_the_candidate_example_loads_only_the_client_it_uses(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "x",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}]}))
+    opened = ("import asyncio, examples.candidate as c\n"
+              "async def main(kind):\n"
+              f"    store, close = await c.open_store(kind, {str(kubeconfig)!r}, 'default')\n"
+              "    await close()\n")
+    assert loaded_after(opened + "asyncio.run(main('pykube'))") == {"pykube", "requests"}
+    assert "pykube" not in loaded_after(opened + "asyncio.run(main('kubernetes'))")
+
+
+def test_pip_install_leadership_brings_no_client() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["dependencies"] == []
+    extras = project["optional-dependencies"]
+    assert any(r.startswith("kubernetes") for r in extras["kubernetes"])
+    assert any(r.startswith("pykube-ng") for r in extras["pykube"])
+    assert any(r.startswith("kopf") for r in extras["operator"])
+    assert any(r.startswith("pytest") for r in extras["test"])
