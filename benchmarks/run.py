@@ -223,8 +223,9 @@ def main() -> int:
             "renewal at once, a polling one up to a poll period late, and then notices the "
             "expiry only at its next poll. Crash failover is therefore between TTL - "
             "renew interval and TTL for Python, and longer and more spread for client-go. "
-            "Idle memory is mostly the imported client libraries (kubernetes, pykube, "
-            "aiohttp, requests).\n")
+            "Idle memory is mostly the imported client library: each Python candidate process "
+            "imports only its own (pykube-ng and requests; or kubernetes, whose import also "
+            "loads aiohttp, urllib3, requests and its generated models).\n")
         print(f"wrote {OUT}")
     return 0
 

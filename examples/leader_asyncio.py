@@ -20,19 +20,22 @@ import leadership
 async def main(lease: str, namespace: str, seconds: float) -> None:
     api = await kubernetes.aio.config.new_client_from_config()
     store = leadership.KubernetesLeaseStore(api, namespace)
+    candidate = leadership.Candidate(store, lease, ttl=15)
 
-    async with leadership.Candidate(store, lease, ttl=15) as candidate:
+    async def work() -> None:  # cancelled the moment leadership is lost
+        while True:
+            print(f"{candidate.node}: working as leader "
+                  f"(fencing token {candidate.fencing_token})", flush=True)
+            await asyncio.sleep(1)
 
-        async def work() -> None:  # cancelled the moment leadership is lost
-            while True:
-                print(f"{candidate.node}: working as leader "
-                      f"(fencing token {candidate.fencing_token})", flush=True)
-                await asyncio.sleep(1)
-
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(candidate.run_while_leading(work), seconds)
-    await api.close()
-    print(f"{candidate.node}: stopped; the lease is released", flush=True)
+    try:
+        async with candidate:
+            with contextlib.suppress(TimeoutError):
+                # Ctrl-C cancels this: the work stops, then the Lease is released.
+                await asyncio.wait_for(candidate.run_while_leading(work), seconds)
+    finally:
+        await api.close()
+        print(f"{candidate.node}: stopped; the lease is released", flush=True)
 
 
 if __name__ == "__main__":

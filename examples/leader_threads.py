@@ -2,7 +2,8 @@
 
     python -m examples.leader_threads --lease my-app [--namespace default] [--seconds 30]
 
-Uses $KUBECONFIG (or ~/.kube/config).
+Uses $KUBECONFIG (or ~/.kube/config). Start it twice: one prints "leading"; stop it (Ctrl-C)
+and the other takes over at once.
 """
 
 from __future__ import annotations
@@ -19,14 +20,24 @@ from leadership import sync
 def main(lease: str, namespace: str, seconds: float) -> None:
     api = pykube.HTTPClient(pykube.KubeConfig.from_file())
     store = leadership.PykubeLeaseStore(api, namespace)
-    with sync.Candidate(store, lease, ttl=15) as candidate:
-        threading.Timer(seconds, candidate.stop).start()  # stop() may come from any thread
-        for leading in candidate.run_for_election():  # blocks; ends after stop()
-            if leading:
-                print(f"{candidate.node}: leading (fencing token {candidate.fencing_token})",
-                      flush=True)
-            else:
-                print(f"{candidate.node}: following", flush=True)
+    candidate = sync.Candidate(store, lease, ttl=15)
+    # stop() may come from any thread. A daemon timer never keeps the process alive.
+    timer = threading.Timer(seconds, candidate.stop)
+    timer.daemon = True
+    timer.start()
+
+    def work(stop: threading.Event) -> None:  # runs in a worker thread while leading
+        print(f"{candidate.node}: leading (fencing token {candidate.fencing_token})", flush=True)
+        while not stop.wait(1.0):  # check the event between steps of the leader's job
+            pass
+        print(f"{candidate.node}: not leading any more", flush=True)
+
+    try:
+        candidate.run_while_leading(work)  # blocks; Ctrl-C stops the candidate and releases
+    except KeyboardInterrupt:
+        pass
+    finally:
+        timer.cancel()
     print(f"{candidate.node}: stopped; the lease is released", flush=True)
 
 

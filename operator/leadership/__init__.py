@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import sync
-from .candidate import Candidate, Term
+from .candidate import Candidate, Fence, Term
 from .clock import Clock, SystemClock
 from .errors import (
     ConflictError,
+    DuplicateIdentityError,
     FatalStoreError,
     LeadershipError,
     NotFoundError,
@@ -52,7 +53,9 @@ __all__ = [
     "CandidateMetrics",
     "Clock",
     "ConflictError",
+    "DuplicateIdentityError",
     "FatalStoreError",
+    "Fence",
     "Follower",
     "KubernetesLeaseStore",
     "LeadershipError",

@@ -26,8 +26,12 @@ Non-guarantees (see docs/library.md):
 - Clock *rate* skew larger than ``(ttl - renew_deadline) / ttl`` between leader and follower,
   or a pause of the leader between checking `is_leader` and acting, can overlap two leaders.
   Protect the shared resource with `fencing_token` where that matters.
-- A process whose identity is not unique is not detected: two processes with one identity
-  share one leadership.
+- Identities must be unique per process (the default, ``<pod>_<uuid>``, is). A lease held
+  under our identity but not written by this process is waited out like anyone's, so two
+  of our candidates sharing an identity never lead at once; a leader that finds its identity
+  renewed by another process steps down and ends its campaign with `DuplicateIdentityError`.
+  A client-go peer sharing our identity re-takes "its own" Lease at once: both then lead
+  until our next renewal finds out (at most one renew interval).
 """
 
 from __future__ import annotations
@@ -40,10 +44,17 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from .clock import Clock, DeadlineExceeded, SystemClock, race, wait_until
-from .errors import ConflictError, FatalStoreError, NotFoundError, StoreError, TransientStoreError
+from .errors import (
+    ConflictError,
+    DuplicateIdentityError,
+    FatalStoreError,
+    NotFoundError,
+    StoreError,
+    TransientStoreError,
+)
 from .lock import LeaseLock
 from .metrics import CandidateMetrics
 from .observer import LeaseObserver, Observation
@@ -61,6 +72,15 @@ def _why(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+class Fence(NamedTuple):
+    """What a protected resource needs to refuse a stale leader: see `Candidate.fence`."""
+
+    #: ``metadata.uid`` of the Lease: a deleted and re-created Lease has a new one.
+    lease_uid: str
+    #: ``leaseTransitions``: grows at every change of holder of that Lease.
+    token: int
+
+
 @dataclass(frozen=True)
 class Term:
     """One stretch of leadership, as this process knows it."""
@@ -69,6 +89,8 @@ class Term:
     renewed_at: float
     #: the Lease's ``leaseTransitions`` when this term began.
     fencing_token: int
+    #: the Lease's ``metadata.uid``.
+    lease_uid: str = ""
 
 
 class Renewal(enum.Enum):
@@ -166,6 +188,7 @@ class Candidate:
         self._stream: _Stream | None = None
         self._task: asyncio.Task[None] | None = None
         self._done = asyncio.Event()
+        self._warned_about: Observation | None = None
         #: counters for export; see `leadership.metrics`.
         self.metrics = CandidateMetrics()
 
@@ -200,6 +223,13 @@ class Candidate:
         """While leading: the Lease's ``leaseTransitions`` (grows at every change of holder)."""
         term = self._valid_term()
         return term.fencing_token if term is not None else None
+
+    @property
+    def fence(self) -> Fence | None:
+        """While leading: ``(lease_uid, token)``, to pass with every write to the resource
+        this leadership protects (see docs/library.md, "Fencing"); otherwise None."""
+        term = self._valid_term()
+        return Fence(term.lease_uid, term.fencing_token) if term is not None else None
 
     def run_for_election(self) -> AsyncIterator[bool]:
         """Start campaigning; iterate over "am I leader?": False, then True, False, ...
@@ -248,10 +278,19 @@ class Candidate:
     async def run_while_leading(self, work: Callable[[], Coroutine[Any, Any, Any]]) -> None:
         """Campaign, and run ``await work()`` only while leading.
 
-        `work` is cancelled the moment leadership is lost (and awaited before a voluntary
-        release), and started again when leadership is regained. Returns after `stop()`.
-        If `work` raises, the candidate stops (stepping down and releasing first) and the
-        exception propagates; a fatal store error propagates likewise.
+        - Leadership lost: `work` is cancelled at once, and started again (a new call) when
+          leadership is regained.
+        - `work` returns: its job is done, so the candidate stops, releasing the Lease for
+          others, and this returns. (To lead for as long as possible, never return.)
+        - `work` raises: the candidate stops (stepping down and releasing first) and the
+          exception propagates.
+        - `stop()` is called: `work` is cancelled and awaited, the Lease released, this
+          returns.
+        - This coroutine is cancelled: the same as `stop()`, then CancelledError propagates.
+        - A fatal store error propagates after the final step-down.
+
+        On every voluntary step-down `work` has finished cancelling before the Lease is
+        released. Call it once per Candidate (it calls `run_for_election()`).
         """
         task: asyncio.Task[Any] | None = None
         failure: BaseException | None = None
@@ -265,20 +304,28 @@ class Candidate:
 
         def on_done(done: asyncio.Task[Any]) -> None:
             nonlocal failure
-            if not done.cancelled() and done.exception() is not None:
-                failure = done.exception()
+            if done.cancelled():
+                return
+            failure = done.exception()
+            if failure is not None:
                 log.error("%s: work failed while leading; stepping down: %r", self._where,
                           failure)
-                self._stop.set()
+            else:
+                log.info("%s: work finished; leaving the election", self._where)
+            self._stop.set()
 
         self._step_down_hooks.append(cancel_work)
         try:
-            async for leading in self.run_for_election():
-                if leading and self.is_leader and task is None:
-                    task = asyncio.get_running_loop().create_task(work())
-                    task.add_done_callback(on_done)
-                elif not leading:
-                    await cancel_work()
+            try:
+                async for leading in self.run_for_election():
+                    if leading and self.is_leader and task is None:
+                        task = asyncio.get_running_loop().create_task(work())
+                        task.add_done_callback(on_done)
+                    elif not leading:
+                        await cancel_work()
+            except asyncio.CancelledError:
+                await asyncio.shield(self.stop())  # work is cancelled, then the Lease released
+                raise
         finally:
             self._step_down_hooks.remove(cancel_work)
             await cancel_work()
@@ -337,7 +384,7 @@ class Candidate:
                 await self._wait(None, changed)
                 continue
             now = self.clock.now()
-            if seen.holder_at(now) not in ("", self.node):
+            if not self._may_take(seen, now):
                 await self._wait(seen.expires_at, changed)
                 continue
             if now < self._no_acquire_before:
@@ -346,7 +393,7 @@ class Candidate:
             try:
                 if seen.expired_at(now):
                     seen = await self._confirm_expiry(now + t.renew_deadline)
-                    if seen.holder_at(self.clock.now()) not in ("", self.node):
+                    if not self._may_take(seen, self.clock.now()):
                         continue  # the watch was stale: the holder is alive
                 sent = self.clock.now()
                 await race(self.clock, self._lock.acquire(seen.lease, t.ttl),
@@ -368,6 +415,20 @@ class Candidate:
             return sent
         return None
 
+    def _may_take(self, seen: Observation, now: float) -> bool:
+        """Free, expired, or held under our identity by this very process."""
+        holder = seen.holder_at(now)
+        if holder != self.node:
+            return holder == ""
+        if self._lock.wrote(seen.record):
+            return True
+        if seen is not self._warned_about:
+            self._warned_about = seen
+            log.warning("%s: the lease is held under our identity by another process (a "
+                        "previous run of this one, or a duplicate identity); waiting it out",
+                        self._where)
+        return False
+
     async def _confirm_expiry(self, deadline: float) -> Observation:
         seen = self._observer.current
         assert seen is not None
@@ -386,7 +447,7 @@ class Candidate:
     async def _lead(self, sent: float) -> StepDown:
         """Renew until stopped, resigned, or past the renew deadline."""
         t = self.timing
-        self._term = Term(sent, self._lock.record.lease_transitions)
+        self._term = Term(sent, self._lock.record.lease_transitions, self._lock.uid)
         self.metrics.acquisitions += 1
         log.info("%s: became leader (fencing token %d)", self._where, self._term.fencing_token)
         assert self._stream is not None
@@ -442,6 +503,12 @@ class Candidate:
                 log.warning("%s: the lease was taken by %r; stepping down", self._where,
                             record.holder_identity if record else None)
                 return Renewal.LOST
+            if not self._lock.wrote(record):
+                raise DuplicateIdentityError(
+                    f"lease {self.store.namespace}/{self.key} was renewed as {self.node!r} by "
+                    f"another process: two processes share the identity {self.node!r}. Give "
+                    "each process its own identity (the default, <pod>_<uuid>, is unique).",
+                    status=409) from None
             return Renewal.RETRY_NOW
         except NotFoundError:
             log.warning("%s: the lease was deleted; stepping down", self._where)
@@ -452,7 +519,8 @@ class Candidate:
             return Renewal.RETRY_LATER
         self.metrics.renewals += 1
         self.metrics.last_renewal_latency = self.clock.now() - sent
-        self._term = Term(sent, self._term.fencing_token)
+        # A renewal that re-created a deleted Lease (create-on-update) gives it a new uid.
+        self._term = Term(sent, self._term.fencing_token, self._lock.uid)
         return Renewal.RENEWED
 
     async def _step_down(self, reason: StepDown) -> None:

@@ -11,6 +11,8 @@ what to retry without importing any client library:
 - `WatchExpiredError` (HTTP 410): a watch's resourceVersion is too old; re-list and re-watch.
 - `FatalStoreError`: anything retrying cannot fix (401, 403, a missing namespace, an invalid
   object). It ends `Candidate.run_for_election()` with this exception.
+- `DuplicateIdentityError` (a `FatalStoreError`): another process renews the Lease under this
+  candidate's identity. Identities must be unique per process.
 """
 
 from __future__ import annotations
@@ -46,6 +48,13 @@ class WatchExpiredError(StoreError):
 
 class FatalStoreError(StoreError):
     """Retrying cannot fix this: unauthorized, forbidden, missing namespace, invalid object."""
+
+
+class DuplicateIdentityError(FatalStoreError):
+    """Another process writes the Lease under our identity: two processes share one identity.
+
+    The candidate steps down and ends its campaign with this error; give each process its own
+    identity (the default, ``<pod>_<uuid>``, is unique per process)."""
 
 
 def error_for_status(status: int, message: str) -> StoreError:

@@ -6,6 +6,10 @@ on success, cache what the server answered; `reread` is the slow path after a lo
 A lost race raises `ConflictError`; the lock never retries and never decides: that is the
 `Candidate`'s job.
 
+It remembers the ``renewTime`` stamps it sent (`wrote`), so a record that names our identity
+but was written by another process (a restarted one, or a duplicate) is told apart from ours:
+taking it over starts a new term with a new fencing token, as a change of holder does.
+
 Fencing tokens (``leaseTransitions``) never go backwards through this lock: it remembers the
 highest count it has seen (`observe`), and when it has to create the Lease (first use, or
 after someone deleted it) it starts above that count instead of at 0.
@@ -13,18 +17,24 @@ after someone deleted it) it starts above that count instead of at 0.
 
 from __future__ import annotations
 
+import collections
+
 from .clock import Clock
 from .record import (
     JSONDict,
     LeaseRecord,
     acquire_changes,
     build_lease,
+    format_microtime,
     parse_lease,
     release_changes,
     renew_changes,
     with_spec_changes,
 )
 from .stores import LeaseStore
+
+#: how many of its own renewTime stamps the lock remembers (a few terms' worth).
+_REMEMBERED_STAMPS = 64
 
 
 class LeaseLock:
@@ -34,6 +44,7 @@ class LeaseLock:
         self.store, self.name, self.identity, self.clock = store, name, identity, clock
         self._lease: JSONDict | None = None
         self._highest_transitions: int | None = None
+        self._stamps: collections.deque[str] = collections.deque(maxlen=_REMEMBERED_STAMPS)
 
     @property
     def record(self) -> LeaseRecord:
@@ -41,9 +52,24 @@ class LeaseLock:
         return parse_lease(self._lease).record
 
     @property
+    def uid(self) -> str:
+        """``metadata.uid`` of the cached Lease: it changes when the Lease is re-created."""
+        meta = (self._lease or {}).get("metadata") or {}
+        return str(meta.get("uid") or "")
+
+    @property
     def held(self) -> bool:
         """Whether the cached Lease names us as its holder."""
         return self._lease is not None and self.record.holder_identity == self.identity
+
+    def wrote(self, record: LeaseRecord) -> bool:
+        """Whether this process wrote `record` (its renewTime is one we sent, answered or not)."""
+        return record.renew_time is not None and (
+            format_microtime(record.renew_time) in self._stamps)
+
+    def _send(self, changes: JSONDict) -> JSONDict:
+        self._stamps.append(changes["renewTime"])  # before sending: it may land unanswered
+        return changes
 
     def observe(self, record: LeaseRecord) -> None:
         """Remember a record seen by anyone's read or watch (for `leaseTransitions`)."""
@@ -64,17 +90,19 @@ class LeaseLock:
             floor = (self._highest_transitions + 1
                      if self._highest_transitions is not None else 0)
             changes = acquire_changes(None, self.identity, ttl, now, first_transition=floor)
-            return self._cache(await self.store.create(build_lease(self.name, changes)))
+            return self._cache(await self.store.create(build_lease(self.name, self._send(changes))))
         previous = parse_lease(current).record
-        changes = acquire_changes(previous, self.identity, ttl, now)
-        return self._cache(await self.store.replace(with_spec_changes(current, **changes)))
+        changes = acquire_changes(previous, self.identity, ttl, now, new_term=not (
+            previous.holder_identity == self.identity and self.wrote(previous)))
+        return self._cache(await self.store.replace(
+            with_spec_changes(current, **self._send(changes))))
 
     async def renew(self) -> LeaseRecord:
         """Write a new renewTime onto the cached Lease (the fast path: no read)."""
         if self._lease is None:
             raise RuntimeError("renew() before acquire()")
         return self._cache(await self.store.replace(
-            with_spec_changes(self._lease, **renew_changes(self.clock.wall()))))
+            with_spec_changes(self._lease, **self._send(renew_changes(self.clock.wall())))))
 
     async def reread(self) -> LeaseRecord | None:
         """GET the Lease and cache it (the slow path, after a 409). None if there is none."""
@@ -89,4 +117,5 @@ class LeaseLock:
         if self._lease is None:
             raise RuntimeError("release() before acquire()")
         changes = release_changes(self.record, self.clock.wall())
-        self._cache(await self.store.replace(with_spec_changes(self._lease, **changes)))
+        self._cache(await self.store.replace(
+            with_spec_changes(self._lease, **self._send(changes))))

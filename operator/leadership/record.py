@@ -188,13 +188,17 @@ def with_spec_changes(lease: JSONDict, **changes: Any) -> JSONDict:
 
 
 def acquire_changes(previous: LeaseRecord | None, identity: str, ttl: int,
-                    now: datetime.datetime, *, first_transition: int = 0) -> JSONDict:
+                    now: datetime.datetime, *, first_transition: int = 0,
+                    new_term: bool | None = None) -> JSONDict:
     """Spec fields to write when `identity` takes the lease (or re-takes its own).
 
     `previous` is None when the Lease is being created: it starts at `first_transition`
     (0, as in client-go, unless a higher count was seen before a deletion); every later change
-    of holder (including from free) adds one."""
+    of holder (including from free) adds one. `new_term` (default: the holder changes) also
+    counts a re-take of a record this process did not write as a change of holder."""
     stamp = format_microtime(now)
+    if new_term is None:
+        new_term = previous is None or previous.holder_identity != identity
     changes: JSONDict = {
         "holderIdentity": identity,
         "leaseDurationSeconds": ttl,
@@ -203,7 +207,7 @@ def acquire_changes(previous: LeaseRecord | None, identity: str, ttl: int,
     if previous is None:
         changes["acquireTime"] = stamp
         changes["leaseTransitions"] = first_transition
-    elif previous.holder_identity != identity:
+    elif new_term:
         changes["acquireTime"] = stamp
         changes["leaseTransitions"] = previous.lease_transitions + 1
     else:

@@ -1,8 +1,15 @@
 """The same `Candidate` and `Follower` for threaded programs.
 
-Each object runs the asyncio core on a private event-loop thread of its own and hands values
-to the caller's thread through a queue, so a slow or absent reader never delays a renewal.
-`is_leader` and `fencing_token` read the clock directly and are safe from any thread.
+Each object wraps the asyncio core (``candidate.core``), which runs on a private event-loop
+thread of its own and hands values to the caller's thread through a queue, so a slow or
+absent reader never delays a renewal. The guarantees are the core's. What differs:
+
+- every method blocks the calling thread instead of being awaited; `is_leader`,
+  `fencing_token`, `metrics`, `node` and `key` read the core directly, from any thread;
+- `run_while_leading(work)` takes a plain callable, ``work(stop_event)``, run in a worker
+  thread. A thread cannot be cancelled, so on losing leadership the facade *sets*
+  `stop_event` and waits for `work` to return: blocking work must check the event often, or
+  protect what it writes with `fencing_token`.
 
 Stores: `PykubeLeaseStore` and `MemoryLeaseStore` fit best. A `KubernetesLeaseStore` works too,
 but its ``kubernetes.aio`` ApiClient then belongs to the private loop: do not share it with
@@ -15,12 +22,13 @@ import asyncio
 import concurrent.futures
 import queue
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
 
 from . import candidate as _candidate
 from . import follower as _follower
+from .metrics import CandidateMetrics
 from .stores import LeaseStore
 
 T = TypeVar("T")
@@ -150,6 +158,15 @@ class Candidate(_Facade):
         return f"sync.{self._core!r}"
 
     @property
+    def core(self) -> _candidate.Candidate:
+        """The asyncio `leadership.Candidate` this wraps (it lives on the private loop)."""
+        return self._core
+
+    @property
+    def metrics(self) -> CandidateMetrics:
+        return self._core.metrics
+
+    @property
     def node(self) -> str:
         return self._core.node
 
@@ -165,9 +182,50 @@ class Candidate(_Facade):
     def fencing_token(self) -> int | None:
         return self._core.fencing_token
 
+    @property
+    def fence(self) -> _candidate.Fence | None:
+        return self._core.fence
+
     def run_for_election(self) -> Iterator[bool]:
         """Start campaigning; a blocking iterator over "am I leader?" (see the async one)."""
         return self._iterate(self._core.run_for_election)
+
+    def run_while_leading(self, work: Callable[[threading.Event], object]) -> None:
+        """Campaign, and run ``work(stop_event)`` in a worker thread only while leading.
+
+        Blocks until the campaign ends. On losing leadership `stop_event` is set and `work`
+        is awaited (it must return soon after: check the event, or fence your writes); it is
+        called again, with a fresh event, when leadership is regained. As with the asyncio
+        core: if `work` returns the candidate stops and releases the Lease; if it raises, the
+        candidate stops and the exception propagates here; `stop()` from another thread ends
+        it. An interrupt (Ctrl-C) in the calling thread stops the candidate, releasing the
+        Lease after `work` has returned, and propagates.
+        """
+        if not callable(work):
+            raise TypeError(f"work must be callable as work(stop_event), "
+                            f"got {type(work).__name__}")
+
+        async def leading() -> None:
+            stop_event = threading.Event()
+            finished = asyncio.get_running_loop().run_in_executor(None, work, stop_event)
+            try:
+                await asyncio.shield(finished)
+            except asyncio.CancelledError:
+                stop_event.set()
+                await asyncio.gather(finished, return_exceptions=True)
+                raise
+
+        try:
+            self._thread.call(self._core.run_while_leading(leading))
+        except RuntimeError:
+            if not self._thread.closed:  # else: stop() from another thread ended it
+                self.stop()
+                raise
+        except BaseException:
+            self.stop()
+            raise
+        else:
+            self.stop()  # the campaign has ended: close the private loop too
 
     def resign(self) -> None:
         """Step down, release, campaign again; no effect unless leading (or once stopped)."""

@@ -11,6 +11,7 @@ import math
 import os
 import re
 import socket
+import uuid
 
 from .clock import Clock
 from .record import MAX_TTL
@@ -21,8 +22,13 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 def default_identity() -> str:
-    """The pod name (``POD_NAME``, from the downward API), else the host name."""
-    return os.environ.get("POD_NAME") or socket.gethostname()
+    """``<pod>_<random uuid>``, client-go's convention: unique per process, not per pod.
+
+    The pod name comes from ``POD_NAME`` (the downward API), else the host name. The suffix
+    keeps several processes in one pod (uvicorn or gunicorn workers) from sharing one
+    identity, and therefore one leadership; the operator still finds the pod from the prefix.
+    """
+    return f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4()}"
 
 
 def validate_key(key: object, argument: str = "key") -> str:

@@ -8,8 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import kubernetes
+
 import leadership
-from controlplane.cluster import new_aio_client, pykube_client_for
+from controlplane.cluster import new_aio_client, pykube_client_for, sync_client
 
 STORE_KINDS = ["kubernetes", "pykube"]
 
@@ -73,3 +75,30 @@ _background: set[asyncio.Task[None]] = set()
 async def stop_all(*candidates: leadership.Candidate) -> None:
     await asyncio.gather(*(c.stop() for c in candidates))
 
+
+def grant(core_api: kubernetes.client.ApiClient, namespace: str, account: str,
+          rules: list[dict[str, object]]) -> None:
+    """A Role with `rules`, bound to ServiceAccount `account`."""
+    rbac = kubernetes.client.RbacAuthorizationV1Api(core_api)
+    rbac.create_namespaced_role(namespace, {"metadata": {"name": account}, "rules": rules})
+    rbac.create_namespaced_role_binding(namespace, {
+        "metadata": {"name": account},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account},
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}]})
+
+
+async def until_allowed(kubeconfig: Path, namespace: str, verb: str, name: str) -> None:
+    """Wait until the API server's authorizer lets `kubeconfig`'s user `verb` Lease `name`
+    (a new binding reaches the authorizer's cache a moment after it is created)."""
+
+    def allowed() -> bool:
+        api = kubernetes.client.AuthorizationV1Api(sync_client(kubeconfig))
+        review = api.create_self_subject_access_review({"spec": {"resourceAttributes": {
+            "namespace": namespace, "verb": verb, "group": "coordination.k8s.io",
+            "resource": "leases", "name": name}}})
+        return bool(review.status.allowed)
+
+    deadline = time.monotonic() + 10
+    while not await asyncio.to_thread(allowed):
+        assert time.monotonic() < deadline, f"{verb} on lease {name} never became allowed"
+        await asyncio.sleep(0.05)

@@ -9,6 +9,8 @@ import re
 import signal
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import kubernetes
 import pytest
@@ -20,7 +22,9 @@ from tests.integration.helpers import (
     StoreFactory,
     consume,
     eventually,
+    grant,
     stop_all,
+    until_allowed,
 )
 
 TTL = 2  # renew every 0.67 s, give up after 1.33 s, followers wait 2 s
@@ -219,24 +223,19 @@ async def test_a_forbidden_candidate_ends_with_a_fatal_error(
     await denied.close()
 
 
+LEASE_RULES: dict[str, object] = {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"]}
+
+
 async def test_the_least_privilege_role_from_the_docs_is_enough(
         stores: StoreFactory, core_api: kubernetes.client.ApiClient, namespace: str,
-        service_account_kubeconfig: object) -> None:
-    rbac = kubernetes.client.RbacAuthorizationV1Api(core_api)
-    rbac.create_namespaced_role(namespace, {
-        "metadata": {"name": "elect"},
-        "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-                   "resourceNames": ["app"], "verbs": ["get", "update", "watch"]},
-                  {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-                   "verbs": ["create"]}]})
-    rbac.create_namespaced_role_binding(namespace, {
-        "metadata": {"name": "elect"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "elect"},
-        "subjects": [{"kind": "ServiceAccount", "name": "app", "namespace": namespace}]})
-    limited = StoreFactory(stores.kind, service_account_kubeconfig(namespace, "app"),  # type: ignore[operator]
-                           namespace)
+        service_account_kubeconfig: Callable[[str, str], Path]) -> None:
+    grant(core_api, namespace, "app", [
+        {**LEASE_RULES, "resourceNames": ["app"], "verbs": ["get", "update", "watch"]},
+        {**LEASE_RULES, "verbs": ["create"]}])
+    kubeconfig = service_account_kubeconfig(namespace, "app")
+    limited = StoreFactory(stores.kind, kubeconfig, namespace)
     try:
-        await asyncio.sleep(0.5)  # let the authorizer's cache see the binding
+        await until_allowed(kubeconfig, namespace, "create", "app")
         a, b = await limited.candidate("app", "a", ttl=TTL), await limited.candidate(
             "app", "b", ttl=TTL)
         a_values, b_values = await consume(a), await consume(b)
@@ -249,6 +248,41 @@ async def test_the_least_privilege_role_from_the_docs_is_enough(
         with pytest.raises(leadership.FatalStoreError) as denied:
             await (await limited()).get("not-mine")
         assert denied.value.status == 403
+    finally:
+        await limited.close()
+
+
+async def test_without_create_a_deleted_lease_ends_the_campaign_naming_the_permission(
+        stores: StoreFactory, core_api: kubernetes.client.ApiClient, namespace: str,
+        service_account_kubeconfig: Callable[[str, str], Path]) -> None:
+    """Why the docs keep `create` in the Role even for a pre-created Lease: a renewal after a
+    deletion is a create (Leases allow create-on-update), and without the permission that is
+    a 403 the candidate cannot retry its way out of."""
+    grant(core_api, namespace, "app", [
+        {**LEASE_RULES, "resourceNames": ["app"], "verbs": ["get", "update", "watch"]}])
+    coordination = kubernetes.client.CoordinationV1Api(core_api)
+    coordination.create_namespaced_lease(namespace, {"metadata": {"name": "app"}, "spec": {}})
+    kubeconfig = service_account_kubeconfig(namespace, "app")
+    limited = StoreFactory(stores.kind, kubeconfig, namespace)
+    try:
+        await until_allowed(kubeconfig, namespace, "update", "app")
+        a = await limited.candidate("app", "a", ttl=TTL)
+        values: list[bool] = []
+        failure: list[BaseException] = []
+
+        async def run() -> None:
+            try:
+                async for leading in a.run_for_election():
+                    values.append(leading)
+            except leadership.FatalStoreError as exc:
+                failure.append(exc)
+
+        task = asyncio.ensure_future(run())
+        await eventually(lambda: a.is_leader, 5, "a leads the pre-created Lease")
+        coordination.delete_namespaced_lease("app", namespace)
+        await eventually(lambda: task.done(), 3 * TTL, "the campaign ends")
+        assert values == [False, True, False] and len(failure) == 1
+        assert failure[0].status == 403 and "cannot create" in str(failure[0])
     finally:
         await limited.close()
 

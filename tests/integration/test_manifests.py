@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 
 import leadership
 from controlplane.cluster import Cluster
-from tests.integration.helpers import StoreFactory, consume, eventually
+from tests.integration.helpers import StoreFactory, consume, eventually, until_allowed
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 
@@ -31,7 +30,7 @@ async def test_candidate_rbac_lets_a_candidate_elect_and_nothing_more(
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(json.dumps({
         **admin, "users": [{"name": "admin", "user": {"token": token}}]}))
-    await asyncio.sleep(0.5)  # let the authorizer's cache see the binding
+    await until_allowed(kubeconfig, namespace, "update", "leadership-example")
 
     stores = StoreFactory("kubernetes", kubeconfig, namespace)
     try:

@@ -10,7 +10,13 @@ import logging
 
 import pytest
 
-from leadership import Candidate, FatalStoreError, MemoryLeaseStore, TransientStoreError
+from leadership import (
+    Candidate,
+    DuplicateIdentityError,
+    FatalStoreError,
+    MemoryLeaseStore,
+    TransientStoreError,
+)
 from leadership.testing import FaultyStore, ManualClock, Recorder
 
 KEY = "lock"
@@ -314,6 +320,49 @@ async def test_work_that_fails_steps_down_releases_and_raises(clock: ManualClock
     assert not a.is_leader and spec(store)["holderIdentity"] == ""
 
 
+async def test_work_that_returns_ends_the_campaign_and_frees_the_lease(
+        clock: ManualClock, store: MemoryLeaseStore) -> None:
+    a = candidate(store, "a", clock)
+    b = candidate(store, "b", clock)
+    done: list[float] = []
+
+    async def work() -> None:
+        await clock.sleep_until(clock.now() + 3)
+        done.append(clock.now())
+
+    running = asyncio.ensure_future(a.run_while_leading(work))
+    await clock.settle()
+    rb = Recorder(b, clock).start()
+    await clock.advance(3)
+    assert done == [1003] and running.done() and running.exception() is None
+    assert not a.is_leader and rb.values == [False, True]  # released, not held idle
+    await b.stop()
+
+
+async def test_cancelling_run_while_leading_stops_the_candidate_work_first(
+        clock: ManualClock, store: MemoryLeaseStore) -> None:
+    a = candidate(store, "a", clock)
+    holder_when_cancelled: list[object] = []
+
+    async def work() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            holder_when_cancelled.append(spec(store)["holderIdentity"])
+            raise
+
+    running = asyncio.ensure_future(a.run_while_leading(work))
+    await clock.settle()
+    assert a.is_leader
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert holder_when_cancelled == ["a"] and not a.is_leader
+    assert spec(store)["holderIdentity"] == ""  # released, not kept until someone calls stop()
+    await clock.advance(30)
+    assert spec(store)["holderIdentity"] == ""  # and no campaign goes on behind our back
+
+
 async def test_a_fatal_error_ends_the_stream_after_a_final_false(
         clock: ManualClock, store: MemoryLeaseStore) -> None:
     forbidden = FaultyStore(store)
@@ -547,3 +596,33 @@ async def test_a_follower_with_a_silent_watch_never_writes_over_a_live_leader(
     crashable.heal()
     await a.stop()
     await b.stop()
+
+
+async def test_two_candidates_sharing_an_identity_never_lead_at_once(
+        clock: ManualClock, store: MemoryLeaseStore) -> None:
+    a = candidate(store, "worker", clock)
+    ra = Recorder(a, clock).start()
+    await clock.advance(1)
+    twin = candidate(store, "worker", clock)  # a second process with the same identity
+    rt = Recorder(twin, clock).start()
+    await clock.advance(60)
+    assert ra.values == [False, True] and rt.values == [False]  # the twin waits it out
+    await a.stop()  # a releases: the twin takes over, as a new term with a new token
+    await clock.settle()
+    assert rt.values == [False, True] and twin.fencing_token == 1
+    await twin.stop()
+
+
+async def test_a_leader_whose_identity_another_process_renews_stops_with_a_clear_error(
+        clock: ManualClock, store: MemoryLeaseStore) -> None:
+    a = candidate(store, "worker", clock)
+    rec = Recorder(a, clock).start()
+    await clock.advance(2)
+    lease = store.peek(KEY)
+    assert lease is not None
+    lease["spec"]["renewTime"] = "2026-01-01T00:16:41.500000Z"  # a twin's renewal, not a's
+    await store.put_raw(lease)
+    await clock.advance(5)  # a's next renewal meets a 409 and re-reads
+    assert rec.values == [False, True, False] and rec.finished
+    assert isinstance(rec.error, DuplicateIdentityError) and "'worker'" in str(rec.error)
+    assert not a.is_leader

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import uuid
+
 import pytest
 
 from leadership import Candidate, MemoryLeaseStore
@@ -49,14 +52,15 @@ def test_store_must_implement_the_protocol() -> None:
         Candidate({"not": "a store"}, "lock", "a")  # type: ignore[arg-type]
 
 
-def test_identity_defaults_to_the_pod_name(store: MemoryLeaseStore,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_identity_defaults_to_the_pod_name_plus_a_unique_suffix(
+        store: MemoryLeaseStore, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POD_NAME", "web-7d4b9-xk2p")
-    assert Candidate(store, "lock").node == "web-7d4b9-xk2p"
+    one, two = Candidate(store, "lock").node, Candidate(store, "lock").node
+    assert one.startswith("web-7d4b9-xk2p_") and two.startswith("web-7d4b9-xk2p_")
+    assert one != two  # two workers in one pod never share an identity
+    uuid.UUID(one.split("_", 1)[1])  # client-go's <hostname>_<uuid>
     monkeypatch.delenv("POD_NAME")
-    import socket
-
-    assert Candidate(store, "lock").node == socket.gethostname()
+    assert Candidate(store, "lock").node.startswith(socket.gethostname() + "_")
 
 
 def test_clock_must_be_a_clock(store: MemoryLeaseStore) -> None:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from leadership import FatalStoreError, MemoryLeaseStore, sync
+from leadership import FatalStoreError, MemoryLeaseStore, TransientStoreError, sync
 from leadership.testing import FaultyStore
 
 
@@ -89,3 +89,61 @@ def test_stop_from_two_threads_at_once_never_hangs() -> None:
             assert not t.is_alive(), "stop() hung"
         assert list(stream) == [False]
         c.resign()  # after stop: no effect, no hang
+
+
+def wait_for(predicate: object, within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def test_run_while_leading_sets_the_stop_event_on_loss_and_runs_again_on_regain() -> None:
+    store = MemoryLeaseStore()
+    link = FaultyStore(store)
+    a = sync.Candidate(link, "lock", "a", ttl=1)
+    calls: list[str] = []
+
+    def work(stop: threading.Event) -> None:
+        calls.append("started")
+        while not stop.wait(0.01):  # blocking work that checks its event
+            pass
+        calls.append("stopped")
+
+    runner = threading.Thread(target=a.run_while_leading, args=(work,))
+    runner.start()
+    wait_for(lambda: calls == ["started"])
+    link.fail["replace"] = TransientStoreError("partitioned")  # renewals fail: loss at ~0.67 s
+    wait_for(lambda: calls == ["started", "stopped"])
+    assert not a.is_leader and a.metrics.step_downs == 1
+    del link.fail["replace"]
+    wait_for(lambda: calls == ["started", "stopped", "started"])  # regained: a fresh call
+    a.stop()  # from another thread: the event is set, work returns, the Lease is released
+    runner.join(timeout=5)
+    assert not runner.is_alive() and calls[-1] == "stopped"
+    lease = store.peek("lock")
+    assert lease is not None and lease["spec"]["holderIdentity"] == ""
+
+
+def test_run_while_leading_work_that_returns_frees_the_lease_and_returns() -> None:
+    store = MemoryLeaseStore()
+    a = sync.Candidate(store, "lock", "a", ttl=3)
+    a.run_while_leading(lambda stop: None)  # returns: the job is done
+    lease = store.peek("lock")
+    assert lease is not None and lease["spec"]["holderIdentity"] == "" and not a.is_leader
+    assert a.metrics.acquisitions == 1
+
+
+def test_run_while_leading_work_that_raises_propagates_after_releasing() -> None:
+    store = MemoryLeaseStore()
+    a = sync.Candidate(store, "lock", "a", ttl=3)
+
+    def work(stop: threading.Event) -> None:
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        a.run_while_leading(work)
+    lease = store.peek("lock")
+    assert lease is not None and lease["spec"]["holderIdentity"] == ""
+    with pytest.raises(TypeError, match="work must be callable"):
+        sync.Candidate(store, "lock", "b", ttl=3).run_while_leading("not callable")  # type: ignore[arg-type]

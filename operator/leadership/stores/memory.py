@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 
@@ -73,7 +74,9 @@ class MemoryLeaseStore:
         if name in self._objects:
             raise ConflictError(f"leases {name!r} already exists", status=409)
         obj = copy.deepcopy(lease)
-        obj.setdefault("metadata", {})["creationTimestamp"] = format_microtime(self.clock.wall())
+        meta = obj.setdefault("metadata", {})
+        meta["creationTimestamp"] = format_microtime(self.clock.wall())
+        meta["uid"] = str(uuid.uuid4())
         return await self._commit(name, "ADDED", obj)
 
     async def replace(self, lease: JSONDict) -> JSONDict:
@@ -88,6 +91,7 @@ class MemoryLeaseStore:
             # resourceVersion it carries (as the API server does).
             obj = copy.deepcopy(lease)
             obj["metadata"]["creationTimestamp"] = format_microtime(self.clock.wall())
+            obj["metadata"]["uid"] = str(uuid.uuid4())
             return await self._commit(name, "ADDED", obj)
         if meta.get("resourceVersion") != current["metadata"]["resourceVersion"]:
             raise ConflictError(
@@ -96,6 +100,7 @@ class MemoryLeaseStore:
                 status=409)
         obj = copy.deepcopy(lease)
         obj["metadata"]["creationTimestamp"] = current["metadata"].get("creationTimestamp")
+        obj["metadata"]["uid"] = current["metadata"].get("uid")
         return await self._commit(name, "MODIFIED", obj)
 
     async def watch(self, name: str, resource_version: str | None) -> AsyncIterator[WatchEvent]:
