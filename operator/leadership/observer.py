@@ -22,6 +22,11 @@ Everything else is retried inside.
 
 "Changed" means the election fields of ``spec`` changed (as client-go compares records):
 a label or annotation written by someone else does not restart the expiry clock.
+
+The rule itself lives in `ExpiryTracker`, which owns no watch: feed it every state of one
+Lease in order, from wherever they come. `LeaseObserver` feeds it from its own watch; an
+operator following thousands of Leases feeds one tracker per Lease from one shared watch,
+and so judges expiry exactly as the candidates do.
 """
 
 from __future__ import annotations
@@ -78,6 +83,48 @@ class Observation:
         return not self.record.is_free and now >= self.expires_at
 
 
+class ExpiryTracker:
+    """The expiry rule for one Lease, fed from any source: `update()` with each state in order.
+
+    A record expires `leaseDurationSeconds` after this process first saw it (on `clock`), not
+    at the remote ``renewTime`` plus duration: remote clocks are never trusted. A Lease
+    deleted while held is waited out from the moment the deletion was seen. A holder whose
+    duration cannot be read is waited out for `fallback_ttl`, never taken at once.
+    """
+
+    def __init__(self, clock: Clock, fallback_ttl: int, where: str = "lease") -> None:
+        self.clock, self.fallback_ttl, self.where = clock, fallback_ttl, where
+        self.current: Observation | None = None
+        self._reported: set[str] = set()
+
+    def update(self, lease: JSONDict | None) -> tuple[Observation, bool]:
+        """Take in a state of the Lease (None: there is none). Returns the observation now in
+        force and whether the election record changed (else only the object is newer)."""
+        prev = self.current
+        if lease is None and prev is not None and prev.lease is not None and (
+                not prev.record.is_free):
+            # Deleted under a holder, which may renew right up to now: its claim is waited
+            # out from this moment, as if the deletion were a renewal. Never free at once.
+            log.warning("%s was deleted while held by %r; waiting it out for %ds",
+                        self.where, prev.record.holder_identity, prev.duration)
+            self.current = Observation(None, prev.parsed, self.clock.now(), prev.duration)
+            return self.current, True
+        parsed = parse_lease(lease)
+        for problem in parsed.problems:
+            if problem not in self._reported:
+                self._reported.add(problem)
+                log.warning("%s is malformed: %s; its holder %r is waited out, never stolen",
+                            self.where, problem, parsed.record.holder_identity)
+        if prev is not None and prev.parsed.spec == parsed.spec and (prev.lease is None) == (
+                lease is None):
+            # Same record: keep the expiry clock running, remember the newer object.
+            self.current = Observation(lease, parsed, prev.observed_at, prev.duration)
+            return self.current, False
+        self.current = Observation(lease, parsed, self.clock.now(),
+                                   effective_duration(parsed.record, self.fallback_ttl))
+        return self.current, True
+
+
 class LeaseObserver:
     """Follows one Lease through `store`. Start `run()` as a task; read `current`."""
 
@@ -88,7 +135,7 @@ class LeaseObserver:
         self.fallback_ttl = fallback_ttl
         self.retry_min, self.retry_max = retry_min, retry_max
         self.rng = rng or random.Random()
-        self.current: Observation | None = None
+        self._tracker = ExpiryTracker(clock, fallback_ttl, self.where)
         #: called with every new Observation, in order, before waiters wake.
         self.listeners: list[Callable[[Observation], None]] = []
         #: set, with `error`, when a fatal error ended `run()`.
@@ -97,7 +144,6 @@ class LeaseObserver:
         #: watches found stale by `confirm_expiry()` and restarted.
         self.stale_watches = 0
         self._changed = asyncio.Event()
-        self._reported: set[str] = set()
         self._taken_version: str | None = None  # of the last object taken in
         self._stream: asyncio.Task[str | None] | None = None
 
@@ -113,39 +159,21 @@ class LeaseObserver:
         if self.error is not None:
             raise self.error
 
+    @property
+    def current(self) -> Observation | None:
+        """The observation in force (None before the first read)."""
+        return self._tracker.current
+
     def update(self, lease: JSONDict | None) -> Observation:
         """Take in a state of the Lease, from a GET or a watch event (None: there is none)."""
         self._taken_version = resource_version(lease)
-        prev = self.current
-        if lease is None and prev is not None and prev.lease is not None and (
-                not prev.record.is_free):
-            # Deleted under a holder, which may renew right up to now: its claim is waited
-            # out from this moment, as if the deletion were a renewal. Never free at once.
-            log.warning("%s was deleted while held by %r; waiting it out for %ds",
-                        self.where, prev.record.holder_identity, prev.duration)
-            return self._changed_to(Observation(None, prev.parsed, self.clock.now(),
-                                                prev.duration))
-        parsed = parse_lease(lease)
-        for problem in parsed.problems:
-            if problem not in self._reported:
-                self._reported.add(problem)
-                log.warning("%s is malformed: %s; its holder %r is waited out, never stolen",
-                            self.where, problem, parsed.record.holder_identity)
-        if prev is not None and prev.parsed.spec == parsed.spec and (prev.lease is None) == (
-                lease is None):
-            # Same record: keep the expiry clock running, remember the newer object.
-            self.current = Observation(lease, parsed, prev.observed_at, prev.duration)
-            return self.current
-        return self._changed_to(Observation(
-            lease, parsed, self.clock.now(), effective_duration(parsed.record, self.fallback_ttl)))
-
-    def _changed_to(self, observation: Observation) -> Observation:
-        self.current = observation
-        for listener in self.listeners:
-            listener(self.current)
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
-        return self.current
+        observation, changed = self._tracker.update(lease)
+        if changed:
+            for listener in self.listeners:
+                listener(observation)
+            woken, self._changed = self._changed, asyncio.Event()
+            woken.set()
+        return observation
 
     async def refresh(self) -> Observation:
         """GET the Lease now (after a lost write race) and take it in."""
