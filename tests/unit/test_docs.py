@@ -1,0 +1,125 @@
+"""Every Python snippet in the README and docs/ is checked: it compiles, every name it takes
+from the library (or from a client library) exists, and a snippet marked
+``<!-- quoted from examples/X.py -->`` is a verbatim excerpt of that runnable example, which
+the integration tests run. YAML snippets are checked against the API server in
+`tests/integration/test_docs_yaml.py`."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import re
+import textwrap
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import leadership
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+QUOTED = re.compile(r"<!-- quoted from (\S+) -->\s*$")
+
+
+@dataclass
+class Snippet:
+    path: Path
+    line: int
+    language: str
+    text: str
+    quoted_from: str | None
+
+    def __str__(self) -> str:
+        return f"{self.path.name}:{self.line}"
+
+
+def snippets(language: str) -> list[Snippet]:
+    found = []
+    for path in DOCS:
+        text = path.read_text()
+        for m in re.finditer(r"(?m)^```(\w*)\n(.*?)^```", text, re.S):
+            if m.group(1) != language:
+                continue
+            before = text[:m.start()].rstrip("\n").rsplit("\n", 1)[-1]
+            marker = QUOTED.search(before)
+            found.append(Snippet(path, text[:m.start()].count("\n") + 1, language, m.group(2),
+                                 marker.group(1) if marker else None))
+    return found
+
+
+PYTHON = snippets("python")
+
+
+def test_there_are_snippets_to_check() -> None:
+    assert len(PYTHON) >= 10 and sum(s.quoted_from is not None for s in PYTHON) >= 4
+
+
+@pytest.mark.parametrize("snippet", PYTHON, ids=str)
+def test_python_snippet_compiles(snippet: Snippet) -> None:
+    compile(snippet.text, str(snippet), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+
+
+def _resolve(root: object, chain: list[str], where: str) -> None:
+    obj = root
+    for name in chain:
+        if hasattr(obj, name):
+            obj = getattr(obj, name)
+        elif isinstance(obj, types.ModuleType):  # a submodule not imported yet
+            obj = importlib.import_module(f"{obj.__name__}.{name}")
+        else:
+            raise AssertionError(f"{where}: {'.'.join(chain)} does not exist ({name})")
+        if not isinstance(obj, (types.ModuleType, type)):
+            return  # a function or a value: what follows is about its result
+
+
+@pytest.mark.parametrize("snippet", PYTHON, ids=str)
+def test_python_snippet_uses_only_names_that_exist(snippet: Snippet) -> None:
+    tree = ast.parse(snippet.text)
+    bound: dict[str, object] = {"leadership": leadership, "sync": leadership.sync}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                module = importlib.import_module(alias.name)
+                bound[alias.asname or alias.name.split(".")[0]] = (
+                    module if alias.asname else importlib.import_module(alias.name.split(".")[0]))
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                if not hasattr(module, alias.name):
+                    module_name = f"{node.module}.{alias.name}"
+                    value: object = importlib.import_module(module_name)
+                else:
+                    value = getattr(module, alias.name)
+                bound[alias.asname or alias.name] = value
+    for name in ("kubernetes", "pykube"):
+        if re.search(rf"\b{name}\.", snippet.text) and name not in bound:
+            bound[name] = importlib.import_module(name)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and not isinstance(node.ctx, ast.Store):
+            chain: list[str] = []
+            current: ast.expr = node
+            while isinstance(current, ast.Attribute):
+                chain.insert(0, current.attr)
+                current = current.value
+            if isinstance(current, ast.Name) and current.id in bound:
+                _resolve(bound[current.id], chain, str(snippet))
+
+
+@pytest.mark.parametrize("snippet", [s for s in PYTHON if s.quoted_from], ids=str)
+def test_quoted_snippet_is_verbatim_from_its_runnable_example(snippet: Snippet) -> None:
+    assert snippet.quoted_from is not None
+    source = (ROOT / snippet.quoted_from).read_text()
+    block = textwrap.dedent(snippet.text)
+    assert any(textwrap.indent(block, " " * depth, lambda line: bool(line.strip())) in source
+               for depth in (0, 4, 8)), f"{snippet} is not an excerpt of {snippet.quoted_from}"
+
+
+def test_the_documented_candidate_signature_is_the_real_one() -> None:
+    text = (ROOT / "docs" / "library.md").read_text()
+    documented = re.search(r"```text\nleadership\.Candidate\((.*?)\)\n```", text, re.S)
+    assert documented is not None
+    names = re.findall(r"(\w+)(?:=[^,]*)?(?:,|$)", documented.group(1).replace("\n", " "))
+    assert names == list(inspect.signature(leadership.Candidate).parameters)
