@@ -64,3 +64,68 @@ def test_pip_install_leadership_brings_no_client() -> None:
     assert any(r.startswith("pykube-ng") for r in extras["pykube"])
     assert any(r.startswith("kopf") for r in extras["operator"])
     assert any(r.startswith("pytest") for r in extras["test"])
+
+
+# Which modules of the package each module may import: the arrows point one way, from the
+# public face down to the store protocol. A new edge must be added here on purpose.
+LAYERS = {
+    "record": set(),
+    "errors": set(),
+    "metrics": set(),
+    "stores": set(),
+    "clock": set(),
+    "validation": {"clock", "record", "stores"},
+    "timing": {"validation"},
+    "stores._wire": {"errors", "stores"},
+    "stores.memory": {"clock", "errors", "record", "stores"},
+    "stores.kubernetes": {"errors", "stores", "stores._wire", "validation"},
+    "stores.pykube": {"errors", "stores", "stores._wire", "validation"},
+    "lock": {"clock", "record", "stores"},
+    "observer": {"clock", "errors", "record", "stores", "timing"},
+    "candidate": {"clock", "errors", "lock", "metrics", "observer", "stores", "timing",
+                  "validation"},
+    "follower": {"clock", "errors", "observer", "stores", "validation"},
+    "sync": {"candidate", "follower", "metrics", "stores"},
+    "testing": {"candidate", "clock", "stores", "stores.memory"},
+}
+
+
+def imported_modules(path: Path, package: str) -> set[str]:
+    """The package's own modules that `path` imports (relative imports resolved)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    here = package.split(".") if path.name == "__init__.py" else package.split(".")[:-1]
+    found = set()
+
+    def module_of(dotted: str) -> str | None:
+        name = dotted.removeprefix("leadership").removeprefix(".")
+        path = ROOT / "operator" / "leadership" / name.replace(".", "/")
+        return name if name and (path.with_suffix(".py").exists() or path.is_dir()) else None
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = ".".join(here[:len(here) - node.level + 1])
+            target = f"{base}.{node.module}" if node.module else base
+            if node.module:
+                names = [target]
+            else:  # from . import x: a submodule, or a name from the package itself
+                names = [f"{target}.{a.name}" if module_of(f"{target}.{a.name}") else target
+                         for a in node.names]
+            found.update(m for m in map(module_of, names) if m)
+    return found
+
+
+def test_imports_point_one_way() -> None:
+    source = ROOT / "operator" / "leadership"
+    for path in sorted(source.rglob("*.py")):
+        relative = path.relative_to(source).with_suffix("")
+        parts = list(relative.parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        module = ".".join(parts)
+        if module == "":
+            continue  # the public face re-exports everything
+        assert module in LAYERS, f"{module}: add it to LAYERS with what it may import"
+        imports = imported_modules(path, "leadership." + module if module else "leadership")
+        assert imports <= LAYERS[module], f"{module} imports {imports - LAYERS[module]}"
