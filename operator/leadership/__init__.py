@@ -23,6 +23,7 @@ from .errors import (
 )
 from .follower import Follower
 from .metrics import CandidateMetrics
+from .observer import ExpiryTracker, LeaseObserver, Observation
 from .record import LeaseRecord, format_microtime, parse_lease, parse_microtime
 from .stores import LeaseStore, WatchEvent
 from .stores.memory import MemoryLeaseStore
@@ -54,15 +55,18 @@ __all__ = [
     "Clock",
     "ConflictError",
     "DuplicateIdentityError",
+    "ExpiryTracker",
     "FatalStoreError",
     "Fence",
     "Follower",
     "KubernetesLeaseStore",
     "LeadershipError",
+    "LeaseObserver",
     "LeaseRecord",
     "LeaseStore",
     "MemoryLeaseStore",
     "NotFoundError",
+    "Observation",
     "PykubeLeaseStore",
     "StoreError",
     "SystemClock",

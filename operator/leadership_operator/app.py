@@ -1,0 +1,226 @@
+"""The operator process: kopf for pods, one shared Lease watch, our own Candidate for HA.
+
+- kopf watches pods through an `on.event` handler only: no state-changing handlers, so it
+  writes no annotation and no finalizer onto anything; posting of its own Events is off. The
+  handler feeds `State.pod_event` and wakes the reconciler.
+- Leases come through `LeaseWatch` (one watch per scope), not kopf: a renewal every 2 s on
+  1,000 Leases is 500 events a second, and each must cost microseconds.
+- Replicas elect the active one with `leadership.Candidate` on the operator's own Lease. Every
+  replica watches and decides (a standby is warm); only the active one writes, and it checks
+  `is_leader` right before each write. Becoming active triggers a full resync.
+- ``/healthz`` fails when a Lease watch has heard nothing (not even a bookmark) for
+  `STALE_AFTER` seconds, or when kopf has stopped; ``/metrics`` serves Prometheus metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kopf
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+import leadership
+
+from .contract import Labels
+from .leases import LeaseWatch
+from .metrics import OperatorMetrics
+from .reconcile import Events, Kube, Reconciler
+from .state import State
+from .storage import NowhereDiffBaseStorage, NowhereProgressStorage
+
+log = logging.getLogger("leadership.operator")
+#: A Lease watch silent (no event, no bookmark) for this long counts as dead.
+STALE_AFTER = 180.0
+
+
+@dataclass
+class Options:
+    kubeconfig: Path | None
+    namespaces: list[str]  # empty: all namespaces
+    lease_name: str
+    lease_namespace: str
+    identity: str
+    label_prefix: str = "leadership.dev"
+    resync_seconds: float = 60.0
+    http_port: int = 8080
+    lease_seconds: int = 15
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _connection_info(options: Options) -> kopf.ConnectionInfo:
+    """kopf's credentials from the same configuration the official client uses."""
+    import kubernetes
+
+    if options.kubeconfig is not None:
+        kubernetes.config.load_kube_config(config_file=str(options.kubeconfig))
+    else:
+        try:
+            kubernetes.config.load_incluster_config()
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config()
+    cfg = kubernetes.client.Configuration.get_default_copy()
+    header = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix(
+        "authorization")
+    scheme, token = (header.split(" ", 1) if header and " " in header else (None, header))
+    return kopf.ConnectionInfo(server=cfg.host, ca_path=cfg.ssl_ca_cert,
+                               insecure=not cfg.verify_ssl, scheme=scheme, token=token,
+                               certificate_path=cfg.cert_file, private_key_path=cfg.key_file)
+
+
+async def _api_client(options: Options) -> Any:
+    from kubernetes.aio import client, config
+
+    if options.kubeconfig is not None:
+        return await config.new_client_from_config(config_file=str(options.kubeconfig))
+    try:
+        config.load_incluster_config()
+        return client.ApiClient()
+    except config.ConfigException:
+        return await config.new_client_from_config()
+
+
+def _registry(options: Options, state: State, reconciler: Reconciler) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    keys = state.labels
+
+    def ours(labels: kopf.Labels, **_: Any) -> bool:
+        return keys.election in labels or keys.role in labels
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return _connection_info(options)
+
+    @kopf.on.event("", "v1", "pods", when=ours, registry=registry)
+    def pod_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+        state.pod_event(str(event.get("type")), dict(body))
+        reconciler.poke()
+
+    return registry
+
+
+def _settings(options: Options) -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.posting.enabled = False  # our Events only, aggregated
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    settings.watching.inactivity_timeout = 120  # bookmark-based: a stalled watch restarts
+    settings.persistence.progress_storage = NowhereProgressStorage()
+    settings.persistence.diffbase_storage = NowhereDiffBaseStorage()
+    return settings
+
+
+async def serve_http(options: Options, metrics: OperatorMetrics, watches: list[LeaseWatch],
+                     kopf_task: asyncio.Task[None]) -> web.AppRunner:
+    async def healthz(_: web.Request) -> web.Response:
+        now = time.monotonic()
+        dead = [w.namespace or "all" for w in watches if now - w.last_activity > STALE_AFTER]
+        if kopf_task.done():
+            return web.Response(status=503, text="kopf has stopped\n")
+        if dead:
+            return web.Response(status=503, text=f"lease watch silent: {', '.join(dead)}\n")
+        return web.Response(text="ok\n")
+
+    async def metrics_page(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(metrics.registry),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_page)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", options.http_port).start()
+    return runner
+
+
+async def run(options: Options) -> None:
+    """Run until SIGTERM/SIGINT; then release the operator's Lease and exit."""
+    labels = Labels(options.label_prefix)
+    clock = leadership.SystemClock()
+    metrics = OperatorMetrics()
+    api = await _api_client(options)
+    kube = Kube(api)
+    state = State(clock, labels)
+    store = leadership.KubernetesLeaseStore(api, options.lease_namespace)
+    candidate = leadership.Candidate(store, options.lease_name, options.identity,
+                                     ttl=options.lease_seconds)
+    watches: list[LeaseWatch] = []
+
+    def restart_watches() -> None:
+        for watch in watches:
+            watch.restart()
+
+    reconciler = Reconciler(state, kube, Events(kube, options.identity), labels, clock,
+                            metrics, lambda: candidate.is_leader, restart_watches)
+    scopes: list[str | None] = [*options.namespaces] or [None]
+    watches.extend(LeaseWatch(api, ns, state, reconciler.poke, metrics) for ns in scopes)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def campaign() -> None:
+        async for leading in candidate.run_for_election():
+            metrics.active.set(1 if leading else 0)
+            log.info("%s: %s", options.identity, "active: resyncing every election"
+                     if leading else "standby: not writing")
+            if leading:
+                state.mark_all()
+                reconciler.poke()
+
+    async def resync() -> None:
+        while True:
+            await asyncio.sleep(options.resync_seconds)
+            state.mark_all()
+            reconciler.poke()
+
+    # The member pods before the first decision (kopf's own listing arrives in its time):
+    # otherwise every holder would briefly match "no member pod".
+    for namespace in scopes:
+        for selector in (labels.election, labels.role):
+            for pod in await kube.list_pods(namespace, selector):
+                pod.setdefault("metadata", {}).setdefault("namespace", namespace)
+                state.pod_event("ADDED", pod)
+    stop_flag: asyncio.Future[None] = loop.create_future()
+    kopf_task = asyncio.create_task(kopf.operator(
+        registry=_registry(options, state, reconciler), settings=_settings(options),
+        standalone=True, clusterwide=not options.namespaces,
+        namespaces=options.namespaces, stop_flag=stop_flag))
+    synced = asyncio.Event()
+
+    async def all_synced() -> None:
+        await asyncio.gather(*(w.synced.wait() for w in watches))
+        synced.set()
+
+    syncing = asyncio.create_task(all_synced())
+    tasks = [asyncio.create_task(t) for t in (
+        campaign(), reconciler.run(synced), resync(), *(w.run() for w in watches))]
+    runner = await serve_http(options, metrics, watches, kopf_task)
+    log.info("operator %s started: scope %s, own lease %s/%s", options.identity,
+             ", ".join(options.namespaces) or "all namespaces", options.lease_namespace,
+             options.lease_name)
+    try:
+        done_waiter = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([done_waiter, kopf_task, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in (kopf_task, *tasks):
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        await candidate.stop()  # release the operator's Lease: a standby takes over at once
+        if not stop_flag.done():
+            stop_flag.set_result(None)
+        for task in (*tasks, syncing):
+            task.cancel()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(kopf_task, 10)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await runner.cleanup()
+        await api.close()

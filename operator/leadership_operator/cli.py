@@ -1,0 +1,159 @@
+"""The `leadership` command.
+
+    leadership operator [--kubeconfig PATH] [--namespace NS ... | --all-namespaces] ...
+
+Each subcommand imports what it needs when it runs, so ``leadership --help`` is instant and a
+missing extra is reported as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+import uuid
+from pathlib import Path
+
+from .contract import DEFAULT_PREFIX, Labels, valid_lease_name
+
+SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def own_namespace() -> str:
+    """POD_NAMESPACE, else the ServiceAccount's namespace file, else "default"."""
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    if SA_NAMESPACE.exists():
+        return SA_NAMESPACE.read_text().strip()
+    return "default"
+
+
+def _namespace(value: str) -> str:
+    import re
+
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value):
+        raise argparse.ArgumentTypeError(f"not a valid namespace name: {value!r}")
+    return value
+
+
+def _lease_name(value: str) -> str:
+    if not valid_lease_name(value):
+        raise argparse.ArgumentTypeError(f"not a valid Lease name: {value!r}")
+    return value
+
+
+def _positive(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not 0 < number < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {value!r}")
+    return number
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise argparse.ArgumentTypeError(f"not a TCP port (1-65535): {value!r}")
+    return int(value)
+
+
+def _prefix(value: str) -> str:
+    try:
+        Labels(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def _existing_file(value: str) -> Path:
+    path = Path(value)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {value!r}")
+    return path
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="leadership", description="Leader election on Kubernetes "
+                                "Leases: the operator that labels leader pods.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    op = sub.add_parser(
+        "operator", help="label the leader pod of every election, decided from its Lease",
+        description="Label every member pod of every election leader, stale or follower, "
+        "decided from the election's Lease. Pods join an election with the label "
+        "<prefix>/election: <lease name>; the Lease is in the pod's namespace.")
+    op.add_argument("--kubeconfig", type=_existing_file, default=None,
+                    help="kubeconfig file (default: $KUBECONFIG, then in-cluster, then "
+                    "~/.kube/config)")
+    scope = op.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", dest="namespaces", action="append", type=_namespace,
+                       default=[], metavar="NS",
+                       help="watch this namespace (repeatable); default: all namespaces")
+    scope.add_argument("--all-namespaces", action="store_true",
+                       help="watch every namespace (the default)")
+    op.add_argument("--lease-name", type=_lease_name, default="leadership-operator",
+                    help="the operator's own Lease, for electing its active replica "
+                    "(default: leadership-operator)")
+    op.add_argument("--lease-namespace", type=_namespace, default=None,
+                    help="namespace of its own Lease (default: the namespace it runs in: "
+                    "$POD_NAMESPACE, else the ServiceAccount's, else default)")
+    op.add_argument("--identity", default=None,
+                    help="this replica's identity (default: $POD_NAME, else "
+                    "<hostname>_<uuid>)")
+    op.add_argument("--label-prefix", type=_prefix, default=DEFAULT_PREFIX,
+                    help=f"prefix of the election, role and on-expiry keys (default: "
+                    f"{DEFAULT_PREFIX})")
+    op.add_argument("--resync-seconds", type=_positive, default=60.0,
+                    help="put hand-edited labels right at least this often (default: 60)")
+    op.add_argument("--http-port", type=_port, default=8080,
+                    help="port of /healthz and /metrics (default: 8080)")
+    op.add_argument("--lease-seconds", type=int, default=15, choices=range(2, 3601),
+                    metavar="SECONDS",
+                    help="duration of the operator's own Lease, 2 to 3600 (default: 15)")
+    op.add_argument("--log-format", choices=["json", "text"], default="json",
+                    help="structured JSON logs (default) or plain text")
+    return p
+
+
+def _logging(fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
+                                           rename_fields={"levelname": "level"}))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: "
+                                               "%(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # one line per pod event
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "operator":
+        try:
+            import asyncio
+
+            from .app import Options, run
+        except ImportError as exc:
+            print(f"leadership operator: {exc}; install leadership[operator]", file=sys.stderr)
+            return 2
+        _logging(args.log_format)
+        options = Options(
+            kubeconfig=args.kubeconfig or (Path(os.environ["KUBECONFIG"])
+                                           if os.environ.get("KUBECONFIG") else None),
+            namespaces=args.namespaces, lease_name=args.lease_name,
+            lease_namespace=args.lease_namespace or own_namespace(),
+            identity=args.identity or os.environ.get("POD_NAME")
+            or f"{socket.gethostname()}_{uuid.uuid4()}",
+            label_prefix=args.label_prefix, resync_seconds=args.resync_seconds,
+            http_port=args.http_port, lease_seconds=args.lease_seconds)
+        asyncio.run(run(options))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

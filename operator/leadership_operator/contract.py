@@ -1,0 +1,58 @@
+"""The contract between the operator and its users: label and annotation keys, role values.
+
+- A pod joins the election ``<lease>`` of its own namespace with the label
+  ``<prefix>/election: <lease>``.
+- The operator sets ``<prefix>/role`` on every member pod: ``leader`` (the holder of a live
+  Lease), ``stale`` (the holder of a Lease that expired or whose holder stopped renewing), or
+  ``follower`` (every other member).
+- ``<prefix>/on-expiry: delete-pod`` on a member opts it into deletion when its Lease expires
+  under it.
+
+The prefix defaults to ``leadership.dev`` and is configurable (``--label-prefix``).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "leadership.dev"
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+class Role(enum.StrEnum):
+    LEADER = "leader"
+    STALE = "stale"
+    FOLLOWER = "follower"
+
+
+@dataclass(frozen=True)
+class Labels:
+    """The keys, under one prefix (a DNS subdomain, as Kubernetes requires of label prefixes)."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prefix, str):
+            raise TypeError(f"label prefix must be a str, got {type(self.prefix).__name__}")
+        if len(self.prefix) > 253 or not _DNS_SUBDOMAIN.match(self.prefix):
+            raise ValueError(f"label prefix must be a DNS subdomain (like leadership.dev), "
+                             f"got {self.prefix!r}")
+
+    @property
+    def election(self) -> str:
+        return f"{self.prefix}/election"
+
+    @property
+    def role(self) -> str:
+        return f"{self.prefix}/role"
+
+    @property
+    def on_expiry(self) -> str:
+        return f"{self.prefix}/on-expiry"
+
+
+def valid_lease_name(name: object) -> bool:
+    """Whether an election label's value can name a Lease (a DNS subdomain)."""
+    return isinstance(name, str) and 0 < len(name) <= 253 and bool(_DNS_SUBDOMAIN.match(name))

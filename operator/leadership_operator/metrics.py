@@ -1,0 +1,31 @@
+"""The operator's Prometheus metrics (prometheus-client), in a registry of its own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class OperatorMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.active = Gauge("leadership_operator_active",
+                            "1 on the replica that holds the operator's Lease and writes, "
+                            "0 on a standby", registry=r)
+        self.elections = Gauge("leadership_operator_elections",
+                               "Elections by state (leading, expired, free, missing, "
+                               "unmatched)", ["state"], registry=r)
+        self.transitions = Counter("leadership_operator_election_transitions",
+                                   "Changes of an election's state or holder, by new state",
+                                   ["state"], registry=r)
+        self.label_writes = Counter("leadership_operator_label_writes",
+                                    "Role label writes to pods", registry=r)
+        self.expiries = Counter("leadership_operator_expiries",
+                                "Leases seen expire under their holder (confirmed)", registry=r)
+        self.label_latency = Histogram(
+            "leadership_operator_label_latency_seconds",
+            "From a Lease changing hands (as observed) to the leader label written",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)
+        self.watch_restarts = Counter("leadership_operator_watch_restarts",
+                                      "Restarts of the shared Lease watch (errors, 410s, "
+                                      "a confirming read that found it stale)", registry=r)
