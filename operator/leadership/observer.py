@@ -176,8 +176,16 @@ class LeaseObserver:
         return observation
 
     async def refresh(self) -> Observation:
-        """GET the Lease now (after a lost write race) and take it in."""
-        return self.update(await self.store.get(self.name))
+        """GET the Lease now (after a lost write race) and take it in, unless the watch
+        delivered something while the read was in flight: the read may then be older than
+        what the watch said, and must not overwrite it (the live watch will carry anything
+        newer)."""
+        before = self._taken_version
+        lease = await self.store.get(self.name)
+        if self._taken_version != before:
+            assert self.current is not None
+            return self.current
+        return self.update(lease)
 
     async def confirm_expiry(self) -> Observation:
         """Read the Lease once more before an expiry is acted upon; return what is true now.

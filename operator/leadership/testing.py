@@ -19,11 +19,14 @@ import heapq
 import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from .candidate import Candidate
 from .clock import Clock
 from .stores import JSONDict, LeaseStore, WatchEvent
 from .stores.memory import MemoryLeaseStore
+
+T = TypeVar("T")
 
 
 class ManualClock:
@@ -106,7 +109,9 @@ class FaultyStore:
 
     Give each candidate its own FaultyStore over one shared store, so faults hit one candidate
     only. Operations: "get", "create", "replace", "watch". `calls` counts them; `heal()` ends
-    every fault and releases what hangs. `silence_watches()` makes every watch open now go
+    every fault and releases what hangs. ``hold.add(op)`` performs the operation at once but
+    holds its answer until `heal()`: a slow response carrying an old state.
+    `silence_watches()` makes every watch open now go
     quiet for good, delivering nothing and raising nothing, as over a half-open connection;
     watches opened later work.
     """
@@ -116,6 +121,7 @@ class FaultyStore:
         self.namespace = inner.namespace
         self.fail: dict[str, BaseException] = {}
         self.hang: set[str] = set()
+        self.hold: set[str] = set()
         self.calls: dict[str, int] = {}
         self._released = asyncio.Event()
         self._watch_generation = 0
@@ -126,6 +132,7 @@ class FaultyStore:
     def heal(self) -> None:
         self.fail.clear()
         self.hang.clear()
+        self.hold.clear()
         self._released.set()
         self._released = asyncio.Event()
 
@@ -139,9 +146,14 @@ class FaultyStore:
         while op in self.hang:
             await self._released.wait()
 
+    async def _answer(self, op: str, answer: T) -> T:
+        while op in self.hold:
+            await self._released.wait()
+        return answer
+
     async def get(self, name: str) -> JSONDict | None:
         await self._gate("get")
-        return await self.inner.get(name)
+        return await self._answer("get", await self.inner.get(name))
 
     async def create(self, lease: JSONDict) -> JSONDict:
         await self._gate("create")

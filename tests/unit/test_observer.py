@@ -136,3 +136,20 @@ async def test_transient_errors_are_retried_with_backoff(
     await clock.advance(1)
     assert observer.current is not None and observer.current.record.holder_identity == "a"
     task.cancel()
+
+
+async def test_a_slow_read_never_overwrites_what_the_watch_delivered_meanwhile(
+        clock: ManualClock, store: MemoryLeaseStore, leader: Candidate) -> None:
+    link = FaultyStore(store)
+    observer = LeaseObserver(link, KEY, clock, 15)
+    task = await observe(observer, clock)
+    link.hold.add("get")  # the read sees 'a' holding, but its answer comes late
+    reading = asyncio.ensure_future(observer.refresh())
+    await clock.settle()
+    await leader.stop()  # meanwhile 'a' releases, and the watch delivers it
+    await clock.settle()
+    assert observer.current is not None and observer.current.record.is_free
+    link.heal()
+    await reading
+    assert observer.current.record.is_free  # the older read was dropped
+    task.cancel()
