@@ -5,13 +5,14 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 export GOTOOLCHAIN := local
 
-.PHONY: help venv binaries controlplane gomod lint unit test demo bench clean
+.PHONY: help venv binaries controlplane gomod lint unit test demo bench bench-operator clean
 
 help:
 	@echo "make demo          run the demo on a local control plane (built on first use)"
 	@echo "make test          lint, type-check, and run every test (unit + integration)"
 	@echo "make controlplane  start etcd + kube-apiserver + kube-controller-manager; print KUBECONFIG"
 	@echo "make bench         run the benchmarks; writes docs/benchmarks.md"
+	@echo "make bench-operator  the operator at 1,000 elections; writes docs/operator-scale.md"
 	@echo "make gomod         re-render controlplane/gomod from versions.env"
 
 venv: $(VENV)/.installed
@@ -46,6 +47,9 @@ demo: venv binaries
 
 bench: venv binaries
 	$(PY) -m benchmarks.run
+
+bench-operator: venv binaries
+	$(PY) -m benchmarks.operator_scale
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

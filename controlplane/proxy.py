@@ -59,6 +59,7 @@ class TcpProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy",
                                         daemon=True)
         self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[Any]] = set()
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -81,11 +82,15 @@ class TcpProxy:
                 self._server.close()
             for link in list(self._links.values()):
                 _abort(link)
-            await asyncio.sleep(0)
+            for handler in self._handlers:
+                handler.cancel()
+            await asyncio.gather(*self._handlers, return_exceptions=True)
 
         self._call(shutdown())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     def __enter__(self) -> TcpProxy:
         return self.start()
@@ -148,6 +153,10 @@ class TcpProxy:
         return sorted(self._links.values(), key=lambda link: link.id)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handler = asyncio.current_task()
+        if handler is not None:
+            self._handlers.add(handler)
+            handler.add_done_callback(self._handlers.discard)
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:

@@ -128,6 +128,8 @@ def parse_lease(lease: JSONDict | None) -> ParsedLease:
         times[key] = parse_microtime(raw)
         if raw is not None and times[key] is None:
             problems.append(f"{key} is not an RFC 3339 time: {raw!r:.80}")
+    if holder and spec.get("renewTime") is None:
+        problems.append("renewTime is missing")
 
     transitions = spec.get("leaseTransitions", 0)
     if transitions is None:

@@ -109,6 +109,9 @@ def _registry(options: Options, state: State, reconciler: Reconciler) -> kopf.Op
 def _settings(options: Options) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
     settings.posting.enabled = False  # our Events only, aggregated
+    # Pods are a built-in resource: no CRD or namespace scanning, which would need RBAC on
+    # CRDs and namespaces (without it, kopf never starts the pod watch at all).
+    settings.scanning.disabled = True
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
     settings.watching.inactivity_timeout = 120  # bookmark-based: a stalled watch restarts

@@ -139,7 +139,8 @@ class Reconciler:
         self.restart_lease_watch = restart_lease_watch
         self.wake = asyncio.Event()
         self._timers: list[tuple[float, Key]] = []
-        self._reported: dict[Key, set[tuple[str, str]]] = {}
+        self._reported: dict[Key, set[tuple[str, str]]] = {}  # problems logged
+        self._posted: dict[Key, set[tuple[str, str]]] = {}  # problems posted as Events
         self._last_holder: dict[Key, tuple[str, str]] = {}  # (state, holder) last reported
 
     def poke(self) -> None:
@@ -178,8 +179,9 @@ class Reconciler:
             return
         verdict = self.state.verdict(key, self.clock.now())
         if verdict.needs_confirmation:
+            read_from = self.state.versions.get(key)
             fresh = await self.kube.read_lease(*key)
-            if not self.state.confirm(key, fresh):
+            if not self.state.confirm(key, fresh, read_from):
                 self.metrics.watch_restarts.inc()
                 self.restart_lease_watch()
             verdict = self.state.verdict(key, self.clock.now())
@@ -194,6 +196,7 @@ class Reconciler:
         if before is not None:
             self.metrics.elections.labels(before[0]).dec()
         self._reported.pop(key, None)
+        self._posted.pop(key, None)
 
     async def _report(self, key: Key, verdict: Verdict) -> None:
         tracker = self.state.trackers.get(key)
@@ -203,9 +206,11 @@ class Reconciler:
         problems = {(p.reason, p.message) for p in verdict.problems}
         for reason, message in sorted(problems - self._reported.get(key, set())):
             log.warning("lease %s/%s: %s: %s", key[0], key[1], reason, message)
-            if self.is_active():
-                await self.events.post(_lease_ref(key, uid), "Warning", reason, message)
         self._reported[key] = problems
+        if self.is_active():  # a standby logs; the active replica also posts, once
+            for reason, message in sorted(problems - self._posted.get(key, set())):
+                await self.events.post(_lease_ref(key, uid), "Warning", reason, message)
+            self._posted[key] = problems
         now = (verdict.state, verdict.holder)
         before = self._last_holder.get(key)
         if before == now:
@@ -264,14 +269,18 @@ class Reconciler:
                 await self.kube.delete_pod(doomed.namespace, doomed.name)
 
     async def _strays(self) -> None:
-        reported = self._reported.setdefault(("", ""), set())
+        logged = self._reported.setdefault(("", ""), set())
+        posted = self._posted.setdefault(("", ""), set())
         for pod in list(self.state.strays()):
-            if pod.raw_election is not None and ("BadElectionLabel", pod.uid) not in reported:
+            if pod.raw_election is not None:
+                problem = ("BadElectionLabel", pod.uid)
                 reason = (f"election label {pod.raw_election!r} is not a valid Lease name; "
                           "the pod is in no election")
-                reported.add(("BadElectionLabel", pod.uid))
-                log.warning("pod %s/%s: %s", pod.namespace, pod.name, reason)
-                if self.is_active():
+                if problem not in logged:
+                    logged.add(problem)
+                    log.warning("pod %s/%s: %s", pod.namespace, pod.name, reason)
+                if problem not in posted and self.is_active():
+                    posted.add(problem)
                     await self.events.post(_pod_ref(pod), "Warning", "BadElectionLabel", reason)
             if pod.role is not None and not await self._write(pod, None):
                 return

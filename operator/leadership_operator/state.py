@@ -129,9 +129,13 @@ class State:
         return decide(observation, members, now, expiry_confirmed=confirmed,
                       max_duration=self.max_duration)
 
-    def confirm(self, key: Key, fresh: dict[str, Any] | None) -> bool:
-        """Take in a fresh read of an expired-looking Lease. True if the read agrees with what
-        the watch delivered (the expiry stands); False if the watch had missed a change."""
+    def confirm(self, key: Key, fresh: dict[str, Any] | None, read_from: str | None) -> bool:
+        """Take in a fresh read of an expired-looking Lease, sent when the watch had delivered
+        version `read_from`. True if the read agrees with the watch (the expiry stands);
+        False if the watch had missed a change (the read is taken in), or delivered one while
+        the read was in flight (the read, maybe older, is dropped)."""
+        if self.versions.get(key) != read_from:
+            return True  # the watch is alive and newer: nothing to confirm or correct
         version = (fresh or {}).get("metadata", {}).get("resourceVersion")
         if version == self.versions.get(key):
             self.confirmed[key] = version

@@ -1,12 +1,278 @@
-"""Fixtures of the operator's unit tests."""
+"""Fixtures of the operator's tests.
+
+Unit tests use `clock`. Integration tests (marked by using `cluster`) run the operator as a
+local process, authenticated with a TokenRequest token of the ServiceAccount that
+manifests/operator creates, so every test also shows that RBAC is enough. Member pods are
+created through the API and stay Pending (there is no kubelet): the operator labels them
+all the same. Candidates are processes whose identity is their pod's name.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kubernetes
 import pytest
 
+from controlplane import build
+from controlplane.cluster import Cluster, service_account_kubeconfig, sync_client
 from leadership.testing import ManualClock
+
+ROOT = Path(__file__).resolve().parents[2]
+ROLE = "leadership.dev/role"
+ELECTION = "leadership.dev/election"
+TTL = 2  # candidates' and the operator's own Lease
 
 
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """manifests/operator applied once; a kubeconfig holding its ServiceAccount's token."""
+    cp = cluster.require_control_plane()
+    cp.kubectl("apply", "-k", str(ROOT / "manifests" / "operator"))
+    path = service_account_kubeconfig(cluster.kubeconfig, "leadership-system",
+                                      "leadership-operator",
+                                      tmp_path_factory.mktemp("op") / "kubeconfig", create=False)
+    deadline = time.monotonic() + 10
+    while cp.kubectl(f"--kubeconfig={path}", "auth", "can-i", "patch", "pods",
+                     check=False).stdout.strip() != "yes":
+        assert time.monotonic() < deadline, "the operator's RBAC never took effect"
+        time.sleep(0.05)
+    return path
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class OperatorProcess:
+    identity: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    def metric(self, name: str) -> float | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return None
+
+    def healthz(self) -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def start_operator(operator_kubeconfig: Path, tmp_path: Path
+                   ) -> Iterator[Callable[..., OperatorProcess]]:
+    started: list[OperatorProcess] = []
+
+    def start(namespace: str | None, identity: str, *extra: str) -> OperatorProcess:
+        port = free_port()
+        log = tmp_path / f"operator-{identity}.log"
+        scope = [f"--namespace={namespace}"] if namespace else ["--all-namespaces"]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "leadership_operator.cli", "operator",
+             f"--kubeconfig={operator_kubeconfig}", *scope, f"--identity={identity}",
+             "--lease-namespace=leadership-system", f"--lease-seconds={TTL}",
+             f"--http-port={port}", "--log-format=text", *extra],
+            cwd=ROOT, stderr=log.open("wb"), stdout=subprocess.DEVNULL)
+        op = OperatorProcess(identity, proc, port, log)
+        started.append(op)
+        return op
+
+    yield start
+    for op in started:
+        op.stop()
+    for op in started:  # a watch that never started, a failed reconcile: never silent
+        text = op.log.read_text(errors="replace")
+        bad = [line for line in text.splitlines() if " ERROR " in line or "Traceback" in line]
+        assert not bad, f"{op.identity} logged errors:\n" + "\n".join(bad[:10])
+
+
+@dataclass
+class Candidates:
+    """Candidate processes: `start(pod)` campaigns as that pod's name (or a client-go peer
+    in the <pod>_<uuid> form); `signal(pod, sig)`; all stopped at the end."""
+
+    kubeconfig: Path
+    namespace: str
+    lease: str
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, pod: str, kind: str = "kubernetes") -> str:
+        if kind == "client-go":
+            identity = f"{pod}_{os.urandom(8).hex()}"
+            command = [str(build.ensure(["leaderpeer"])["leaderpeer"]),
+                       f"-kubeconfig={self.kubeconfig}", f"-id={identity}",
+                       f"-lease-name={self.lease}", f"-namespace={self.namespace}",
+                       f"-lease-duration={TTL}s", "-renew-deadline=1333ms",
+                       "-retry-period=666ms"]
+        else:
+            identity = pod
+            command = [sys.executable, "-m", "examples.candidate",
+                       f"--kubeconfig={self.kubeconfig}", f"--namespace={self.namespace}",
+                       f"--lease={self.lease}", f"--id={pod}", f"--ttl={TTL}",
+                       f"--store={kind}"]
+        self.procs[pod] = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                           stderr=subprocess.DEVNULL)
+        return identity
+
+    def signal(self, pod: str, sig: int) -> None:
+        self.procs[pod].send_signal(sig)
+        self.procs[pod].wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def candidates(cluster: Cluster, namespace: str) -> Iterator[Candidates]:
+    made = Candidates(cluster.kubeconfig, namespace, "web")
+    yield made
+    made.stop_all()
+
+
+class Recorder:
+    """Watches pods and Leases of one namespace from a thread and records, in the API
+    server's order, every role label and every holder, with the time it was seen."""
+
+    def __init__(self, kubeconfig: Path, namespace: str) -> None:
+        self.api = sync_client(kubeconfig)
+        self.namespace = namespace
+        self.roles: list[tuple[float, str, str | None]] = []  # (seen at, pod, role)
+        self.holders: list[tuple[float, str, str]] = []  # (seen at, lease, holder)
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._pods, daemon=True),
+                         threading.Thread(target=self._leases, daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def _stream(self, lister: Any, on: Callable[[str, Any], None]) -> None:
+        w = kubernetes.watch.Watch()
+        while not self._stop.is_set():
+            for event in w.stream(lister, self.namespace, timeout_seconds=2,
+                                  _request_timeout=5):
+                on(event["type"], event["object"])
+                if self._stop.is_set():
+                    break
+
+    def _pods(self) -> None:
+        last: dict[str, str | None] = {}
+
+        def on(kind: str, pod: Any) -> None:
+            role = None if kind == "DELETED" else (pod.metadata.labels or {}).get(ROLE)
+            if last.get(pod.metadata.name, "?") != role:
+                last[pod.metadata.name] = role
+                self.roles.append((time.monotonic(), pod.metadata.name, role))
+
+        self._stream(kubernetes.client.CoreV1Api(self.api).list_namespaced_pod, on)
+
+    def _leases(self) -> None:
+        last: dict[str, str] = {}
+
+        def on(kind: str, lease: Any) -> None:
+            holder = "" if kind == "DELETED" else (lease.spec.holder_identity or "")
+            if last.get(lease.metadata.name) != holder:
+                last[lease.metadata.name] = holder
+                self.holders.append((time.monotonic(), lease.metadata.name, holder))
+
+        self._stream(kubernetes.client.CoordinationV1Api(self.api).list_namespaced_lease, on)
+
+    def current(self) -> dict[str, str | None]:
+        now: dict[str, str | None] = {}
+        for _, pod, role in list(self.roles):
+            now[pod] = role
+        return now
+
+    def wait(self, predicate: Callable[[dict[str, str | None]], bool], within: float,
+             what: str) -> float:
+        start = time.monotonic()
+        while not predicate(self.current()):
+            assert time.monotonic() - start < within, f"not within {within}s: {what}; " \
+                                                      f"roles {self.current()}"
+            time.sleep(0.01)
+        return time.monotonic() - start
+
+    def when_role(self, pod: str, role: str, after: float) -> float:
+        return next(t for t, p, r in self.roles if p == pod and r == role and t >= after)
+
+    def when_holder(self, lease: str, predicate: Callable[[str], bool], after: float) -> float:
+        return next(t for t, name, h in self.holders
+                    if name == lease and predicate(h) and t >= after)
+
+    def never_two_leaders(self) -> None:
+        state: dict[str, str | None] = {}
+        for t, pod, role in list(self.roles):
+            state[pod] = role
+            leaders = [p for p, r in state.items() if r == "leader"]
+            assert len(leaders) <= 1, f"two leaders at {t:.3f}: {leaders}"
+
+    def close(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=10)
+
+
+@pytest.fixture
+def recorder(cluster: Cluster, namespace: str) -> Iterator[Recorder]:
+    made = Recorder(cluster.kubeconfig, namespace)
+    yield made
+    made.close()
+
+
+def make_pods(core_api: kubernetes.client.ApiClient, namespace: str, names: list[str],
+              election: str = "web", **extra_labels: str) -> None:
+    v1 = kubernetes.client.CoreV1Api(core_api)
+    for name in names:
+        v1.create_namespaced_pod(namespace, {
+            "metadata": {"name": name, "labels": {ELECTION: election, **extra_labels}},
+            "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]}})
+
+
+def events(core_api: kubernetes.client.ApiClient, namespace: str) -> list[Any]:
+    return list(kubernetes.client.CoreV1Api(core_api).list_namespaced_event(namespace).items)
+
+
+def json_dump(obj: Any) -> str:
+    return json.dumps(obj, default=str)

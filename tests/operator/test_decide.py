@@ -15,7 +15,8 @@ PODS = [Member("web-0"), Member("web-1"), Member("web-2")]
 
 
 def lease(holder: str | None = "web-0", duration: Any = 15, **spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"leaseDurationSeconds": duration, **spec}
+    body: dict[str, Any] = {"leaseDurationSeconds": duration,
+                            "renewTime": "2026-01-01T00:00:00.000000Z", **spec}
     if holder is not None:
         body["holderIdentity"] = holder
     return {"metadata": {"name": "app", "resourceVersion": "1"}, "spec": body}
@@ -95,8 +96,10 @@ def test_an_absurd_duration_is_judged_as_the_maximum_and_reported(clock: ManualC
     assert decide(seen, PODS, 1600, expiry_confirmed=True).roles["web-0"] is Role.STALE
 
 
-def test_garbage_renew_time_is_reported_but_expiry_is_unaffected(clock: ManualClock) -> None:
-    verdict = decide(observe(clock, lease("web-0", renewTime="yesterday")), PODS, clock.now())
+@pytest.mark.parametrize("renew_time", ["yesterday", None])
+def test_a_garbage_or_missing_renew_time_is_reported_but_expiry_is_unaffected(
+        clock: ManualClock, renew_time: Any) -> None:
+    verdict = decide(observe(clock, lease("web-0", renewTime=renew_time)), PODS, clock.now())
     assert verdict.leader == "web-0" and verdict.expires_at == 1015
     assert [p.reason for p in verdict.problems] == ["MalformedLease"]
 

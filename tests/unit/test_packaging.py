@@ -129,3 +129,16 @@ def test_imports_point_one_way() -> None:
         assert module in LAYERS, f"{module}: add it to LAYERS with what it may import"
         imports = imported_modules(path, "leadership." + module if module else "leadership")
         assert imports <= LAYERS[module], f"{module} imports {imports - LAYERS[module]}"
+
+
+def test_the_operator_uses_only_the_library_face_and_the_library_never_the_operator() -> None:
+    import ast
+
+    for path in sorted((ROOT / "operator" / "leadership_operator").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                assert not node.module.startswith("leadership."), (
+                    f"{path.name} imports {node.module}: use the public face, `leadership`")
+    for path in sorted((ROOT / "operator" / "leadership").rglob("*.py")):
+        assert "leadership_operator" not in path.read_text(), f"{path} imports the operator"
+    assert loaded_after("import leadership_operator") == set()  # kopf only when it runs

@@ -1,0 +1,130 @@
+"""The operator against the real control plane: labels follow the Lease within a second,
+never two leaders, nothing written where it should only watch, RBAC enough and no more."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import kubernetes
+import pytest
+
+from controlplane.cluster import Cluster, audit_events
+from tests.operator.conftest import (
+    TTL,
+    Candidates,
+    OperatorProcess,
+    Recorder,
+    events,
+    make_pods,
+)
+
+PODS = ["web-0", "web-1", "web-2"]
+
+
+def leader_of(roles: dict[str, str | None]) -> str | None:
+    leaders = [p for p, r in roles.items() if r == "leader"]
+    return leaders[0] if len(leaders) == 1 else None
+
+
+def test_labels_follow_the_lease_through_handover_crash_and_expiry(
+        cluster: Cluster, namespace: str, core_api: kubernetes.client.ApiClient,
+        start_operator: Callable[..., OperatorProcess], candidates: Candidates,
+        recorder: Recorder) -> None:
+    make_pods(core_api, namespace, PODS)
+    operator = start_operator(namespace, "op-a")
+    recorder.wait(lambda r: all(r.get(p) == "follower" for p in PODS), 15,
+                  "every member labelled follower")
+
+    candidates.start("web-0")
+    candidates.start("web-1", kind="pykube")
+    go_identity = candidates.start("web-2", kind="client-go")  # web-2_<hex>: client-go's form
+    recorder.wait(lambda r: leader_of(r) is not None, 10, "a leader labelled")
+    first = leader_of(recorder.current())
+    assert first is not None
+
+    # Graceful handover: the leader releases, another takes the Lease.
+    before = time.monotonic()
+    candidates.signal(first, signal.SIGTERM)
+    recorder.wait(lambda r: leader_of(r) not in (None, first), 5, "the next leader labelled")
+    second = leader_of(recorder.current())
+    assert second is not None
+    changed = recorder.when_holder("web", lambda h: h.split("_")[0] == second, before)
+    labelled = recorder.when_role(second, "leader", before)
+    assert labelled - changed <= 1.0, f"label {labelled - changed:.3f}s after the handover"
+
+    # Crash: SIGKILL the leader; the last candidate takes over after the TTL.
+    before = time.monotonic()
+    candidates.signal(second, signal.SIGKILL)
+    recorder.wait(lambda r: leader_of(r) not in (None, first, second), 3 * TTL + 2,
+                  "the last candidate labelled leader")
+    third = leader_of(recorder.current())
+    assert third is not None
+    changed = recorder.when_holder("web", lambda h: h.split("_")[0] == third, before)
+    assert recorder.when_role(third, "leader", before) - changed <= 1.0
+    if third == "web-2":
+        assert go_identity.startswith("web-2_")
+
+    # Crash with no successor: the label leaves the dead holder within 1 s of expiry.
+    killed = time.monotonic()
+    candidates.signal(third, signal.SIGKILL)
+    recorder.wait(lambda r: r.get(third) == "stale", TTL + 3, "the crashed holder stale")
+    assert recorder.when_role(third, "stale", killed) - killed <= TTL + 1.0
+    assert leader_of(recorder.current()) is None
+
+    recorder.never_two_leaders()
+    reasons = [(e.reason, e.involved_object.kind) for e in events(core_api, namespace)]
+    assert ("LeaderElected", "Lease") in reasons
+    assert ("LeaseExpired", "Lease") in reasons and ("LeaseExpired", "Pod") in reasons
+    assert all(e.count < 10 for e in events(core_api, namespace))  # aggregated, not per renewal
+    assert operator.healthz() == 200 and operator.metric("leadership_operator_active") == 1
+
+
+def test_it_writes_nothing_but_role_labels_on_what_it_watches(
+        cluster: Cluster, namespace: str, core_api: kubernetes.client.ApiClient,
+        start_operator: Callable[..., OperatorProcess], candidates: Candidates,
+        recorder: Recorder) -> None:
+    cp = cluster.require_control_plane()
+    make_pods(core_api, namespace, PODS[:2])
+    start_operator(namespace, "op-b")
+    candidates.start("web-0")
+    recorder.wait(lambda r: r.get("web-0") == "leader" and r.get("web-1") == "follower", 15,
+                  "labels in place")
+    candidates.signal("web-0", signal.SIGTERM)  # a release: the operator relabels web-0
+    recorder.wait(lambda r: r.get("web-0") == "follower", 5, "the release reflected")
+    v1 = kubernetes.client.CoreV1Api(core_api)
+    for pod in v1.list_namespaced_pod(namespace).items:
+        assert not pod.metadata.finalizers
+        assert not [k for k in (pod.metadata.annotations or {}) if "kopf" in k]
+        assert set(pod.metadata.labels) == {"leadership.dev/election", "leadership.dev/role"}
+    lease = kubernetes.client.CoordinationV1Api(core_api).read_namespaced_lease("web",
+                                                                                 namespace)
+    assert not lease.metadata.finalizers and not lease.metadata.annotations
+    operator_user = "system:serviceaccount:leadership-system:leadership-operator"
+    writes = [e for e in audit_events(cp.audit_log, namespace, "web")
+              if e["user"]["username"] == operator_user
+              and e["verb"] not in ("get", "list", "watch")]
+    assert writes == []
+    reads = [e for e in audit_events(cp.audit_log, namespace, "web")
+             if e["user"]["username"] == operator_user]
+    assert len(reads) <= 3  # confirming reads only: the shared watch is cluster-wide
+
+
+@pytest.mark.parametrize("verb, resource, namespace_arg", [
+    ("get", "secrets", "default"),
+    ("list", "secrets", "--all-namespaces"),
+    ("patch", "deployments", "default"),
+    ("delete", "pods", "default"),
+    ("update", "leases", "default"),
+    ("create", "pods", "default"),
+])
+def test_the_rbac_is_no_broader_than_needed(cluster: Cluster, operator_kubeconfig: Path,
+                                            verb: str, resource: str,
+                                            namespace_arg: str) -> None:
+    cp = cluster.require_control_plane()
+    scope = [namespace_arg] if namespace_arg.startswith("--") else ["-n", namespace_arg]
+    answer = cp.kubectl(f"--kubeconfig={operator_kubeconfig}", "auth", "can-i", verb, resource,
+                        *scope, check=False).stdout.strip()
+    assert answer == "no"

@@ -1,0 +1,141 @@
+"""The operator's other promises on the real control plane: a standby takes over without
+flapping, hand-edited labels are put right, and bad input gets a Warning, never a crash or a
+wrong label."""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import kubernetes
+import pytest
+
+from controlplane.cluster import Cluster
+from tests.operator.conftest import (
+    ROLE,
+    TTL,
+    Candidates,
+    OperatorProcess,
+    Recorder,
+    events,
+    make_pods,
+)
+
+
+def wait_for(predicate: Callable[[], bool], within: float, what: str) -> float:
+    start = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - start < within, f"not within {within}s: {what}"
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def test_a_standby_takes_over_within_ttl_and_flaps_nothing(
+        namespace: str, core_api: kubernetes.client.ApiClient,
+        start_operator: Callable[..., OperatorProcess], candidates: Candidates,
+        recorder: Recorder) -> None:
+    make_pods(core_api, namespace, ["web-0", "web-1"])
+    active = start_operator(namespace, "op-1")
+    wait_for(lambda: active.metric("leadership_operator_active") == 1, 10, "op-1 active")
+    standby = start_operator(namespace, "op-2")
+    wait_for(lambda: standby.metric("leadership_operator_active") == 0, 10, "op-2 standby")
+    candidates.start("web-0")
+    recorder.wait(lambda r: r == {"web-0": "leader", "web-1": "follower"}, 10, "labels")
+    changes_before = len(recorder.roles)
+
+    killed = time.monotonic()
+    active.stop(signal.SIGKILL)
+    took = wait_for(lambda: standby.metric("leadership_operator_active") == 1, TTL + 2,
+                    "the standby takes over")
+    assert took <= TTL + 1
+    assert len(recorder.roles) == changes_before  # the resync changed nothing: no flapping
+
+    candidates.start("web-1")
+    candidates.signal("web-0", signal.SIGTERM)  # the new active replica labels the handover
+    recorder.wait(lambda r: r == {"web-0": "follower", "web-1": "leader"}, 3, "relabelled")
+    assert recorder.when_role("web-1", "leader", killed) - killed < 10
+    recorder.never_two_leaders()
+
+
+def test_hand_edited_labels_are_put_right(
+        namespace: str, core_api: kubernetes.client.ApiClient,
+        start_operator: Callable[..., OperatorProcess], candidates: Candidates,
+        recorder: Recorder) -> None:
+    make_pods(core_api, namespace, ["web-0", "web-1"])
+    start_operator(namespace, "op-d", "--resync-seconds=1")
+    candidates.start("web-0")
+    recorder.wait(lambda r: r == {"web-0": "leader", "web-1": "follower"}, 10, "labels")
+    v1 = kubernetes.client.CoreV1Api(core_api)
+    v1.patch_namespaced_pod("web-1", namespace, {"metadata": {"labels": {ROLE: "leader"}}})
+    v1.patch_namespaced_pod("web-0", namespace, {"metadata": {"labels": {ROLE: None}}})
+    recorder.wait(lambda r: r == {"web-0": "leader", "web-1": "follower"}, 2, "put right")
+
+
+@pytest.fixture
+def other_namespace(core_api: kubernetes.client.ApiClient) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    v1 = kubernetes.client.CoreV1Api(core_api)
+    v1.create_namespace({"metadata": {"name": name}})
+    yield name
+    v1.delete_namespace(name)
+
+
+def test_bad_input_gets_a_warning_never_a_crash_or_a_wrong_label(
+        cluster: Cluster, namespace: str, other_namespace: str,
+        core_api: kubernetes.client.ApiClient,
+        start_operator: Callable[..., OperatorProcess]) -> None:
+    leases = kubernetes.client.CoordinationV1Api(core_api)
+    v1 = kubernetes.client.CoreV1Api(core_api)
+
+    def lease(name: str, holder: str, duration: int = 30) -> None:
+        leases.create_namespaced_lease(namespace, {"metadata": {"name": name}, "spec": {
+            "holderIdentity": holder, "leaseDurationSeconds": duration}})
+
+    def role(pod: str, ns: str = namespace) -> str | None:
+        return (v1.read_namespaced_pod(pod, ns).metadata.labels or {}).get(ROLE)
+
+    def warnings() -> set[tuple[str, str, str]]:
+        return {(e.reason, e.involved_object.kind, e.involved_object.name)
+                for e in events(core_api, namespace) if e.type == "Warning"}
+
+    # A holder that matches no member pod (its pod lives in another namespace).
+    make_pods(core_api, namespace, ["a-0"], election="alpha")
+    make_pods(core_api, other_namespace, ["elsewhere-0"], election="alpha")
+    lease("alpha", "elsewhere-0")
+    # A Lease without renewTime (garbage, zero and negative values are refused by the API
+    # server itself; decide() is unit-tested on them), and an absurd duration.
+    make_pods(core_api, namespace, ["b-0"], election="bravo")
+    lease("bravo", "b-0")
+    make_pods(core_api, namespace, ["c-0"], election="charlie")
+    lease("charlie", "c-0", 2**31 - 1)
+    # A Lease that will be deleted under its labelled leader, and a leader that will be
+    # relabelled out of its election.
+    make_pods(core_api, namespace, ["d-0", "d-1"], election="delta")
+    lease("delta", "d-0")
+    make_pods(core_api, namespace, ["e-0"], election="echo")
+    lease("echo", "e-0")
+    # An election label that is no Lease name.
+    make_pods(core_api, namespace, ["f-0"], election="Not_A_Lease")
+
+    operator = start_operator(None, "op-x")  # all namespaces
+    wait_for(lambda: role("a-0") == "follower" and role("b-0") == "leader"
+             and role("c-0") == "leader" and role("d-0") == "leader"
+             and role("e-0") == "leader", 15, "the first labels")
+    assert role("elsewhere-0", other_namespace) == "follower"  # never the other's leader
+    assert role("f-0") is None
+    wait_for(lambda: {("HolderNotFound", "Lease", "alpha"), ("MalformedLease", "Lease", "bravo"),
+                      ("LeaseDurationTooLong", "Lease", "charlie"),
+                      ("BadElectionLabel", "Pod", "f-0")} <= warnings(), 5, "the warnings")
+
+    leases.delete_namespaced_lease("delta", namespace)
+    took = wait_for(lambda: role("d-0") == "follower", 2, "the label gone with the Lease")
+    assert took <= 1.0
+    v1.patch_namespaced_pod("e-0", namespace, {"metadata": {"labels": {
+        "leadership.dev/election": None}}})
+    wait_for(lambda: role("e-0") is None, 2, "the role label gone with the membership")
+
+    assert operator.proc.poll() is None and operator.healthz() == 200
+    log = operator.log.read_text()
+    assert "Traceback" not in log, log[-3000:]
