@@ -98,8 +98,10 @@ def _registry(options: Options, state: State, reconciler: Reconciler) -> kopf.Op
     def login(**_: Any) -> kopf.ConnectionInfo:
         return _connection_info(options)
 
+    # Async, so that kopf runs it on the event loop: a sync handler would run in a thread
+    # and change the state under the reconciler's feet.
     @kopf.on.event("", "v1", "pods", when=ours, registry=registry)
-    def pod_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    async def pod_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
         state.pod_event(str(event.get("type")), dict(body))
         reconciler.poke()
 

@@ -29,6 +29,8 @@ from .state import Key, PodInfo, State
 
 log = logging.getLogger("leadership.operator")
 COMPONENT = "leadership-operator"
+#: elections reconciled at once (each one's writes stay in order).
+CONCURRENCY = 32
 
 
 def _now_text() -> str:
@@ -139,6 +141,11 @@ class Reconciler:
         self.restart_lease_watch = restart_lease_watch
         self.wake = asyncio.Event()
         self._timers: list[tuple[float, Key]] = []
+        # Elections are reconciled concurrently (bounded); one election's writes stay in
+        # order, because an election is never reconciled twice at once.
+        self._gate = asyncio.Semaphore(CONCURRENCY)
+        self._running: dict[Key, asyncio.Task[None]] = {}
+        self._again: set[Key] = set()
         self._reported: dict[Key, set[tuple[str, str]]] = {}  # problems logged
         self._posted: dict[Key, set[tuple[str, str]]] = {}  # problems posted as Events
         self._last_holder: dict[Key, tuple[str, str]] = {}  # (state, holder) last reported
@@ -158,13 +165,10 @@ class Reconciler:
                 _, key = heapq.heappop(self._timers)
                 self.state.mark(key)
             for key in self.state.take_dirty():
-                try:
-                    await self.reconcile(key)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("reconciling %s/%s failed; retrying in 1s", *key)
-                    heapq.heappush(self._timers, (self.clock.now() + 1, key))
+                if key in self._running:
+                    self._again.add(key)  # after the one in flight
+                else:
+                    self._running[key] = asyncio.create_task(self._one(key))
             await self._strays()
             self.wake.clear()
             timeout = self._timers[0][0] - self.clock.now() if self._timers else None
@@ -172,6 +176,23 @@ class Reconciler:
                 await asyncio.wait_for(self.wake.wait(), timeout)
             except TimeoutError:
                 pass
+
+    async def _one(self, key: Key) -> None:
+        try:
+            async with self._gate:
+                await self.reconcile(key)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("reconciling %s/%s failed; retrying in 1s", *key)
+            heapq.heappush(self._timers, (self.clock.now() + 1, key))
+            self.poke()
+        finally:
+            self._running.pop(key, None)
+            if key in self._again:
+                self._again.discard(key)
+                self.state.mark(key)
+                self.poke()
 
     async def reconcile(self, key: Key) -> None:
         if not self.state.members(key):

@@ -44,6 +44,8 @@ class State:
         self.versions: dict[Key, str | None] = {}  # resourceVersion last taken in, per Lease
         self.changed_at: dict[Key, float] = {}  # when a Lease last changed hands (monotonic)
         self.pods: dict[str, PodInfo] = {}  # by uid
+        self._members: dict[Key, dict[str, PodInfo]] = {}  # by election, then uid
+        self._strays: dict[str, PodInfo] = {}  # in no election, by uid
         self.confirmed: dict[Key, str | None] = {}  # expiry confirmed at this version
         self._dirty: set[Key] = set()
 
@@ -78,9 +80,15 @@ class State:
         meta = pod.get("metadata") or {}
         uid = meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}"
         old = self.pods.pop(uid, None)
+        self._strays.pop(uid, None)
         touched = []
         if old is not None and old.election:
-            touched.append((old.namespace, old.election))
+            key = (old.namespace, old.election)
+            touched.append(key)
+            members = self._members.get(key, {})
+            members.pop(uid, None)
+            if not members:
+                self._members.pop(key, None)
         if kind != "DELETED":
             labels = meta.get("labels") or {}
             annotations = meta.get("annotations") or {}
@@ -92,15 +100,19 @@ class State:
                 delete_on_expiry=annotations.get(self.labels.on_expiry) == "delete-pod")
             if info.election is not None or info.role is not None or raw is not None:
                 self.pods[uid] = info
+                if info.election is None:
+                    self._strays[uid] = info
             if info.election:
-                touched.append((info.namespace, info.election))
+                key = (info.namespace, info.election)
+                touched.append(key)
+                self._members.setdefault(key, {})[uid] = info
         self._dirty.update(touched)
         return touched
 
     def mark_all(self) -> None:
         """Everything needs a look (a resync, or this replica just became active)."""
         self._dirty.update(self.trackers)
-        self._dirty.update((p.namespace, p.election) for p in self.pods.values() if p.election)
+        self._dirty.update(self._members)
 
     def mark(self, key: Key) -> None:
         self._dirty.add(key)
@@ -112,13 +124,12 @@ class State:
     # --- output -------------------------------------------------------------------------
 
     def members(self, key: Key) -> list[PodInfo]:
-        return sorted((p for p in self.pods.values()
-                       if (p.namespace, p.election) == key), key=lambda p: p.name)
+        return sorted(self._members.get(key, {}).values(), key=lambda p: p.name)
 
     def strays(self) -> Iterable[PodInfo]:
         """Pods in no election (no valid election label) that carry a role label or a bad
         election label: the role label must go, a bad label be reported."""
-        return (p for p in self.pods.values() if p.election is None)
+        return list(self._strays.values())
 
     def verdict(self, key: Key, now: float) -> Verdict:
         tracker = self.trackers.get(key)
