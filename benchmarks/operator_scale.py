@@ -25,6 +25,7 @@ import datetime
 import json
 import os
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -43,6 +44,20 @@ ROLE = "leadership.dev/role"
 
 def stamp() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def latency_buckets(port: int) -> dict[float, float]:
+    """The operator's own label-latency histogram (cumulative counts by upper bound)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    buckets = {}
+    for line in text.splitlines():
+        if line.startswith("leadership_operator_label_latency_seconds_bucket"):
+            bound = line.split('le="')[1].split('"')[0]
+            buckets[float("inf") if bound == "+Inf" else float(bound)] = float(line.split()[-1])
+    return buckets
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -177,6 +192,7 @@ async def measure(api: Api, client: Any, leases: dict[str, dict[str, Any]], pid:
     names = sorted(leases)
     renewals = 0
     conflicts = 0
+    put_latencies: list[float] = []
     flips: list[float] = []
     pending: dict[str, tuple[str, float]] = {}  # election -> (new leader pod, flip written at)
     stop = asyncio.Event()
@@ -188,7 +204,9 @@ async def measure(api: Api, client: Any, leases: dict[str, dict[str, Any]], pid:
             lease = leases[name]
             lease["spec"]["renewTime"] = stamp()
             try:
+                sent = time.monotonic()
                 leases[name] = await api("PUT", f"{path}/{name}", lease)
+                put_latencies.append(time.monotonic() - sent)
                 renewals += 1
             except RuntimeError:  # a flip raced this renewal: re-read
                 conflicts += 1
@@ -237,6 +255,7 @@ async def measure(api: Api, client: Any, leases: dict[str, dict[str, Any]], pid:
                     pending.get(election, ("", 0))[0] == name):
                 flips.append(time.monotonic() - pending.pop(election)[1])
 
+    inside0 = latency_buckets(18181)
     cpu0, wall0 = proc_cpu_seconds(pid), time.monotonic()
     tasks = [asyncio.create_task(renew(n, i * RENEW_EVERY / len(names)))
              for i, n in enumerate(names)]
@@ -245,6 +264,8 @@ async def measure(api: Api, client: Any, leases: dict[str, dict[str, Any]], pid:
     stop.set()
     cpu1, wall1 = proc_cpu_seconds(pid), time.monotonic()
     rss, peak = proc_rss_mib(pid)
+    inside1 = latency_buckets(18181)
+    inside = {b: inside1[b] - inside0.get(b, 0) for b in inside1}
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -252,7 +273,8 @@ async def measure(api: Api, client: Any, leases: dict[str, dict[str, Any]], pid:
     return {"cpu_cores": (cpu1 - cpu0) / (wall1 - wall0), "cpu_ms_per_event":
             1000 * (cpu1 - cpu0) / max(1, events), "rss": rss, "rss_peak": peak,
             "renewals_per_s": renewals / (wall1 - wall0), "flips": flips,
-            "unfinished_flips": len(pending), "conflicts": conflicts,
+            "unfinished_flips": len(pending), "conflicts": conflicts, "inside": inside,
+            "put_latencies": sorted(put_latencies),
             "load": os.getloadavg()}
 
 
@@ -270,6 +292,13 @@ def report(args: argparse.Namespace, r: dict[str, Any], setup_s: float) -> str:
         (f"label flip p50 / p99 / max, ms ({len(flips)} flips)",
          f"{pct(0.5):.0f} / {pct(0.99):.0f} / {1000 * max(flips, default=0):.0f}", "p99 < 250"),
         ("flips not labelled by the end", str(r["unfinished_flips"]), "0"),
+        ("inside the operator: Lease change seen to label written, share under 25 / 100 / "
+         "250 ms", " / ".join(
+             f"{100 * r['inside'].get(b, 0) / max(1, r['inside'].get(float('inf'), 0)):.0f}%"
+             for b in (0.025, 0.1, 0.25)), ""),
+        ("API server write latency under this load (the generator's PUTs), p50 / p99, ms",
+         f"{1000 * statistics.median(r['put_latencies']):.0f} / "
+         f"{1000 * r['put_latencies'][int(0.99 * len(r['put_latencies']))]:.0f}", ""),
         ("Lease watches opened by the operator (audit log)",
          str(r["lease_watches_cluster_wide"]), "1 per scope"),
     ]
