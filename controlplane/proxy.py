@@ -158,6 +158,13 @@ class TcpProxy:
             self._handlers.add(handler)
             handler.add_done_callback(self._handlers.discard)
         try:
+            await self._forward(reader, writer)
+        except asyncio.CancelledError:
+            pass  # stop(): the normal end of a connection handler
+
+    async def _forward(self, reader: asyncio.StreamReader,
+                       writer: asyncio.StreamWriter) -> None:
+        try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
             writer.close()

@@ -104,13 +104,15 @@ def start_operator(operator_kubeconfig: Path, tmp_path: Path
                    ) -> Iterator[Callable[..., OperatorProcess]]:
     started: list[OperatorProcess] = []
 
-    def start(namespace: str | None, identity: str, *extra: str) -> OperatorProcess:
+    def start(namespace: str | None, identity: str, *extra: str,
+              kubeconfig: Path | None = None) -> OperatorProcess:
         port = free_port()
         log = tmp_path / f"operator-{identity}.log"
         scope = [f"--namespace={namespace}"] if namespace else ["--all-namespaces"]
         proc = subprocess.Popen(
             [sys.executable, "-m", "leadership_operator.cli", "operator",
-             f"--kubeconfig={operator_kubeconfig}", *scope, f"--identity={identity}",
+             f"--kubeconfig={kubeconfig or operator_kubeconfig}", *scope,
+             f"--identity={identity}",
              "--lease-namespace=leadership-system", f"--lease-seconds={TTL}",
              f"--http-port={port}", "--log-format=text", *extra],
             cwd=ROOT, stderr=log.open("wb"), stdout=subprocess.DEVNULL)

@@ -8,13 +8,16 @@ import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import kubernetes
 import pytest
 
-from controlplane.cluster import Cluster
+from controlplane.cluster import Cluster, kubeconfig_via, proxy_to
+from controlplane.proxy import Link, TcpProxy
 from tests.operator.conftest import (
     ROLE,
+    ROOT,
     TTL,
     Candidates,
     OperatorProcess,
@@ -139,3 +142,75 @@ def test_bad_input_gets_a_warning_never_a_crash_or_a_wrong_label(
     assert operator.proc.poll() is None and operator.healthz() == 200
     log = operator.log.read_text()
     assert "Traceback" not in log, log[-3000:]
+
+
+def test_an_opted_in_holder_is_deleted_when_its_lease_expires_under_it(
+        cluster: Cluster, namespace: str, core_api: kubernetes.client.ApiClient,
+        start_operator: Callable[..., OperatorProcess], candidates: Candidates,
+        recorder: Recorder) -> None:
+    cp = cluster.require_control_plane()
+    overlay = ROOT / "manifests" / "operator" / "overlays" / "delete-pods"
+    cp.kubectl("apply", "-k", str(overlay))
+    try:
+        v1 = kubernetes.client.CoreV1Api(core_api)
+        for name, annotations in (("web-0", {"leadership.dev/on-expiry": "delete-pod"}),
+                                  ("web-1", {})):
+            v1.create_namespaced_pod(namespace, {
+                "metadata": {"name": name, "annotations": annotations,
+                             "labels": {"leadership.dev/election": "web"}},
+                "spec": {"containers": [{"name": "app", "image": "registry.example/a:1"}]}})
+        start_operator(namespace, "op-del")
+        candidates.start("web-0")
+        recorder.wait(lambda r: r.get("web-0") == "leader", 10, "web-0 leads")
+        killed = time.monotonic()
+        candidates.signal("web-0", signal.SIGKILL)
+        wait_for(lambda: "web-0" not in [p.metadata.name for p in
+                                         v1.list_namespaced_pod(namespace).items],
+                 TTL + 3, "the stale holder deleted")
+        assert time.monotonic() - killed <= TTL + 2
+        assert recorder.when_role("web-0", "stale", killed) <= time.monotonic()  # labelled first
+        assert "DeletingStalePod" in {e.reason for e in events(core_api, namespace)}
+        assert v1.read_namespaced_pod("web-1", namespace)  # not opted in: kept
+    finally:
+        cp.kubectl("delete", "-f", str(overlay / "delete-pods-rbac.yaml"))
+
+
+def test_a_silent_lease_watch_never_takes_the_label_from_a_live_leader(
+        cluster: Cluster, namespace: str, core_api: kubernetes.client.ApiClient,
+        operator_kubeconfig: Path, tmp_path: Path,
+        start_operator: Callable[..., OperatorProcess], candidates: Candidates,
+        recorder: Recorder) -> None:
+    make_pods(core_api, namespace, ["web-0", "web-1"])
+    with proxy_to(cluster.kubeconfig) as proxy:
+        via = kubeconfig_via(proxy, operator_kubeconfig, tmp_path / "via-proxy")
+        # Its own Lease renews rarely (every 5 s), so the busy link is the Lease watch.
+        operator = start_operator(namespace, "op-silent", "--lease-seconds=15",
+                                  kubeconfig=via)
+        candidates.start("web-0")
+        recorder.wait(lambda r: r == {"web-0": "leader", "web-1": "follower"}, 15, "labels")
+        watch = blackhole_the_busiest(proxy)
+        started = time.monotonic()
+        while time.monotonic() - started < 3 * TTL:  # several expiries' worth of silence
+            assert recorder.current().get("web-0") == "leader", recorder.roles[-3:]
+            time.sleep(0.05)
+        assert watch.blackholed
+        candidates.start("web-1")
+        candidates.signal("web-0", signal.SIGTERM)  # the change still arrives (fresh watch)
+        recorder.wait(lambda r: r == {"web-0": "follower", "web-1": "leader"}, TTL + 1,
+                      "the handover labelled")
+        operator.stop()  # before its proxy goes away
+    recorder.never_two_leaders()
+
+
+def blackhole_the_busiest(proxy: TcpProxy) -> Link:
+    """The one connection whose traffic grows over a second: the Lease watch."""
+    deadline = time.monotonic() + 15
+    while True:
+        before = {link.id: link.forwarded for link in proxy.links()}
+        time.sleep(1.0)
+        growing = [link for link in proxy.links()
+                   if link.id in before and link.forwarded > before[link.id]]
+        if len(growing) == 1:
+            proxy.blackhole(growing)
+            return growing[0]
+        assert time.monotonic() < deadline, f"no single busy connection: {growing}"

@@ -1,0 +1,47 @@
+"""`leadership operator`: every flag documented, bad values exit 2 naming the flag."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from leadership_operator.cli import parser
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "leadership_operator.cli", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_help_documents_every_flag() -> None:
+    done = run("operator", "--help")
+    assert done.returncode == 0
+    for flag in ("--kubeconfig", "--namespace", "--all-namespaces", "--lease-name",
+                 "--lease-namespace", "--identity", "--label-prefix", "--resync-seconds",
+                 "--http-port", "--lease-seconds", "--log-format"):
+        assert flag in done.stdout
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--namespace", "Bad_NS"], "--namespace"),
+    (["--lease-name", "UPPER"], "--lease-name"),
+    (["--label-prefix", "not a prefix"], "--label-prefix"),
+    (["--resync-seconds", "0"], "--resync-seconds"),
+    (["--resync-seconds", "soon"], "--resync-seconds"),
+    (["--http-port", "70000"], "--http-port"),
+    (["--kubeconfig", "/no/such/file"], "--kubeconfig"),
+    (["--lease-seconds", "1"], "--lease-seconds"),
+    (["--namespace", "a", "--all-namespaces"], "--all-namespaces"),
+])
+def test_bad_flags_exit_2_naming_the_flag(args: list[str], flag: str) -> None:
+    done = run("operator", *args)
+    assert done.returncode == 2 and flag in done.stderr, done.stderr
+
+
+def test_defaults() -> None:
+    args = parser().parse_args(["operator"])
+    assert (args.namespaces, args.lease_name, args.label_prefix, args.resync_seconds,
+            args.http_port, args.lease_seconds) == ([], "leadership-operator",
+                                                    "leadership.dev", 60.0, 8080, 15)
