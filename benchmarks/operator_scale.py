@@ -34,6 +34,7 @@ from typing import Any
 
 from controlplane.cluster import new_aio_client
 from controlplane.launcher import ControlPlane
+from leadership_operator.reconcile import Kube
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "operator-scale.md"
@@ -75,29 +76,15 @@ def proc_rss_mib(pid: int) -> tuple[float, float]:
 
 
 class Api:
-    """Raw JSON requests over one kubernetes.aio ApiClient (the generator's only client)."""
+    """Raw JSON requests through the operator's own small client (one kubernetes.aio
+    ApiClient); an error status raises."""
 
     def __init__(self, client: Any) -> None:
-        self.client = client
+        self.kube = Kube(client)
 
     async def __call__(self, method: str, path: str, body: Any = None,
                        query: list[tuple[str, str]] | None = None) -> Any:
-        serialized = self.client.param_serialize(
-            method=method, resource_path=path, query_params=query or [],
-            header_params={"Accept": "application/json", "Content-Type": "application/json"},
-            body=body, auth_settings=["BearerToken"])
-        if asyncio.iscoroutine(serialized):
-            serialized = await serialized
-        rest = await self.client.call_api(*serialized, _preload_content=False,
-                                          _request_timeout=30)
-        response = rest.response
-        try:
-            data = await response.read()
-        finally:
-            response.release()
-        if response.status >= 400:
-            raise RuntimeError(f"{method} {path}: {response.status} {data[:200]!r}")
-        return json.loads(data)
+        return await self.kube.request(method, path, body, query=query)
 
 
 async def gather_limited(n: int, coros: list[Any]) -> None:

@@ -131,6 +131,21 @@ class TcpProxy:
 
         return self._call(apply())
 
+    def busiest_link(self, window: float = 1.0, timeout: float = 15.0) -> Link:
+        """The one connection whose traffic grew over a `window` in which no connection
+        opened: a watch carrying frequent events, say. Waits (up to `timeout`) until exactly
+        one qualifies."""
+        deadline = time.monotonic() + timeout
+        while True:
+            before = {link.id: link.forwarded for link in self.links()}
+            time.sleep(window)
+            growing = [link for link in self.links()
+                       if link.id in before and link.forwarded > before[link.id]]
+            if len(growing) == 1:
+                return growing[0]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no single busy connection within {timeout}s: {growing}")
+
     def wait_for_links(self, count: int, timeout: float) -> list[Link]:
         """Wait until at least `count` connections are open; return them."""
         deadline = time.monotonic() + timeout

@@ -55,13 +55,26 @@ def core_api(cluster: Cluster) -> kubernetes.client.ApiClient:
 
 
 @pytest.fixture
-def namespace(core_api: kubernetes.client.ApiClient) -> Iterator[str]:
-    """A fresh namespace per test."""
-    name = f"t-{uuid.uuid4().hex[:10]}"
+def make_namespace(core_api: kubernetes.client.ApiClient) -> Iterator[Callable[[], str]]:
+    """``make_namespace()``: a fresh namespace, deleted after the test."""
     v1 = kubernetes.client.CoreV1Api(core_api)
-    v1.create_namespace({"metadata": {"name": name}})
-    yield name
-    v1.delete_namespace(name)
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"t-{uuid.uuid4().hex[:10]}"
+        v1.create_namespace({"metadata": {"name": name}})
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        v1.delete_namespace(name)
+
+
+@pytest.fixture
+def namespace(make_namespace: Callable[[], str]) -> str:
+    """A fresh namespace per test."""
+    return make_namespace()
 
 
 @pytest.fixture

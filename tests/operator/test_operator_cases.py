@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import signal
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import kubernetes
 import pytest
 
 from controlplane.cluster import Cluster, kubeconfig_via, proxy_to
-from controlplane.proxy import Link, TcpProxy
 from tests.operator.conftest import (
     ROLE,
     ROOT,
@@ -77,12 +75,8 @@ def test_hand_edited_labels_are_put_right(
 
 
 @pytest.fixture
-def other_namespace(core_api: kubernetes.client.ApiClient) -> Iterator[str]:
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    v1 = kubernetes.client.CoreV1Api(core_api)
-    v1.create_namespace({"metadata": {"name": name}})
-    yield name
-    v1.delete_namespace(name)
+def other_namespace(make_namespace: Callable[[], str]) -> str:
+    return make_namespace()
 
 
 def test_bad_input_gets_a_warning_never_a_crash_or_a_wrong_label(
@@ -188,7 +182,8 @@ def test_a_silent_lease_watch_never_takes_the_label_from_a_live_leader(
                                   kubeconfig=via)
         candidates.start("web-0")
         recorder.wait(lambda r: r == {"web-0": "leader", "web-1": "follower"}, 15, "labels")
-        watch = blackhole_the_busiest(proxy)
+        watch = proxy.busiest_link()  # the Lease watch
+        proxy.blackhole([watch])
         started = time.monotonic()
         while time.monotonic() - started < 3 * TTL:  # several expiries' worth of silence
             assert recorder.current().get("web-0") == "leader", recorder.roles[-3:]
@@ -201,16 +196,3 @@ def test_a_silent_lease_watch_never_takes_the_label_from_a_live_leader(
         operator.stop()  # before its proxy goes away
     recorder.never_two_leaders()
 
-
-def blackhole_the_busiest(proxy: TcpProxy) -> Link:
-    """The one connection whose traffic grows over a second: the Lease watch."""
-    deadline = time.monotonic() + 15
-    while True:
-        before = {link.id: link.forwarded for link in proxy.links()}
-        time.sleep(1.0)
-        growing = [link for link in proxy.links()
-                   if link.id in before and link.forwarded > before[link.id]]
-        if len(growing) == 1:
-            proxy.blackhole(growing)
-            return growing[0]
-        assert time.monotonic() < deadline, f"no single busy connection: {growing}"
