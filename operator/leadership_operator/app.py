@@ -19,7 +19,7 @@ import contextlib
 import logging
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,6 @@ class Options:
     resync_seconds: float = 60.0
     http_port: int = 8080
     lease_seconds: int = 15
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _connection_info(options: Options) -> kopf.ConnectionInfo:
