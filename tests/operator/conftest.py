@@ -184,6 +184,7 @@ class Recorder:
         self.namespace = namespace
         self.roles: list[tuple[float, str, str | None]] = []  # (seen at, pod, role)
         self.holders: list[tuple[float, str, str]] = []  # (seen at, lease, holder)
+        self.renewals: list[tuple[float, str]] = []  # (seen at, lease): every record change
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._pods, daemon=True),
                          threading.Thread(target=self._leases, daemon=True)]
@@ -214,6 +215,7 @@ class Recorder:
         last: dict[str, str] = {}
 
         def on(kind: str, lease: Any) -> None:
+            self.renewals.append((time.monotonic(), lease.metadata.name))
             holder = "" if kind == "DELETED" else (lease.spec.holder_identity or "")
             if last.get(lease.metadata.name) != holder:
                 last[lease.metadata.name] = holder
@@ -242,6 +244,9 @@ class Recorder:
     def when_holder(self, lease: str, predicate: Callable[[str], bool], after: float) -> float:
         return next(t for t, name, h in self.holders
                     if name == lease and predicate(h) and t >= after)
+
+    def last_renewal(self, lease: str, before: float) -> float:
+        return max(t for t, name in self.renewals if name == lease and t <= before)
 
     def never_two_leaders(self) -> None:
         state: dict[str, str | None] = {}
