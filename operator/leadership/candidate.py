@@ -225,6 +225,14 @@ class Candidate:
         return term.fencing_token if term is not None else None
 
     @property
+    def leader(self) -> str:
+        """Who leads, as this candidate last observed the Lease: the holder's identity, or ""
+        when the Lease is free, missing, or its holder's claim ran out on this process's clock.
+        Follows every watch event. Its own identity here is no promise: ask `is_leader`."""
+        observation = self._observer.current
+        return observation.holder_at(self.clock.now()) if observation is not None else ""
+
+    @property
     def fence(self) -> Fence | None:
         """While leading: ``(lease_uid, token)``, to pass with every write to the resource
         this leadership protects (see docs/library.md, "Fencing"); otherwise None."""

@@ -626,3 +626,27 @@ async def test_a_leader_whose_identity_another_process_renews_stops_with_a_clear
     assert rec.values == [False, True, False] and rec.finished
     assert isinstance(rec.error, DuplicateIdentityError) and "'worker'" in str(rec.error)
     assert not a.is_leader
+
+
+async def test_leader_names_the_holder_as_observed_and_empty_once_its_claim_runs_out(
+        clock: ManualClock, store: MemoryLeaseStore) -> None:
+    a, b = candidate(store, "a", clock), candidate(store, "b", clock)
+    assert a.leader == "" and b.leader == ""  # nothing observed yet
+    partitioned = FaultyStore(store)
+    c = candidate(partitioned, "c", clock)
+    Recorder(c, clock).start()
+    await clock.settle()
+    Recorder(b, clock).start()
+    await clock.settle()
+    assert b.leader == "c" and c.leader == "c"
+    partitioned.fail["replace"] = TransientStoreError("partitioned")
+    partitioned.fail["get"] = TransientStoreError("partitioned")
+    await clock.advance(14.9)  # c's last renewal was seen at 1000: still its claim
+    assert b.leader == "c"
+    await clock.advance(0.2)  # 15 s without a renewal: b takes over
+    await clock.settle()
+    assert b.leader == "b" and b.is_leader
+    await b.stop()
+    await clock.settle()
+    assert b.leader == ""  # released
+    await c.stop()
