@@ -30,6 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 import leadership
 
 from .contract import Labels
+from .kubeclient import api_client
 from .leases import LeaseWatch
 from .metrics import OperatorMetrics
 from .reconcile import Events, Kube, Reconciler
@@ -72,18 +73,6 @@ def _connection_info(options: Options) -> kopf.ConnectionInfo:
     return kopf.ConnectionInfo(server=cfg.host, ca_path=cfg.ssl_ca_cert,
                                insecure=not cfg.verify_ssl, scheme=scheme, token=token,
                                certificate_path=cfg.cert_file, private_key_path=cfg.key_file)
-
-
-async def _api_client(options: Options) -> Any:
-    from kubernetes.aio import client, config
-
-    if options.kubeconfig is not None:
-        return await config.new_client_from_config(config_file=str(options.kubeconfig))
-    try:
-        config.load_incluster_config()
-        return client.ApiClient()
-    except config.ConfigException:
-        return await config.new_client_from_config()
 
 
 def _registry(options: Options, state: State, reconciler: Reconciler) -> kopf.OperatorRegistry:
@@ -150,7 +139,7 @@ async def run(options: Options) -> None:
     labels = Labels(options.label_prefix)
     clock = leadership.SystemClock()
     metrics = OperatorMetrics()
-    api = await _api_client(options)
+    api = await api_client(options.kubeconfig)
     kube = Kube(api)
     state = State(clock, labels)
     store = leadership.KubernetesLeaseStore(api, options.lease_namespace)

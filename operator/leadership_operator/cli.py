@@ -1,6 +1,8 @@
 """The `leadership` command.
 
     leadership operator [--kubeconfig PATH] [--namespace NS ... | --all-namespaces] ...
+    leadership sidecar --election NAME [--port 4040] ...
+    leadership status [-n NS ... | -A] [-o table|json] [--watch]
 
 Each subcommand imports what it needs when it runs, so ``leadership --help`` is instant and a
 missing extra is reported as such.
@@ -77,7 +79,8 @@ def _existing_file(value: str) -> Path:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="leadership", description="Leader election on Kubernetes "
-                                "Leases: the operator that labels leader pods.")
+                                "Leases: the operator that labels leader pods, a sidecar for "
+                                "apps in any language, and a status view.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     op = sub.add_parser(
         "operator", help="label the leader pod of every election, decided from its Lease",
@@ -114,7 +117,65 @@ def parser() -> argparse.ArgumentParser:
                     help="duration of the operator's own Lease, 2 to 3600 (default: 15)")
     op.add_argument("--log-format", choices=["json", "text"], default="json",
                     help="structured JSON logs (default) or plain text")
+
+    sc = sub.add_parser(
+        "sidecar", help="run a Candidate for this pod and serve GET /leader, for apps in "
+        "any language",
+        description="Campaign for the Lease --election in this pod's namespace with the "
+        "pod's name as identity, and serve GET /leader (JSON), /healthz and /metrics. "
+        "SIGTERM releases the Lease. Readiness never depends on leadership.")
+    sc.add_argument("--election", type=_lease_name, required=True, metavar="NAME",
+                    help="the Lease to campaign for (the pods' election label value)")
+    sc.add_argument("--namespace", type=_namespace, default=None,
+                    help="namespace of the Lease (default: $POD_NAMESPACE, else the "
+                    "ServiceAccount's, else default)")
+    sc.add_argument("--identity", default=None,
+                    help="this candidate's identity (default: $POD_NAME, else the hostname, "
+                    "which is the pod name in a pod)")
+    sc.add_argument("--kubeconfig", type=_existing_file, default=None,
+                    help="kubeconfig file (default: $KUBECONFIG, then in-cluster, then "
+                    "~/.kube/config)")
+    sc.add_argument("--port", type=_port, default=4040,
+                    help="port of /leader, /healthz and /metrics (default: 4040)")
+    sc.add_argument("--lease-seconds", type=int, default=15, choices=range(2, 3601),
+                    metavar="SECONDS",
+                    help="leaseDurationSeconds, 2 to 3600; renew deadline and interval follow "
+                    "client-go's ratios (default: 15)")
+    sc.add_argument("--log-format", choices=["json", "text"], default="json",
+                    help="structured JSON logs (default) or plain text")
+
+    st = sub.add_parser(
+        "status", help="one row per election: holder, leader pod, renewal, disagreements",
+        description="Show every election (a Lease named by some pod's election label): its "
+        "holder, the pod labelled leader, seconds since the last renewal by this machine's "
+        "clock, transitions, member count, and any disagreement between the Lease and the "
+        "labels, marked with '!'.")
+    st.add_argument("--kubeconfig", type=_existing_file, default=None,
+                    help="kubeconfig file (default: $KUBECONFIG, then in-cluster, then "
+                    "~/.kube/config)")
+    st_scope = st.add_mutually_exclusive_group()
+    st_scope.add_argument("-n", "--namespace", dest="namespaces", action="append",
+                          type=_namespace, default=[], metavar="NS",
+                          help="this namespace (repeatable); default: all namespaces")
+    st_scope.add_argument("-A", "--all-namespaces", action="store_true",
+                          help="every namespace (the default)")
+    st.add_argument("-o", "--output", choices=["table", "json"], default="table",
+                    help="a table (default) or JSON for scripts")
+    st.add_argument("-w", "--watch", action="store_true",
+                    help="keep going: print again whenever an election changes")
+    st.add_argument("--interval", type=_positive, default=1.0,
+                    help="with --watch, seconds between looks (default: 1)")
+    st.add_argument("--all-leases", action="store_true",
+                    help="also list Leases that no pod names in an election label")
+    st.add_argument("--label-prefix", type=_prefix, default=DEFAULT_PREFIX,
+                    help=f"prefix of the election and role labels (default: {DEFAULT_PREFIX})")
     return p
+
+
+def _kubeconfig(flag: Path | None) -> Path | None:
+    if flag is not None:
+        return flag
+    return Path(os.environ["KUBECONFIG"]) if os.environ.get("KUBECONFIG") else None
 
 
 def _logging(fmt: str) -> None:
@@ -133,6 +194,10 @@ def _logging(fmt: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "sidecar":
+        return _sidecar(args)
+    if args.command == "status":
+        return _status(args)
     if args.command == "operator":
         try:
             import asyncio
@@ -143,8 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         _logging(args.log_format)
         options = Options(
-            kubeconfig=args.kubeconfig or (Path(os.environ["KUBECONFIG"])
-                                           if os.environ.get("KUBECONFIG") else None),
+            kubeconfig=_kubeconfig(args.kubeconfig),
             namespaces=args.namespaces, lease_name=args.lease_name,
             lease_namespace=args.lease_namespace or own_namespace(),
             identity=args.identity or os.environ.get("POD_NAME")
@@ -153,6 +217,39 @@ def main(argv: list[str] | None = None) -> int:
             http_port=args.http_port, lease_seconds=args.lease_seconds)
         asyncio.run(run(options))
     return 0
+
+
+def _sidecar(args: argparse.Namespace) -> int:
+    import asyncio
+
+    try:
+        from .sidecar import SidecarOptions, run
+    except ImportError as exc:
+        print(f"leadership sidecar: {exc}; install leadership[operator]", file=sys.stderr)
+        return 2
+    _logging(args.log_format)
+    identity = args.identity or os.environ.get("POD_NAME") or socket.gethostname()
+    options = SidecarOptions(election=args.election, namespace=args.namespace or own_namespace(),
+                             identity=identity, kubeconfig=_kubeconfig(args.kubeconfig),
+                             port=args.port, lease_seconds=args.lease_seconds)
+    return asyncio.run(run(options))
+
+
+def _status(args: argparse.Namespace) -> int:
+    import asyncio
+
+    try:
+        from .status import StatusOptions, run
+    except ImportError as exc:
+        print(f"leadership status: {exc}; install leadership[operator]", file=sys.stderr)
+        return 2
+    options = StatusOptions(kubeconfig=_kubeconfig(args.kubeconfig), namespaces=args.namespaces,
+                            labels=Labels(args.label_prefix), output=args.output,
+                            watch=args.watch, interval=args.interval, all_leases=args.all_leases)
+    try:
+        return asyncio.run(run(options))
+    except KeyboardInterrupt:
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""`leadership operator`: every flag documented, bad values exit 2 naming the flag."""
+"""The `leadership` command: every flag of every subcommand documented, bad values exit 2
+naming the flag."""
 
 from __future__ import annotations
 
@@ -45,3 +46,41 @@ def test_defaults() -> None:
     assert (args.namespaces, args.lease_name, args.label_prefix, args.resync_seconds,
             args.http_port, args.lease_seconds) == ([], "leadership-operator",
                                                     "leadership.dev", 60.0, 8080, 15)
+
+
+@pytest.mark.parametrize("command, flags", [
+    ("sidecar", ("--election", "--namespace", "--identity", "--kubeconfig", "--port",
+                 "--lease-seconds", "--log-format")),
+    ("status", ("--kubeconfig", "--namespace", "--all-namespaces", "--output", "--watch",
+                "--interval", "--all-leases", "--label-prefix")),
+])
+def test_sidecar_and_status_help_document_every_flag(command: str, flags: tuple[str]) -> None:
+    done = run(command, "--help")
+    assert done.returncode == 0
+    for flag in flags:
+        assert flag in done.stdout, flag
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["sidecar"], "--election"),
+    (["sidecar", "--election", "Not_A_Lease"], "--election"),
+    (["sidecar", "--election", "web", "--port", "0"], "--port"),
+    (["sidecar", "--election", "web", "--lease-seconds", "1"], "--lease-seconds"),
+    (["sidecar", "--election", "web", "--namespace", "-x"], "--namespace"),
+    (["status", "-o", "yaml"], "--output"),
+    (["status", "--interval", "0"], "--interval"),
+    (["status", "-n", "a", "-A"], "--all-namespaces"),
+])
+def test_bad_sidecar_and_status_flags_exit_2_naming_the_flag(args: list[str],
+                                                             flag: str) -> None:
+    done = run(*args)
+    assert done.returncode == 2 and flag in done.stderr, done.stderr
+
+
+def test_sidecar_and_status_defaults() -> None:
+    args = parser().parse_args(["sidecar", "--election", "web"])
+    assert (args.port, args.lease_seconds, args.namespace, args.identity) == (4040, 15, None,
+                                                                               None)
+    args = parser().parse_args(["status"])
+    assert (args.namespaces, args.output, args.watch, args.all_leases) == ([], "table", False,
+                                                                          False)
