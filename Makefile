@@ -4,16 +4,23 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 export GOTOOLCHAIN := local
+# The one image of the operator and the sidecar; manifests/ name the same (a test checks).
+IMAGE        ?= leadership:0.1.0
+KIND_CLUSTER ?= leadership
+KUBECTL      ?= kubectl
 
-.PHONY: help venv binaries controlplane gomod lint unit test demo bench bench-operator clean
+.PHONY: help venv binaries controlplane gomod lint unit test demo demo-library bench \
+	bench-operator clean image kind-up kind-load deploy kind-down
 
 help:
-	@echo "make demo          run the demo on a local control plane (built on first use)"
+	@echo "make demo          the operator's story on a local control plane (built on first use)"
+	@echo "make demo-library  the library alone: Python and Go candidates on one Lease"
 	@echo "make test          lint, type-check, and run every test (unit + integration)"
 	@echo "make controlplane  start etcd + kube-apiserver + kube-controller-manager; print KUBECONFIG"
 	@echo "make bench         run the benchmarks; writes docs/benchmarks.md"
 	@echo "make bench-operator  the operator at 1,000 elections; writes docs/operator-scale.md"
 	@echo "make gomod         re-render controlplane/gomod from versions.env"
+	@echo "With Docker and kind: make kind-up image kind-load deploy; make kind-down"
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -35,6 +42,7 @@ gomod:
 lint: venv
 	$(PY) -m ruff check operator controlplane tests examples benchmarks
 	$(PY) -m mypy
+	$(VENV)/bin/hadolint Dockerfile
 
 unit: venv
 	$(PY) -m pytest tests/unit
@@ -43,6 +51,9 @@ test: venv binaries lint
 	$(PY) -m pytest
 
 demo: venv binaries
+	$(PY) -m examples.operator_demo
+
+demo-library: venv binaries
 	$(PY) -m examples.demo
 
 bench: venv binaries
@@ -50,6 +61,26 @@ bench: venv binaries
 
 bench-operator: venv binaries
 	$(PY) -m benchmarks.operator_scale
+
+# --- kind (a laptop with Docker and kind; not runnable on the CI machine, whose tests
+# validate everything these targets apply against a real API server) -----------------------
+kind-up:
+	kind create cluster --config kind-config.yaml --name $(KIND_CLUSTER)
+
+image:
+	docker build -t $(IMAGE) .
+
+kind-load:
+	kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)
+
+deploy:
+	$(KUBECTL) apply -k manifests/operator
+	$(KUBECTL) apply -k manifests/example
+	$(KUBECTL) -n leadership-system rollout status deployment/leadership-operator --timeout=120s
+	$(KUBECTL) -n leadership-example rollout status deployment/web --timeout=120s
+
+kind-down:
+	kind delete cluster --name $(KIND_CLUSTER)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
