@@ -1,0 +1,123 @@
+"""`Recorder`: what the API server says happened to one namespace's pods and Leases, in its
+order, stamped with this machine's monotonic clock as each watch event arrives.
+
+Used by the operator's tests, `make demo` and the chaos checker: every role label change
+and every Lease holder change, so "never two leaders" can be checked event by event.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+
+from .cluster import sync_client
+
+ROLE = "leadership.dev/role"
+
+
+class Recorder:
+    """Watches pods and Leases of one namespace from a thread and records, in the API
+    server's order, every role label and every holder, with the time it was seen."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, role_label: str = ROLE) -> None:
+        self.role_label = role_label
+        self.api = sync_client(kubeconfig)
+        self.namespace = namespace
+        self.roles: list[tuple[float, str, str | None]] = []  # (seen at, pod, role)
+        self.holders: list[tuple[float, str, str]] = []  # (seen at, lease, holder)
+        self.renewals: list[tuple[float, str]] = []  # (seen at, lease): every record change
+        #: errors that ended a watch (it was resumed from the last version seen).
+        self.watch_errors: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._pods, daemon=True),
+                         threading.Thread(target=self._leases, daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def _stream(self, lister: Any, on: Callable[[str, Any], None]) -> None:
+        """Watch from the last version seen, so no intermediate change is lost between two
+        watch requests; a 410 (or the first call) starts from a fresh list."""
+        version: str | None = None
+        while not self._stop.is_set():
+            w = kubernetes.watch.Watch()
+            extra = {"resource_version": version} if version else {}
+            try:
+                for event in w.stream(lister, self.namespace, timeout_seconds=5,
+                                      _request_timeout=10, **extra):
+                    on(event["type"], event["object"])
+                    version = w.resource_version
+                    if self._stop.is_set():
+                        break
+            except kubernetes.client.ApiException as exc:
+                if exc.status == 410:
+                    version = None
+                self.watch_errors.append(f"{exc.status} {exc.reason}")
+                time.sleep(0.05)
+            except Exception as exc:  # a connection reset: go on from the last version
+                self.watch_errors.append(repr(exc))
+                time.sleep(0.05)
+
+    def _pods(self) -> None:
+        last: dict[str, str | None] = {}
+
+        def on(kind: str, pod: Any) -> None:
+            role = None if kind == "DELETED" else (pod.metadata.labels or {}).get(self.role_label)
+            if last.get(pod.metadata.name, "?") != role:
+                last[pod.metadata.name] = role
+                self.roles.append((time.monotonic(), pod.metadata.name, role))
+
+        self._stream(kubernetes.client.CoreV1Api(self.api).list_namespaced_pod, on)
+
+    def _leases(self) -> None:
+        last: dict[str, str] = {}
+
+        def on(kind: str, lease: Any) -> None:
+            self.renewals.append((time.monotonic(), lease.metadata.name))
+            holder = "" if kind == "DELETED" else (lease.spec.holder_identity or "")
+            if last.get(lease.metadata.name) != holder:
+                last[lease.metadata.name] = holder
+                self.holders.append((time.monotonic(), lease.metadata.name, holder))
+
+        self._stream(kubernetes.client.CoordinationV1Api(self.api).list_namespaced_lease, on)
+
+    def current(self) -> dict[str, str | None]:
+        now: dict[str, str | None] = {}
+        for _, pod, role in list(self.roles):
+            now[pod] = role
+        return now
+
+    def wait(self, predicate: Callable[[dict[str, str | None]], bool], within: float,
+             what: str) -> float:
+        start = time.monotonic()
+        while not predicate(self.current()):
+            assert time.monotonic() - start < within, f"not within {within}s: {what}; " \
+                                                      f"roles {self.current()}"
+            time.sleep(0.01)
+        return time.monotonic() - start
+
+    def when_role(self, pod: str, role: str, after: float) -> float:
+        return next(t for t, p, r in self.roles if p == pod and r == role and t >= after)
+
+    def when_holder(self, lease: str, predicate: Callable[[str], bool], after: float) -> float:
+        return next(t for t, name, h in self.holders
+                    if name == lease and predicate(h) and t >= after)
+
+    def last_renewal(self, lease: str, before: float) -> float:
+        return max(t for t, name in self.renewals if name == lease and t <= before)
+
+    def never_two_leaders(self) -> None:
+        state: dict[str, str | None] = {}
+        for t, pod, role in list(self.roles):
+            state[pod] = role
+            leaders = [p for p, r in state.items() if r == "leader"]
+            assert len(leaders) <= 1, f"two leaders at {t:.3f}: {leaders}"
+
+    def close(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=10)
