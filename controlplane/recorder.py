@@ -29,7 +29,7 @@ class Recorder:
         self.api = sync_client(kubeconfig)
         self.namespace = namespace
         self.roles: list[tuple[float, str, str | None]] = []  # (seen at, pod, role)
-        self.holders: list[tuple[float, str, str]] = []  # (seen at, lease, holder)
+        self.holders: list[tuple[float, str, str]] = []  # (seen at, lease, holder): new terms
         self.renewals: list[tuple[float, str]] = []  # (seen at, lease): every record change
         #: errors that ended a watch (it was resumed from the last version seen).
         self.watch_errors: list[str] = []
@@ -74,13 +74,15 @@ class Recorder:
         self._stream(kubernetes.client.CoreV1Api(self.api).list_namespaced_pod, on)
 
     def _leases(self) -> None:
-        last: dict[str, str] = {}
+        last: dict[str, tuple[str, int]] = {}
 
         def on(kind: str, lease: Any) -> None:
             self.renewals.append((time.monotonic(), lease.metadata.name))
             holder = "" if kind == "DELETED" else (lease.spec.holder_identity or "")
-            if last.get(lease.metadata.name) != holder:
-                last[lease.metadata.name] = holder
+            # A new term of the same holder (it re-took its Lease) counts as a change too.
+            term = (holder, 0 if kind == "DELETED" else lease.spec.lease_transitions or 0)
+            if last.get(lease.metadata.name) != term:
+                last[lease.metadata.name] = term
                 self.holders.append((time.monotonic(), lease.metadata.name, holder))
 
         self._stream(kubernetes.client.CoordinationV1Api(self.api).list_namespaced_lease, on)
