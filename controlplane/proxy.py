@@ -60,6 +60,8 @@ class TcpProxy:
                                         daemon=True)
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
+        #: while True, every new connection is blackholed as it opens (see `partition`).
+        self.partitioned = False
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -119,6 +121,17 @@ class TcpProxy:
             return len(chosen)
 
         return self._call(apply())
+
+    def partition(self) -> int:
+        """Blackhole every open connection and every later one, until `heal()`: the client
+        is cut off from the server, with nothing closed. Returns how many were open."""
+        self.partitioned = True
+        return self.blackhole()
+
+    def heal(self) -> None:
+        """New connections are forwarded again (the blackholed ones stay silent, as after a
+        real partition: the client must time them out)."""
+        self.partitioned = False
 
     def reset(self, links: list[Link] | None = None) -> int:
         """Abort `links` (default: every open connection) with a TCP RST to both sides."""
@@ -184,7 +197,8 @@ class TcpProxy:
         except OSError:
             writer.close()
             return
-        link = Link(next(self._ids), time.monotonic(), writer, up_writer)
+        link = Link(next(self._ids), time.monotonic(), writer, up_writer,
+                    blackholed=self.partitioned)
         self._links[link.id] = link
         try:
             await asyncio.gather(self._pump(reader, up_writer, link),

@@ -9,7 +9,11 @@
   replica watches and decides (a standby is warm); only the active one writes, and it checks
   `is_leader` right before each write. Becoming active triggers a full resync.
 - ``/healthz`` fails when a Lease watch has heard nothing (not even a bookmark) for
-  `STALE_AFTER` seconds, or when kopf has stopped; ``/metrics`` serves Prometheus metrics.
+  ``--healthz-silence-seconds`` (default 180), or when kopf has stopped; ``/metrics``
+  serves Prometheus metrics.
+- On SIGTERM it releases its own Lease first (the standby takes over at once), then stops
+  its tasks, then kopf. Its signal handlers replace kopf's, and its tasks start before
+  kopf's, because kopf cancels at its end every task created after it started.
 """
 
 from __future__ import annotations
@@ -38,8 +42,6 @@ from .state import State
 from .storage import NowhereDiffBaseStorage, NowhereProgressStorage
 
 log = logging.getLogger("leadership.operator")
-#: A Lease watch silent (no event, no bookmark) for this long counts as dead.
-STALE_AFTER = 180.0
 
 
 @dataclass
@@ -53,6 +55,8 @@ class Options:
     resync_seconds: float = 60.0
     http_port: int = 8080
     lease_seconds: int = 15
+    #: a Lease watch silent this long fails /healthz.
+    healthz_silence_seconds: float = 180.0
 
 
 def _connection_info(options: Options) -> kopf.ConnectionInfo:
@@ -114,7 +118,8 @@ async def serve_http(options: Options, metrics: OperatorMetrics, watches: list[L
                      kopf_task: asyncio.Task[None]) -> web.AppRunner:
     async def healthz(_: web.Request) -> web.Response:
         now = time.monotonic()
-        dead = [w.namespace or "all" for w in watches if now - w.last_activity > STALE_AFTER]
+        dead = [w.namespace or "all" for w in watches
+                if now - w.last_activity > options.healthz_silence_seconds]
         if kopf_task.done():
             return web.Response(status=503, text="kopf has stopped\n")
         if dead:
@@ -157,8 +162,6 @@ async def run(options: Options) -> None:
     watches.extend(LeaseWatch(api, ns, state, reconciler.poke, metrics) for ns in scopes)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
 
     async def campaign() -> None:
         async for leading in candidate.run_for_election():
@@ -182,11 +185,8 @@ async def run(options: Options) -> None:
             for pod in await kube.list_pods(namespace, selector):
                 pod.setdefault("metadata", {}).setdefault("namespace", namespace)
                 state.pod_event("ADDED", pod)
-    stop_flag: asyncio.Future[None] = loop.create_future()
-    kopf_task = asyncio.create_task(kopf.operator(
-        registry=_registry(options, state, reconciler), settings=_settings(options),
-        standalone=True, clusterwide=not options.namespaces,
-        namespaces=options.namespaces, stop_flag=stop_flag))
+    # Our tasks first, and one turn of the loop so that the Candidate has spawned its own:
+    # kopf cancels, when it stops, every task created after it started.
     synced = asyncio.Event()
 
     async def all_synced() -> None:
@@ -196,6 +196,19 @@ async def run(options: Options) -> None:
     syncing = asyncio.create_task(all_synced())
     tasks = [asyncio.create_task(t) for t in (
         campaign(), reconciler.run(synced), resync(), *(w.run() for w in watches))]
+    await asyncio.sleep(0)
+    ours = set(asyncio.all_tasks())
+    stop_flag: asyncio.Future[None] = loop.create_future()
+    kopf_tasks = await kopf.spawn_tasks(
+        registry=_registry(options, state, reconciler), settings=_settings(options),
+        standalone=True, clusterwide=not options.namespaces, namespaces=options.namespaces,
+        stop_flag=stop_flag)
+    # spawn_tasks installed kopf's SIGTERM/SIGINT handlers; ours replace them, so that a
+    # stop releases the operator's Lease first (the standby takes over at once) and only
+    # then stops kopf.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    kopf_task = asyncio.create_task(kopf.run_tasks(kopf_tasks, ignored=ours))
     runner = await serve_http(options, metrics, watches, kopf_task)
     log.info("operator %s started: scope %s, own lease %s/%s", options.identity,
              ", ".join(options.namespaces) or "all namespaces", options.lease_namespace,
@@ -207,13 +220,14 @@ async def run(options: Options) -> None:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
     finally:
+        log.info("%s: stopping; releasing the operator's Lease if held", options.identity)
         await candidate.stop()  # release the operator's Lease: a standby takes over at once
+        for task in (*tasks, syncing):  # with their sub-tasks, before kopf waits for those
+            task.cancel()
+        await asyncio.gather(*tasks, syncing, return_exceptions=True)
         if not stop_flag.done():
             stop_flag.set_result(None)
-        for task in (*tasks, syncing):
-            task.cancel()
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await asyncio.wait_for(kopf_task, 10)
-        await asyncio.gather(*tasks, return_exceptions=True)
         await runner.cleanup()
         await api.close()

@@ -115,6 +115,9 @@ def parser() -> argparse.ArgumentParser:
     op.add_argument("--lease-seconds", type=int, default=15, choices=range(2, 3601),
                     metavar="SECONDS",
                     help="duration of the operator's own Lease, 2 to 3600 (default: 15)")
+    op.add_argument("--healthz-silence-seconds", type=_positive, default=180.0,
+                    help="/healthz fails once a Lease watch has heard nothing, not even a "
+                    "bookmark (about one a minute), for this long (default: 180)")
     op.add_argument("--log-format", choices=["json", "text"], default="json",
                     help="structured JSON logs (default) or plain text")
 
@@ -214,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             identity=args.identity or os.environ.get("POD_NAME")
             or f"{socket.gethostname()}_{uuid.uuid4()}",
             label_prefix=args.label_prefix, resync_seconds=args.resync_seconds,
-            http_port=args.http_port, lease_seconds=args.lease_seconds)
+            http_port=args.http_port, lease_seconds=args.lease_seconds,
+            healthz_silence_seconds=args.healthz_silence_seconds)
         asyncio.run(run(options))
     return 0
 

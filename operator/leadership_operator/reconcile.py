@@ -20,6 +20,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
+
 from leadership import Clock
 
 from .contract import Labels, Role
@@ -35,6 +37,10 @@ CONCURRENCY = 32
 
 def _now_text() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ApiError(RuntimeError):
+    """The API server answered a request with an error status."""
 
 
 class Kube:
@@ -62,7 +68,7 @@ class Kube:
         if response.status == 404:
             return None
         if response.status >= 400:
-            raise RuntimeError(f"{method} {path}: HTTP {response.status}: {data[:300]!r}")
+            raise ApiError(f"{method} {path}: HTTP {response.status}: {data[:300]!r}")
         return json.loads(data) if data else None
 
     async def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -183,8 +189,14 @@ class Reconciler:
                 await self.reconcile(key)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("reconciling %s/%s failed; retrying in 1s", *key)
+        except Exception as exc:
+            if isinstance(exc, (TimeoutError, OSError, aiohttp.ClientError, ApiError)):
+                # The API server is slow, unreachable or refusing: expected in operation,
+                # and retried; a warning with the reason, not a traceback.
+                log.warning("reconciling %s/%s failed: %s; retrying in 1s", *key,
+                            str(exc) or type(exc).__name__)
+            else:
+                log.exception("reconciling %s/%s failed; retrying in 1s", *key)
             heapq.heappush(self._timers, (self.clock.now() + 1, key))
             self.poke()
         finally:

@@ -60,6 +60,23 @@ def test_a_standby_takes_over_within_ttl_and_flaps_nothing(
     recorder.never_two_leaders()
 
 
+def test_a_stopped_active_replica_releases_and_the_standby_takes_over_at_once(
+        namespace: str, start_operator: Callable[..., OperatorProcess]) -> None:
+    long = "--lease-seconds=15"  # a takeover faster than this can only be the release
+    active = start_operator(namespace, "op-1", long)
+    wait_for(lambda: active.metric("leadership_operator_active") == 1, 10, "op-1 active")
+    standby = start_operator(namespace, "op-2", long)
+    wait_for(lambda: standby.metric("leadership_operator_active") == 0, 10, "op-2 standby")
+    stopped = time.monotonic()
+    active.stop(signal.SIGTERM)  # a rolling update
+    assert active.proc.returncode == 0
+    assert time.monotonic() - stopped < 3, "it took long to stop"
+    took = wait_for(lambda: standby.metric("leadership_operator_active") == 1, 15,
+                    "the standby takes over")
+    assert took < 2, f"the standby took {took:.1f}s: the Lease was not released"
+    assert "released the lease" in active.log.read_text()
+
+
 def test_hand_edited_labels_are_put_right(
         namespace: str, core_api: kubernetes.client.ApiClient,
         start_operator: Callable[..., OperatorProcess], candidates: Candidates,
@@ -196,3 +213,29 @@ def test_a_silent_lease_watch_never_takes_the_label_from_a_live_leader(
         operator.stop()  # before its proxy goes away
     recorder.never_two_leaders()
 
+
+
+def test_healthz_fails_when_the_operator_is_cut_off_and_no_label_moves(
+        cluster: Cluster, namespace: str, core_api: kubernetes.client.ApiClient,
+        operator_kubeconfig: Path, tmp_path: Path,
+        start_operator: Callable[..., OperatorProcess], candidates: Candidates,
+        recorder: Recorder) -> None:
+    make_pods(core_api, namespace, ["web-0", "web-1"])
+    with proxy_to(cluster.kubeconfig) as proxy:
+        via = kubeconfig_via(proxy, operator_kubeconfig, tmp_path / "via-proxy")
+        silence = 3.0
+        operator = start_operator(namespace, "op-cut", "--lease-seconds=15",
+                                  f"--healthz-silence-seconds={silence}", kubeconfig=via)
+        candidates.start("web-0")
+        recorder.wait(lambda r: r == {"web-0": "leader", "web-1": "follower"}, 15, "labels")
+        assert operator.healthz() == 200  # the candidate's renewals keep the watch busy
+        proxy.partition()  # every connection of the operator, open or new, goes silent
+        cut = time.monotonic()
+        while operator.healthz() == 200:
+            assert time.monotonic() - cut < silence + 2, "/healthz never failed"
+            time.sleep(0.05)
+        assert time.monotonic() - cut >= silence - 0.1  # not before the silence it allows
+        assert recorder.current() == {"web-0": "leader", "web-1": "follower"}
+        assert operator.proc.poll() is None  # cut off is not a crash
+        operator.stop()  # before its proxy goes away
+    recorder.never_two_leaders()
