@@ -31,7 +31,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 # etcd, kube-apiserver, kube-controller-manager, kubectl: built once per version, cached in
 # $$LEADERSHIP_CONTROLPLANE_CACHE (default ~/.cache/leadership/controlplane).
 binaries:
-	$(PYTHON) -m controlplane.build etcd kube-apiserver kube-controller-manager kubectl leaderpeer
+	$(PYTHON) -m controlplane.build etcd kube-apiserver kube-controller-manager kubectl leaderpeer leaseload
 
 controlplane: venv binaries
 	$(PY) -m controlplane

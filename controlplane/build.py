@@ -42,7 +42,7 @@ KUBE_TARGETS = {
 ETCD_TARGET = {"etcd": "go.etcd.io/etcd/server/v3"}
 # Test peers written in this repository, inside the helper module. Their cache key includes
 # a hash of their sources, so editing a peer rebuilds it (and nothing else).
-PEER_TARGETS = {"leaderpeer": "./leaderpeer"}
+PEER_TARGETS = {"leaderpeer": "./leaderpeer", "leaseload": "./leaseload"}
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
 
 
