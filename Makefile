@@ -10,7 +10,7 @@ KIND_CLUSTER ?= leadership
 KUBECTL      ?= kubectl
 
 .PHONY: help venv binaries controlplane gomod lint unit test demo demo-library bench \
-	bench-operator clean image kind-up kind-load deploy kind-down
+	bench-operator chaos clean image kind-up kind-load deploy kind-down
 
 help:
 	@echo "make demo          the operator's story on a local control plane (built on first use)"
@@ -19,6 +19,7 @@ help:
 	@echo "make controlplane  start etcd + kube-apiserver + kube-controller-manager; print KUBECONFIG"
 	@echo "make bench         run the benchmarks; writes docs/benchmarks.md"
 	@echo "make bench-operator  the operator at 1,000 elections; writes docs/operator-scale.md"
+	@echo "make chaos         seeded faults for 5 min, checked for split brain; docs/reliability.md"
 	@echo "make gomod         re-render controlplane/gomod from versions.env"
 	@echo "With Docker and kind: make kind-up image kind-load deploy; make kind-down"
 
@@ -40,7 +41,7 @@ gomod:
 	$(PYTHON) -m controlplane.build --render
 
 lint: venv
-	$(PY) -m ruff check operator controlplane tests examples benchmarks
+	$(PY) -m ruff check operator controlplane tests examples benchmarks chaos
 	$(PY) -m mypy
 	$(VENV)/bin/hadolint Dockerfile
 
@@ -61,6 +62,12 @@ bench: venv binaries
 
 bench-operator: venv binaries
 	$(PY) -m benchmarks.operator_scale
+
+# Seeded faults against candidates, the sidecar and the operator:
+#   make chaos [CHAOS_SECONDS=300] [CHAOS_SEED=<n> to replay a run]
+CHAOS_SECONDS ?= 300
+chaos: venv binaries
+	$(PY) -m chaos.run --seconds $(CHAOS_SECONDS) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
 
 # --- kind (a laptop with Docker and kind; not runnable on the CI machine, whose tests
 # validate everything these targets apply against a real API server) -----------------------

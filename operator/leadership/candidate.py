@@ -225,6 +225,14 @@ class Candidate:
         return term.fencing_token if term is not None else None
 
     @property
+    def leading_until(self) -> float | None:
+        """While leading: the time on this candidate's clock at which `is_leader` turns
+        False unless a renewal lands first (the last renewal's send time + renew_deadline),
+        so that work which must end while leading can check the time it has left."""
+        term = self._valid_term()
+        return term.renewed_at + self.timing.renew_deadline if term is not None else None
+
+    @property
     def leader(self) -> str:
         """Who leads, as this candidate last observed the Lease: the holder's identity, or ""
         when the Lease is free, missing, or its holder's claim ran out on this process's clock.

@@ -650,3 +650,17 @@ async def test_leader_names_the_holder_as_observed_and_empty_once_its_claim_runs
     await clock.settle()
     assert b.leader == ""  # released
     await c.stop()
+
+
+async def test_leading_until_is_the_last_renewal_plus_the_deadline(
+        clock: ManualClock, store: MemoryLeaseStore) -> None:
+    a = candidate(store, "a", clock)
+    assert a.leading_until is None
+    Recorder(a, clock).start()
+    await clock.settle()
+    assert a.leading_until == 1010  # acquired at 1000; renew_deadline 10
+    await clock.advance(5)
+    assert a.leading_until == 1015  # renewed at 1005
+    await a.stop()
+    await clock.settle()
+    assert a.leading_until is None
