@@ -57,8 +57,16 @@ class DuplicateIdentityError(FatalStoreError):
     identity (the default, ``<pod>_<uuid>``, is unique per process)."""
 
 
-def error_for_status(status: int, message: str) -> StoreError:
-    """Map an HTTP status from the API server to the matching `StoreError` subclass."""
+def error_for_status(status: int, message: str, *, authorized_before: bool = False
+                     ) -> StoreError:
+    """Map an HTTP status from the API server to the matching `StoreError` subclass.
+
+    401 and 403 are fatal (misconfigured credentials or RBAC), unless the same store was
+    authorized before: then they are transient, because an API server that has just
+    restarted answers 403 until its authorizer has loaded the RBAC rules."""
+    if status in (401, 403) and authorized_before:
+        return TransientStoreError(f"{message} (this store was authorized before: retried, "
+                                   "as after an API server restart)", status=status)
     if status == 409:
         return ConflictError(message, status=status)
     if status == 404:

@@ -77,3 +77,16 @@ def test_parse_reports_problems_without_raising() -> None:
     assert parsed.record.lease_duration_seconds is None
     assert parsed.record.lease_transitions == 0
     assert len(parsed.problems) == 3
+
+
+def test_forbidden_is_fatal_until_the_store_was_once_authorized() -> None:
+    from leadership import FatalStoreError, TransientStoreError
+    from leadership.errors import error_for_status
+
+    assert type(error_for_status(403, "forbidden")) is FatalStoreError
+    assert type(error_for_status(401, "unauthorized")) is FatalStoreError
+    after = error_for_status(403, "forbidden", authorized_before=True)
+    assert type(after) is TransientStoreError and after.status == 403
+    assert "after an API server restart" in str(after)
+    assert type(error_for_status(404, "gone", authorized_before=True)).__name__ == (
+        "NotFoundError")

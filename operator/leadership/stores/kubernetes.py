@@ -36,6 +36,7 @@ class KubernetesLeaseStore:
         self.namespace = validate_namespace(namespace)
         self.request_timeout = validate_seconds(request_timeout, "request_timeout")
         self._rng = random.Random()
+        self._authorized = False  # once a request succeeded, a 401/403 is transient
 
     def __repr__(self) -> str:
         return f"KubernetesLeaseStore({self.api.configuration.host}, namespace={self.namespace!r})"
@@ -63,7 +64,9 @@ class KubernetesLeaseStore:
                 payload = b""
             finally:
                 response.release()
-            raise error_for_status(response.status, status_message(response.status, payload))
+            raise error_for_status(response.status, status_message(response.status, payload),
+                                   authorized_before=self._authorized)
+        self._authorized = True
         return response
 
     async def _call(self, method: str, path: str, body: JSONDict | None = None) -> JSONDict:

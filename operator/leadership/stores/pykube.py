@@ -41,6 +41,7 @@ class PykubeLeaseStore:
         self.namespace = validate_namespace(namespace)
         self.request_timeout = validate_seconds(request_timeout, "request_timeout")
         self._rng = random.Random()
+        self._authorized = False  # once a request succeeded, a 401/403 is transient
 
     def __repr__(self) -> str:
         return f"PykubeLeaseStore({self.http.url}, namespace={self.namespace!r})"
@@ -56,7 +57,9 @@ class PykubeLeaseStore:
             body = response.content
             response.close()
             raise error_for_status(response.status_code,
-                                   status_message(response.status_code, body))
+                                   status_message(response.status_code, body),
+                                   authorized_before=self._authorized)
+        self._authorized = True
         return response
 
     def _call(self, method: str, url: str, body: JSONDict | None = None) -> JSONDict:
