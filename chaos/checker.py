@@ -21,7 +21,7 @@ Violations (each with its times):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -114,9 +114,12 @@ def label_periods(changes: Iterable[tuple[float, str, str | None]],
 
 
 def stale_leader_labels(changes: list[tuple[float, str, str | None]], terms: list[Term],
-                        label_grace: float, end: float) -> list[Violation]:
+                        label_grace: float, end: float,
+                        excused: Sequence[tuple[float, float]] = ()) -> list[Violation]:
     """Rule 4: a leader label outlives its pod's Lease (`Term.lease_until`) by no more than
-    `label_grace`, unless a term of that pod covers the time."""
+    `label_grace`, unless a term of that pod covers the time. A label whose deadline falls
+    in an `excused` window (the operator itself, or the API server, under a fault) is
+    reported as rule "late-label-excused" instead."""
     found = []
     for pod, start, stop in label_periods(changes, end):
         covered = start
@@ -124,10 +127,13 @@ def stale_leader_labels(changes: list[tuple[float, str, str | None]], terms: lis
             if term.start > covered + label_grace:
                 break
             covered = max(covered, term.lease_until)
-        if stop > covered + label_grace:
-            found.append(Violation("stale-leader-label", covered + label_grace,
+        deadline = covered + label_grace
+        if stop > deadline:
+            rule = ("late-label-excused" if any(a <= deadline <= b for a, b in excused)
+                    else "stale-leader-label")
+            found.append(Violation(rule, deadline,
                                    f"{pod} labelled leader until {stop:.3f}, its Lease ran "
-                                   f"out by {covered:.3f}", (pod,)))
+                                   f"out by {covered:.3f} ({stop - covered:.2f}s)", (pod,)))
     return found
 
 
