@@ -14,8 +14,8 @@ Violations (each with its times):
 1. two candidates' terms overlap by more than `allowance` seconds;
 2. a fencing token that does not grow when the holder changes (or ever shrinks);
 3. two pods labelled ``leader`` at once;
-4. a pod labelled ``leader`` more than `label_grace` seconds after its candidate's Lease
-   ran out (its last renewal + the Lease duration), without a new term;
+4. a pod labelled ``leader`` more than `label_grace` seconds after its Lease ran out (the
+   last change of the Lease naming it, as a watch saw it, + the Lease duration);
 5. no leader for longer than ``ttl + 1`` seconds after the faults stopped.
 """
 
@@ -116,24 +116,30 @@ def label_periods(changes: Iterable[tuple[float, str, str | None]],
 def stale_leader_labels(changes: list[tuple[float, str, str | None]], terms: list[Term],
                         label_grace: float, end: float,
                         excused: Sequence[tuple[float, float]] = ()) -> list[Violation]:
-    """Rule 4: a leader label outlives its pod's Lease (`Term.lease_until`) by no more than
-    `label_grace`, unless a term of that pod covers the time. A label whose deadline falls
-    in an `excused` window (the operator itself, or the API server, under a fault) is
-    reported as rule "late-label-excused" instead."""
+    """Rule 4: while a pod is labelled leader, its Lease must be alive: every moment of the
+    label lies within `label_grace` of some term of that pod (`Term.start` to
+    `Term.lease_until`). Each gap is a violation, or, when its deadline falls in an
+    `excused` window (the operator itself, or the API server, under a fault), a
+    "late-label-excused" finding."""
     found = []
     for pod, start, stop in label_periods(changes, end):
         covered = start
+        gaps: list[tuple[float, float]] = []
         for term in sorted((t for t in terms if t.pod == pod), key=lambda t: t.start):
-            if term.start > covered + label_grace:
+            if term.start >= stop:
                 break
+            if term.start > covered + label_grace:
+                gaps.append((covered, term.start))
             covered = max(covered, term.lease_until)
-        deadline = covered + label_grace
-        if stop > deadline:
+        if stop > covered + label_grace:
+            gaps.append((covered, stop))
+        for since, until in gaps:
+            deadline = since + label_grace
             rule = ("late-label-excused" if any(a <= deadline <= b for a, b in excused)
                     else "stale-leader-label")
             found.append(Violation(rule, deadline,
-                                   f"{pod} labelled leader until {stop:.3f}, its Lease ran "
-                                   f"out by {covered:.3f} ({stop - covered:.2f}s)", (pod,)))
+                                   f"{pod} labelled leader at {until:.3f}, its Lease ran "
+                                   f"out by {since:.3f} ({until - since:.2f}s)", (pod,)))
     return found
 
 

@@ -359,6 +359,21 @@ class Run:
         left = [m.name for m in self.members.values() if m.proc and m.proc.poll() is None]
         return self.judge(schedule, faults_end, end, left)
 
+    def lease_sightings(self) -> list[checker.Term]:
+        """Every change of the Lease a watch saw, as the pod it named: the label may stay
+        until that sighting + TTL (the operator's contract: expiry as observed)."""
+        holders = [(t, h) for t, name, h in self.recorder.holders if name == LEASE]
+        seen = []
+        for at, name in self.recorder.renewals:
+            if name != LEASE:
+                continue
+            holder = next((h for t, h in reversed(holders) if t <= at), "")
+            pod = next((m.name for m in self.members.values() if holder and (
+                holder == m.name or holder.startswith(m.name + "_"))), None)
+            if pod is not None:
+                seen.append(checker.Term(pod, pod, at, at, lease_end=at + TTL))
+        return seen
+
     def operator_disrupted(self) -> list[tuple[float, float]]:
         """When the operator could not keep the 1 s promise: from a fault on an operator
         replica (or on the API server, etcd, or the CPU) until the standby's own Lease has
@@ -389,8 +404,9 @@ class Run:
                     if any(kind[w] != "python" for w in v.who)]
                  + checker.fencing(t for t in terms if t.token is not None)
                  + checker.two_leader_labels(self.recorder.roles)
-                 + checker.stale_leader_labels(self.recorder.roles, terms, label_grace=1.0,
-                                               end=end, excused=self.operator_disrupted())
+                 + checker.stale_leader_labels(self.recorder.roles, self.lease_sightings(),
+                                               label_grace=1.0, end=end,
+                                               excused=self.operator_disrupted())
                  + checker.leaderless(terms, faults_end, end, TTL + 1.0))
         # What the client-go peer itself believes is client-go's behaviour, not ours: kept
         # and reported, but it does not fail the run.

@@ -77,13 +77,14 @@ class Recorder:
         last: dict[str, tuple[str, int]] = {}
 
         def on(kind: str, lease: Any) -> None:
-            self.renewals.append((time.monotonic(), lease.metadata.name))
+            now = time.monotonic()  # one time for both lists: a new term's first sighting
+            self.renewals.append((now, lease.metadata.name))
             holder = "" if kind == "DELETED" else (lease.spec.holder_identity or "")
             # A new term of the same holder (it re-took its Lease) counts as a change too.
             term = (holder, 0 if kind == "DELETED" else lease.spec.lease_transitions or 0)
             if last.get(lease.metadata.name) != term:
                 last[lease.metadata.name] = term
-                self.holders.append((time.monotonic(), lease.metadata.name, holder))
+                self.holders.append((now, lease.metadata.name, holder))
 
         self._stream(kubernetes.client.CoordinationV1Api(self.api).list_namespaced_lease, on)
 

@@ -51,6 +51,14 @@ def test_a_leader_label_may_outlive_the_lease_by_the_grace_only() -> None:
     never_led = [(1.0, "x", "leader"), (5.0, "x", "follower")]
     assert len(stale_leader_labels(never_led, terms, 1, 20)) == 1
     assert label_periods([(1.0, "a", "leader")], 20) == [("a", 1.0, 20)]
+    # A gap in the middle of one label period is caught too, not only at its end.
+    renewed = [Term("a", "a", 0, 0, lease_end=4), Term("a", "a", 7, 7, lease_end=11)]
+    [v] = stale_leader_labels([(1.0, "a", "leader"), (10.0, "a", "follower")], renewed, 1,
+                              20)
+    assert v.at == 5 and "(3.00s)" in v.detail
+    [e] = stale_leader_labels([(1.0, "a", "leader"), (10.0, "a", "follower")], renewed, 1,
+                              20, excused=[(4.5, 6)])
+    assert e.rule == "late-label-excused"
 
 
 def test_gaps_without_a_leader_after_the_faults_are_caught() -> None:
