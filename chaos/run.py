@@ -436,6 +436,20 @@ class Run:
                 "watch_errors": self.recorder.watch_errors, "t0": self.t0}
 
 
+WHAT_IS_CHECKED = """\
+Set-up: 5 candidates on one Lease (c0, c3 on `kubernetes.aio`, c1, c2 on pykube-ng, c4 the
+client-go peer; c1's wall clock an hour ahead and c3's an hour behind, through libfaketime),
+the sidecar s0, and 2 operator replicas; c0, c2 and operator op-0 reach the API server
+through fault proxies. The checker fails the run on: two candidates believing they lead at
+once (our candidates' belief is exact: from the winning write's send time to `leading_until`;
+0 ms allowed), a fencing token that does not grow with a new holder, two pods labelled
+`leader` at once, a `leader` label more than 1 s past its Lease's expiry as a watch saw it,
+more than TTL + 1 s without a leader after the faults, an unasked exit of any process, or a
+process left running. Not checked: what an application does with its belief (that is what
+fencing tokens are for), and clock *rate* skew beyond what a frozen or starved process
+shows."""
+
+
 def report(r: dict[str, Any], command: str) -> str:
     kinds = collections.Counter(f.kind for f, hit in r["done"] if not hit.startswith("skipped"))
     skipped = [f"{f.kind} ({hit})" for f, hit in r["done"] if hit.startswith("skipped")]
@@ -448,6 +462,7 @@ def report(r: dict[str, Any], command: str) -> str:
         f"(seed {r['seed']}, {r['seconds']:.0f} s, Lease {TTL} s).", "",
         f"{verdict}: {len(r['violations'])} violations, {len(r['crashes'])} unasked exits, "
         f"{len(r['left'])} processes left running.", "",
+        WHAT_IS_CHECKED, "",
         "| faults injected | count |", "| --- | ---: |",
         *(f"| {k} | {n} |" for k, n in sorted(kinds.items())), "",
         f"Terms of leadership seen: {len(r['terms'])} ("
