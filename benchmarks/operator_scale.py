@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import json
 import os
@@ -180,7 +181,7 @@ async def measure(api: Api, client: Any, kubeconfig: Path, elections: int, pid: 
     names = [f"e{i:04d}" for i in range(elections)]
     flips: list[float] = []
     pending: dict[str, tuple[str, float]] = {}  # election -> (new leader pod, flip written at)
-    stop, stop_watching = asyncio.Event(), asyncio.Event()
+    stop, stop_watching, none_pending = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     async def flipper() -> None:
         while not stop.is_set():
@@ -223,6 +224,8 @@ async def measure(api: Api, client: Any, kubeconfig: Path, elections: int, pid: 
             if (pod["metadata"].get("labels") or {}).get(ROLE) == "leader" and (
                     pending.get(election, ("", 0))[0] == name):
                 flips.append(time.monotonic() - pending.pop(election)[1])
+                if stop.is_set() and not pending:
+                    none_pending.set()
 
     inside0 = latency_buckets(18181)
     cpu0, wall0 = proc_cpu_seconds(pid), time.monotonic()
@@ -241,9 +244,9 @@ async def measure(api: Api, client: Any, kubeconfig: Path, elections: int, pid: 
     rss, peak = proc_rss_mib(pid)
     inside1 = latency_buckets(18181)
     inside = {b: inside1[b] - inside0.get(b, 0) for b in inside1}
-    deadline = time.monotonic() + 5  # the last flips' labels, still watched
-    while pending and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    if pending:  # the last flips' labels, still watched
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(none_pending.wait(), 5)
     stop_watching.set()
     for task in tasks:
         task.cancel()
