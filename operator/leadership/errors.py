@@ -17,6 +17,9 @@ what to retry without importing any client library:
 
 from __future__ import annotations
 
+import re
+from collections.abc import Collection
+
 
 class LeadershipError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -57,16 +60,29 @@ class DuplicateIdentityError(FatalStoreError):
     identity (the default, ``<pod>_<uuid>``, is unique per process)."""
 
 
-def error_for_status(status: int, message: str, *, authorized_before: bool = False
-                     ) -> StoreError:
+_DENIED_VERB = re.compile(r"cannot (\w+) resource")
+_VERBS = {"GET": "get", "PUT": "update", "POST": "create", "DELETE": "delete",
+          "PATCH": "patch"}
+
+
+def request_verb(method: str, watch: bool = False) -> str:
+    """The RBAC verb of a request to the Leases API."""
+    return "watch" if watch else _VERBS.get(method, method.lower())
+
+
+def error_for_status(status: int, message: str, *,
+                     authorized_verbs: Collection[str] = ()) -> StoreError:
     """Map an HTTP status from the API server to the matching `StoreError` subclass.
 
-    401 and 403 are fatal (misconfigured credentials or RBAC), unless the same store was
-    authorized before: then they are transient, because an API server that has just
-    restarted answers 403 until its authorizer has loaded the RBAC rules."""
-    if status in (401, 403) and authorized_before:
-        return TransientStoreError(f"{message} (this store was authorized before: retried, "
-                                   "as after an API server restart)", status=status)
+    401 and 403 are fatal (misconfigured credentials or RBAC), unless the store was granted
+    the same verb before (`authorized_verbs`): an API server that has just restarted
+    answers 403 until its authorizer has loaded the RBAC rules, and that heals. A verb never
+    granted (a create-on-update after the Lease was deleted, say) stays fatal."""
+    if status in (401, 403) and authorized_verbs:
+        denied = _DENIED_VERB.search(message)
+        if status == 401 or (denied is not None and denied.group(1) in authorized_verbs):
+            return TransientStoreError(f"{message} (granted before: retried, as after an "
+                                       "API server restart)", status=status)
     if status == 409:
         return ConflictError(message, status=status)
     if status == 404:

@@ -79,14 +79,21 @@ def test_parse_reports_problems_without_raising() -> None:
     assert len(parsed.problems) == 3
 
 
-def test_forbidden_is_fatal_until_the_store_was_once_authorized() -> None:
+def test_forbidden_is_transient_only_for_a_verb_granted_before() -> None:
     from leadership import FatalStoreError, TransientStoreError
-    from leadership.errors import error_for_status
+    from leadership.errors import error_for_status, request_verb
 
-    assert type(error_for_status(403, "forbidden")) is FatalStoreError
+    denied_get = ('leases.coordination.k8s.io "x" is forbidden: User "u" cannot get resource '
+                  '"leases" in API group "coordination.k8s.io" in the namespace "n"')
+    assert type(error_for_status(403, denied_get)) is FatalStoreError
     assert type(error_for_status(401, "unauthorized")) is FatalStoreError
-    after = error_for_status(403, "forbidden", authorized_before=True)
+    after = error_for_status(403, denied_get, authorized_verbs={"get", "update"})
     assert type(after) is TransientStoreError and after.status == 403
     assert "after an API server restart" in str(after)
-    assert type(error_for_status(404, "gone", authorized_before=True)).__name__ == (
-        "NotFoundError")
+    denied_create = denied_get.replace("cannot get", "cannot create")
+    assert type(error_for_status(403, denied_create, authorized_verbs={"get", "update"})) is (
+        FatalStoreError)  # never granted: a create-on-update after a deletion
+    assert type(error_for_status(401, "unauthorized", authorized_verbs={"get"})) is (
+        TransientStoreError)
+    assert [request_verb("GET"), request_verb("GET", watch=True), request_verb("PUT"),
+            request_verb("POST")] == ["get", "watch", "update", "create"]

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 from kubernetes.aio.client import ApiClient
 
-from ..errors import StoreError, TransientStoreError, error_for_status
+from ..errors import StoreError, TransientStoreError, error_for_status, request_verb
 from ..validation import check_client, validate_namespace, validate_seconds
 from . import WATCH_SECONDS, JSONDict, WatchEvent
 from ._wire import (
@@ -36,7 +36,7 @@ class KubernetesLeaseStore:
         self.namespace = validate_namespace(namespace)
         self.request_timeout = validate_seconds(request_timeout, "request_timeout")
         self._rng = random.Random()
-        self._authorized = False  # once a request succeeded, a 401/403 is transient
+        self._granted: set[str] = set()  # verbs that succeeded: a 403 on them is transient
 
     def __repr__(self) -> str:
         return f"KubernetesLeaseStore({self.api.configuration.host}, namespace={self.namespace!r})"
@@ -65,8 +65,8 @@ class KubernetesLeaseStore:
             finally:
                 response.release()
             raise error_for_status(response.status, status_message(response.status, payload),
-                                   authorized_before=self._authorized)
-        self._authorized = True
+                                   authorized_verbs=self._granted)
+        self._granted.add(request_verb(method, any(k == "watch" for k, _ in query or [])))
         return response
 
     async def _call(self, method: str, path: str, body: JSONDict | None = None) -> JSONDict:

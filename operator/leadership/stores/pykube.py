@@ -19,7 +19,7 @@ from typing import Any
 import pykube
 import requests
 
-from ..errors import StoreError, TransientStoreError, error_for_status
+from ..errors import StoreError, TransientStoreError, error_for_status, request_verb
 from ..validation import check_client, validate_namespace, validate_seconds
 from . import WATCH_SECONDS, JSONDict, WatchEvent
 from ._wire import (
@@ -41,7 +41,7 @@ class PykubeLeaseStore:
         self.namespace = validate_namespace(namespace)
         self.request_timeout = validate_seconds(request_timeout, "request_timeout")
         self._rng = random.Random()
-        self._authorized = False  # once a request succeeded, a 401/403 is transient
+        self._granted: set[str] = set()  # verbs that succeeded: a 403 on them is transient
 
     def __repr__(self) -> str:
         return f"PykubeLeaseStore({self.http.url}, namespace={self.namespace!r})"
@@ -58,8 +58,8 @@ class PykubeLeaseStore:
             response.close()
             raise error_for_status(response.status_code,
                                    status_message(response.status_code, body),
-                                   authorized_before=self._authorized)
-        self._authorized = True
+                                   authorized_verbs=self._granted)
+        self._granted.add(request_verb(method, bool((kwargs.get("params") or {}).get("watch"))))
         return response
 
     def _call(self, method: str, url: str, body: JSONDict | None = None) -> JSONDict:
