@@ -262,13 +262,7 @@ class Run:
 
     def inject(self, fault: Fault) -> str:
         kind, target = fault.kind, fault.target
-        if kind == "kill-candidate":
-            member = self.members[target]
-            member.signal(signal.SIGKILL)
-            time.sleep(fault.seconds)
-            member.start()
-            return target
-        if kind == "kill-operator":
+        if kind in ("kill-candidate", "kill-operator"):
             member = self.members[target]
             member.signal(signal.SIGKILL)
             time.sleep(fault.seconds)

@@ -77,6 +77,12 @@ def _existing_file(value: str) -> Path:
     return path
 
 
+def _kubeconfig_flag(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--kubeconfig", type=_existing_file, default=None,
+                         help="kubeconfig file (default: $KUBECONFIG, then in-cluster, then "
+                         "~/.kube/config)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="leadership", description="Leader election on Kubernetes "
                                 "Leases: the operator that labels leader pods, a sidecar for "
@@ -87,9 +93,7 @@ def parser() -> argparse.ArgumentParser:
         description="Label every member pod of every election leader, stale or follower, "
         "decided from the election's Lease. Pods join an election with the label "
         "<prefix>/election: <lease name>; the Lease is in the pod's namespace.")
-    op.add_argument("--kubeconfig", type=_existing_file, default=None,
-                    help="kubeconfig file (default: $KUBECONFIG, then in-cluster, then "
-                    "~/.kube/config)")
+    _kubeconfig_flag(op)
     scope = op.add_mutually_exclusive_group()
     scope.add_argument("--namespace", dest="namespaces", action="append", type=_namespace,
                        default=[], metavar="NS",
@@ -135,9 +139,7 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("--identity", default=None,
                     help="this candidate's identity (default: $POD_NAME, else the hostname, "
                     "which is the pod name in a pod)")
-    sc.add_argument("--kubeconfig", type=_existing_file, default=None,
-                    help="kubeconfig file (default: $KUBECONFIG, then in-cluster, then "
-                    "~/.kube/config)")
+    _kubeconfig_flag(sc)
     sc.add_argument("--port", type=_port, default=4040,
                     help="port of /leader, /healthz and /metrics (default: 4040)")
     sc.add_argument("--lease-seconds", type=int, default=15, choices=range(2, 3601),
@@ -153,9 +155,7 @@ def parser() -> argparse.ArgumentParser:
         "holder, the pod labelled leader, seconds since the last renewal by this machine's "
         "clock, transitions, member count, and any disagreement between the Lease and the "
         "labels, marked with '!'.")
-    st.add_argument("--kubeconfig", type=_existing_file, default=None,
-                    help="kubeconfig file (default: $KUBECONFIG, then in-cluster, then "
-                    "~/.kube/config)")
+    _kubeconfig_flag(st)
     st_scope = st.add_mutually_exclusive_group()
     st_scope.add_argument("-n", "--namespace", dest="namespaces", action="append",
                           type=_namespace, default=[], metavar="NS",
