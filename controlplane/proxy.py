@@ -7,7 +7,8 @@ that client opens goes through it. Then, per connection or for all established o
   connection behaves (a dead NAT entry, a peer that froze): reads hang, nothing errors.
   Connections opened afterwards are forwarded normally.
 - `reset()`: abort with a TCP RST, as a restarted middlebox does.
-- `latency`: a delay added before each chunk is forwarded, in both directions.
+- `latency`: a delay added to each chunk, in both directions, pipelined as on a long wire
+  (a round trip takes at least twice it).
 
 TLS passes through untouched (the proxy only moves bytes), so the API server's certificate
 must name the address the client dials: 127.0.0.1, which the test PKI includes.
@@ -59,7 +60,6 @@ class TcpProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy",
                                         daemon=True)
         self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[Any]] = set()
         #: while True, every new connection is blackholed as it opens (see `partition`).
         self.partitioned = False
 
@@ -82,11 +82,16 @@ class TcpProxy:
         async def shutdown() -> None:
             if self._server is not None:
                 self._server.close()
-            for link in list(self._links.values()):
-                _abort(link)
-            for handler in self._handlers:
-                handler.cancel()
-            await asyncio.gather(*self._handlers, return_exceptions=True)
+            # Every task of this loop, not only the handlers seen so far: a connection
+            # accepted just before the close has a handler task that has not started yet,
+            # and a task left pending would be destroyed with the closed loop.
+            while others := asyncio.all_tasks() - {asyncio.current_task()}:
+                for link in list(self._links.values()):
+                    _abort(link)
+                for task in others:
+                    task.cancel()
+                await asyncio.gather(*others, return_exceptions=True)
+            await asyncio.sleep(0)  # let the aborted transports' callbacks run
 
         self._call(shutdown())
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -181,10 +186,6 @@ class TcpProxy:
         return sorted(self._links.values(), key=lambda link: link.id)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        handler = asyncio.current_task()
-        if handler is not None:
-            self._handlers.add(handler)
-            handler.add_done_callback(self._handlers.discard)
         try:
             await self._forward(reader, writer)
         except asyncio.CancelledError:
@@ -210,15 +211,33 @@ class TcpProxy:
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                     link: Link) -> None:
+        """Forward one direction. Each chunk leaves `latency` seconds after it arrived,
+        pipelined as on a long wire: chunks in flight do not wait for one another."""
+        loop = asyncio.get_running_loop()
+        in_flight: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def receive() -> None:
+            try:
+                while not link.blackholed:
+                    data = await reader.read(65536)
+                    if not data:
+                        break
+                    in_flight.put_nowait((loop.time() + self.latency, data))
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                in_flight.put_nowait((loop.time() + self.latency, b""))  # the end, in order
+
+        receiver = asyncio.ensure_future(receive())
         try:
             while not link.done.is_set():
-                data = await reader.read(65536)
-                if not data:
-                    break
-                if self.latency > 0:
-                    await asyncio.sleep(self.latency)
+                due, data = await in_flight.get()
+                if due > loop.time():
+                    await asyncio.sleep(due - loop.time())
                 if link.blackholed:
                     await link.done.wait()  # swallow it and hold the connection open
+                    break
+                if not data:
                     break
                 writer.write(data)
                 link.forwarded += len(data)
@@ -226,6 +245,8 @@ class TcpProxy:
         except (ConnectionError, OSError):
             pass
         finally:
+            receiver.cancel()
+            await asyncio.gather(receiver, return_exceptions=True)
             link.done.set()
             if not link.blackholed:
                 try:
