@@ -412,8 +412,17 @@ class Candidate:
                     if not self._may_take(seen, self.clock.now()):
                         continue  # the watch was stale: the holder is alive
                 sent = self.clock.now()
-                await race(self.clock, self._lock.acquire(seen.lease, t.ttl),
-                           sent + t.renew_deadline)
+                # Bounded by the store's request_timeout only, not cut at renew_deadline: a
+                # late answer is still worth having (see `_late`), and a cancelled request
+                # costs its connection, so the next attempt would pay for a new one (TLS
+                # handshake included) on an API server that is already slow.
+                if not await self._unless_stopped(self._lock.acquire(seen.lease, t.ttl)):
+                    return None
+                while self.clock.now() >= sent + t.renew_deadline:
+                    late = await self._late(sent)
+                    if late is None:
+                        return None
+                    sent = late
             except ConflictError as exc:
                 self.metrics.acquire_conflicts += 1
                 log.debug("%s: lost the race to acquire (%s); re-reading", self._where, exc)
@@ -430,6 +439,39 @@ class Candidate:
                 continue
             return sent
         return None
+
+    async def _late(self, sent: float) -> float | None:
+        """The Lease is ours, but the write that made it so was answered after renew_deadline:
+        a term counts from when its write was sent, so this one would already be over.
+        Renew (on the cached Lease, from the warm connection) and return when that was sent;
+        None if stopped first.
+
+        While every round trip takes longer than renew_deadline, this repeats and nobody
+        leads, though the Lease names this candidate: the safe side, and all a slow API server
+        can cost."""
+        self.metrics.late_acquisitions += 1
+        log.warning("%s: the write taking the lease was answered %.2fs after it was sent, "
+                    "past renew_deadline (%.2fs): too late for its term to count; renewing",
+                    self._where, self.clock.now() - sent, self.timing.renew_deadline)
+        sent = self.clock.now()
+        return sent if await self._unless_stopped(self._lock.renew()) else None
+
+    async def _unless_stopped(self, request: Awaitable[object]) -> bool:
+        """Await `request` (which the store bounds by its request_timeout): True once it is
+        answered, False if `stop()` came first (the request is then cancelled)."""
+        answer = asyncio.ensure_future(request)
+        stopping = asyncio.ensure_future(self._stop.wait())
+        try:
+            done, _ = await asyncio.wait({answer, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (stopping, answer):
+                if not waiter.done():
+                    waiter.cancel()
+            await asyncio.gather(stopping, answer, return_exceptions=True)
+        if answer not in done:
+            return False
+        answer.result()  # raises the request's error
+        return True
 
     def _may_take(self, seen: Observation, now: float) -> bool:
         """Free, expired, or held under our identity by this very process."""

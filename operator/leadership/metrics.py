@@ -27,6 +27,9 @@ class CandidateMetrics:
     renew_failures: int = 0
     #: acquisitions lost to another writer (409) before they landed.
     acquire_conflicts: int = 0
+    #: acquisitions answered after renew_deadline, too late to count (a term counts from
+    #: when its write was sent), so renewed first: the API server is slow for this ttl.
+    late_acquisitions: int = 0
     #: seconds the last successful renewal took, request to answer.
     last_renewal_latency: float | None = None
     #: why it last stepped down: "lost", "resign" or "stop".

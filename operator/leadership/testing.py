@@ -157,11 +157,11 @@ class FaultyStore:
 
     async def create(self, lease: JSONDict) -> JSONDict:
         await self._gate("create")
-        return await self.inner.create(lease)
+        return await self._answer("create", await self.inner.create(lease))
 
     async def replace(self, lease: JSONDict) -> JSONDict:
         await self._gate("replace")
-        return await self.inner.replace(lease)
+        return await self._answer("replace", await self.inner.replace(lease))
 
     async def watch(self, name: str, resource_version: str | None) -> AsyncIterator[WatchEvent]:
         await self._gate("watch")

@@ -99,6 +99,9 @@ class CandidateCollector(Collector):
                       "Failed renewal attempts, retried until the deadline", m.renew_failures)
         yield counter("leadership_candidate_acquire_conflicts_total",
                       "Acquisitions lost to another writer (409)", m.acquire_conflicts)
+        yield counter("leadership_candidate_late_acquisitions_total",
+                      "Acquisitions answered after the renew deadline, too late to count",
+                      m.late_acquisitions)
         if m.last_renewal_latency is not None:
             yield gauge("leadership_candidate_last_renewal_seconds",
                         "Duration of the last successful renewal, request to answer",

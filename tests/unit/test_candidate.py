@@ -135,6 +135,61 @@ async def test_a_hung_renewal_still_steps_down_at_the_deadline(
     await a.stop()
 
 
+async def test_an_acquisition_answered_in_time_counts_from_when_it_was_sent(
+        clock: ManualClock, store: MemoryLeaseStore) -> None:
+    slow = FaultyStore(store)
+    slow.hold.add("create")  # the Lease is created at 1000; the answer comes at 1009
+    a = candidate(slow, "a", clock)
+    rec = Recorder(a, clock).start()
+    await clock.advance(9)
+    assert not a.is_leader and spec(store)["holderIdentity"] == "a"
+    slow.heal()
+    slow.hold.add("replace")  # and no renewal is answered
+    await clock.settle()
+    assert rec.values == [False, True] and rec.times[-1] == 1009
+    assert a.leading_until == 1010 and a.metrics.late_acquisitions == 0
+    await clock.advance(1)
+    assert rec.values == [False, True, False] and rec.times[-1] == 1010
+    slow.heal()
+    await a.stop()
+
+
+async def test_an_acquisition_answered_too_late_leads_only_from_a_renewal_in_time(
+        clock: ManualClock, store: MemoryLeaseStore, caplog: pytest.LogCaptureFixture) -> None:
+    slow = FaultyStore(store)
+    slow.hold.add("create")  # landed at 1000, answered at 1012: past renew_deadline (10)
+    a = candidate(slow, "a", clock)
+    rec = Recorder(a, clock).start()
+    await clock.advance(12)
+    assert not a.is_leader and rec.values == [False]
+    slow.heal()
+    slow.hold.add("replace")  # the confirming renewal, sent at 1012, is answered at 1014
+    await clock.settle()
+    assert not a.is_leader and slow.calls.get("replace") == 1
+    await clock.advance(2)
+    slow.heal()
+    await clock.settle()
+    assert rec.values == [False, True] and rec.times[-1] == 1014
+    assert a.leading_until == 1022  # counted from the renewal's send time, 1012
+    assert a.metrics.late_acquisitions == 1 and a.metrics.acquisitions == 1
+    assert "past renew_deadline" in caplog.text
+    await a.stop()
+
+
+async def test_stop_ends_a_hung_acquisition_at_once(clock: ManualClock,
+                                                    store: MemoryLeaseStore) -> None:
+    # A store bounds its own requests (request_timeout); the candidate waits for the answer,
+    # however late, but never past a stop.
+    hung = FaultyStore(store)
+    hung.hang.add("create")
+    a = candidate(hung, "a", clock)
+    rec = Recorder(a, clock).start()
+    await clock.advance(60)
+    assert hung.calls["create"] == 1 and rec.values == [False]
+    await asyncio.wait_for(a.stop(), timeout=1)  # real seconds: the ManualClock stands still
+    assert rec.values == [False] and store.peek(KEY) is None
+
+
 async def test_concurrent_acquisitions_conflict_and_exactly_one_wins(
         clock: ManualClock, store: MemoryLeaseStore) -> None:
     await store.put_raw({"metadata": {"name": KEY},
