@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,18 @@ def service_account_kubeconfig(admin_kubeconfig: Path, namespace: str, name: str
     }
     out.write_text(json.dumps(config))
     return out
+
+
+def wait_until_allowed(cp: ControlPlane, kubeconfig: Path, verb: str, resource: str,
+                       within: float = 10.0) -> None:
+    """Wait until `kubectl auth can-i verb resource` says yes for `kubeconfig`: RBAC just
+    applied takes a moment to reach the authorizer's cache."""
+    deadline = time.monotonic() + within
+    while cp.kubectl(f"--kubeconfig={kubeconfig}", "auth", "can-i", verb, resource,
+                     check=False).stdout.strip() != "yes":
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{kubeconfig}: may not {verb} {resource} after {within} s")
+        time.sleep(0.05)
 
 
 def kubeconfig_via(proxy: TcpProxy, kubeconfig: Path, out: Path) -> Path:

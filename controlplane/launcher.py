@@ -35,6 +35,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import build
 
@@ -49,6 +50,19 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM,
+                 grace: float = 15.0) -> int:
+    """Send `sig` to `proc` unless it has exited, give it `grace` seconds, then SIGKILL it.
+    Returns its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -221,12 +235,7 @@ class ControlPlane:
         """Stop one component (SIGTERM, SIGKILL after 3 s); return its flags for a restart.
         Safe from any thread (tests run it off their event loop)."""
         old = self._component(name)
-        old.popen.terminate()
-        try:
-            old.popen.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            old.popen.kill()
-            old.popen.wait()
+        stop_process(old.popen, grace=3)
         self._procs.remove(old)
         return old.args
 

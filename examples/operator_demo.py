@@ -34,7 +34,7 @@ from pathlib import Path
 import kubernetes
 
 from controlplane.cluster import service_account_kubeconfig, sync_client
-from controlplane.launcher import ControlPlane, free_port
+from controlplane.launcher import ControlPlane, free_port, stop_process
 from controlplane.recorder import Recorder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,13 +67,7 @@ class Proc:
             return ""
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, sig)
 
 
 class Demo:

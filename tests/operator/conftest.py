@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,7 +24,8 @@ import kubernetes
 import pytest
 
 from controlplane import build
-from controlplane.cluster import Cluster, service_account_kubeconfig
+from controlplane.cluster import Cluster, service_account_kubeconfig, wait_until_allowed
+from controlplane.launcher import free_port, stop_process
 from controlplane.recorder import Recorder
 from leadership.testing import ManualClock
 
@@ -48,20 +48,8 @@ def operator_kubeconfig(cluster: Cluster, tmp_path_factory: pytest.TempPathFacto
     path = service_account_kubeconfig(cluster.kubeconfig, "leadership-system",
                                       "leadership-operator",
                                       tmp_path_factory.mktemp("op") / "kubeconfig", create=False)
-    deadline = time.monotonic() + 10
-    while cp.kubectl(f"--kubeconfig={path}", "auth", "can-i", "patch", "pods",
-                     check=False).stdout.strip() != "yes":
-        assert time.monotonic() < deadline, "the operator's RBAC never took effect"
-        time.sleep(0.05)
+    wait_until_allowed(cp, path, "patch", "pods")
     return path
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -90,13 +78,7 @@ class OperatorProcess:
             return int(exc.code)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, sig)
 
 
 @pytest.fixture

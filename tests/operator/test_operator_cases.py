@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import kubernetes
 import pytest
 
 from controlplane.cluster import Cluster, kubeconfig_via, proxy_to
+from controlplane.proxy import TcpProxy
 from tests.operator.conftest import (
     ROLE,
     ROOT,
@@ -186,20 +188,40 @@ def test_an_opted_in_holder_is_deleted_when_its_lease_expires_under_it(
         cp.kubectl("delete", "-f", str(overlay / "delete-pods-rbac.yaml"))
 
 
+ProxiedOperator = Callable[..., AbstractContextManager[tuple[OperatorProcess, TcpProxy]]]
+
+
+@pytest.fixture
+def proxied_operator(cluster: Cluster, namespace: str, core_api: kubernetes.client.ApiClient,
+                     operator_kubeconfig: Path, tmp_path: Path,
+                     start_operator: Callable[..., OperatorProcess], candidates: Candidates,
+                     recorder: Recorder) -> ProxiedOperator:
+    """Pods web-0 and web-1, an operator reaching the API server through a fault proxy (its
+    own Lease renewed every 5 s only), and web-0 leading and labelled so."""
+
+    @contextmanager
+    def start(identity: str, *extra: str) -> Iterator[tuple[OperatorProcess, TcpProxy]]:
+        make_pods(core_api, namespace, ["web-0", "web-1"])
+        with proxy_to(cluster.kubeconfig) as proxy:
+            via = kubeconfig_via(proxy, operator_kubeconfig, tmp_path / "via-proxy")
+            operator = start_operator(namespace, identity, "--lease-seconds=15", *extra,
+                                      kubeconfig=via)
+            candidates.start("web-0")
+            recorder.wait(lambda r: r == {"web-0": "leader", "web-1": "follower"}, 15,
+                          "labels")
+            try:
+                yield operator, proxy
+            finally:
+                operator.stop()  # before its proxy goes away
+
+    return start
+
+
 def test_a_silent_lease_watch_never_takes_the_label_from_a_live_leader(
-        cluster: Cluster, namespace: str, core_api: kubernetes.client.ApiClient,
-        operator_kubeconfig: Path, tmp_path: Path,
-        start_operator: Callable[..., OperatorProcess], candidates: Candidates,
-        recorder: Recorder) -> None:
-    make_pods(core_api, namespace, ["web-0", "web-1"])
-    with proxy_to(cluster.kubeconfig) as proxy:
-        via = kubeconfig_via(proxy, operator_kubeconfig, tmp_path / "via-proxy")
-        # Its own Lease renews rarely (every 5 s), so the busy link is the Lease watch.
-        operator = start_operator(namespace, "op-silent", "--lease-seconds=15",
-                                  kubeconfig=via)
-        candidates.start("web-0")
-        recorder.wait(lambda r: r == {"web-0": "leader", "web-1": "follower"}, 15, "labels")
-        watch = proxy.busiest_link()  # the Lease watch
+        proxied_operator: ProxiedOperator, candidates: Candidates, recorder: Recorder) -> None:
+    with proxied_operator("op-silent") as (_, proxy):
+        # Its own Lease renews rarely, so the busy link is the Lease watch.
+        watch = proxy.busiest_link()
         proxy.blackhole([watch])
         started = time.monotonic()
         while time.monotonic() - started < 3 * TTL:  # several expiries' worth of silence
@@ -210,24 +232,15 @@ def test_a_silent_lease_watch_never_takes_the_label_from_a_live_leader(
         candidates.signal("web-0", signal.SIGTERM)  # the change still arrives (fresh watch)
         recorder.wait(lambda r: r == {"web-0": "follower", "web-1": "leader"}, TTL + 1,
                       "the handover labelled")
-        operator.stop()  # before its proxy goes away
     recorder.never_two_leaders()
 
 
 
 def test_healthz_fails_when_the_operator_is_cut_off_and_no_label_moves(
-        cluster: Cluster, namespace: str, core_api: kubernetes.client.ApiClient,
-        operator_kubeconfig: Path, tmp_path: Path,
-        start_operator: Callable[..., OperatorProcess], candidates: Candidates,
-        recorder: Recorder) -> None:
-    make_pods(core_api, namespace, ["web-0", "web-1"])
-    with proxy_to(cluster.kubeconfig) as proxy:
-        via = kubeconfig_via(proxy, operator_kubeconfig, tmp_path / "via-proxy")
-        silence = 3.0
-        operator = start_operator(namespace, "op-cut", "--lease-seconds=15",
-                                  f"--healthz-silence-seconds={silence}", kubeconfig=via)
-        candidates.start("web-0")
-        recorder.wait(lambda r: r == {"web-0": "leader", "web-1": "follower"}, 15, "labels")
+        proxied_operator: ProxiedOperator, recorder: Recorder) -> None:
+    silence = 3.0
+    with proxied_operator("op-cut", f"--healthz-silence-seconds={silence}") as (operator,
+                                                                                 proxy):
         assert operator.healthz() == 200  # the candidate's renewals keep the watch busy
         proxy.partition()  # every connection of the operator, open or new, goes silent
         cut = time.monotonic()
@@ -237,5 +250,4 @@ def test_healthz_fails_when_the_operator_is_cut_off_and_no_label_moves(
         assert time.monotonic() - cut >= silence - 0.1  # not before the silence it allows
         assert recorder.current() == {"web-0": "leader", "web-1": "follower"}
         assert operator.proc.poll() is None  # cut off is not a crash
-        operator.stop()  # before its proxy goes away
     recorder.never_two_leaders()

@@ -19,8 +19,9 @@ from typing import Any
 import kubernetes
 import pytest
 
-from controlplane.cluster import Cluster, service_account_kubeconfig
-from tests.operator.conftest import ROOT, free_port
+from controlplane.cluster import Cluster, service_account_kubeconfig, wait_until_allowed
+from controlplane.launcher import free_port
+from tests.operator.conftest import ROOT
 
 EXAMPLE = ROOT / "manifests" / "example"
 TTL = 15  # long: a handover faster than this can only be the release
@@ -77,11 +78,7 @@ def example_rights(cluster: Cluster, namespace: str, tmp_path: Path) -> Path:
         cp.kubectl("apply", "-n", namespace, "-f", str(EXAMPLE / name))
     path = service_account_kubeconfig(cluster.kubeconfig, namespace, "web",
                                       tmp_path / "web-kubeconfig", create=False)
-    deadline = time.monotonic() + 10
-    while cp.kubectl(f"--kubeconfig={path}", "auth", "can-i", "update", "leases/web",
-                     check=False).stdout.strip() != "yes":
-        assert time.monotonic() < deadline, "the example's RBAC never took effect"
-        time.sleep(0.05)
+    wait_until_allowed(cp, path, "update", "leases/web")
     return path
 
 
