@@ -83,6 +83,30 @@ def _kubeconfig_flag(command: argparse.ArgumentParser) -> None:
                          "~/.kube/config)")
 
 
+def _scope_flags(command: argparse.ArgumentParser) -> None:
+    scope = command.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", dest="namespaces", action="append",
+                       type=_namespace, default=[], metavar="NS",
+                       help="this namespace (repeatable); default: all namespaces")
+    scope.add_argument("-A", "--all-namespaces", action="store_true",
+                       help="every namespace (the default)")
+
+
+def _lease_seconds_flag(command: argparse.ArgumentParser, what: str) -> None:
+    command.add_argument("--lease-seconds", type=int, default=15, choices=range(2, 3601),
+                         metavar="SECONDS", help=f"{what}, 2 to 3600 (default: 15)")
+
+
+def _label_prefix_flag(command: argparse.ArgumentParser, keys: str) -> None:
+    command.add_argument("--label-prefix", type=_prefix, default=DEFAULT_PREFIX,
+                         help=f"prefix of the {keys} (default: {DEFAULT_PREFIX})")
+
+
+def _log_format_flag(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--log-format", choices=["json", "text"], default="json",
+                         help="structured JSON logs (default) or plain text")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="leadership", description="Leader election on Kubernetes "
                                 "Leases: the operator that labels leader pods, a sidecar for "
@@ -94,12 +118,7 @@ def parser() -> argparse.ArgumentParser:
         "decided from the election's Lease. Pods join an election with the label "
         "<prefix>/election: <lease name>; the Lease is in the pod's namespace.")
     _kubeconfig_flag(op)
-    scope = op.add_mutually_exclusive_group()
-    scope.add_argument("--namespace", dest="namespaces", action="append", type=_namespace,
-                       default=[], metavar="NS",
-                       help="watch this namespace (repeatable); default: all namespaces")
-    scope.add_argument("--all-namespaces", action="store_true",
-                       help="watch every namespace (the default)")
+    _scope_flags(op)
     op.add_argument("--lease-name", type=_lease_name, default="leadership-operator",
                     help="the operator's own Lease, for electing its active replica "
                     "(default: leadership-operator)")
@@ -109,21 +128,16 @@ def parser() -> argparse.ArgumentParser:
     op.add_argument("--identity", default=None,
                     help="this replica's identity (default: $POD_NAME, else "
                     "<hostname>_<uuid>)")
-    op.add_argument("--label-prefix", type=_prefix, default=DEFAULT_PREFIX,
-                    help=f"prefix of the election, role and on-expiry keys (default: "
-                    f"{DEFAULT_PREFIX})")
+    _label_prefix_flag(op, "election, role and on-expiry keys")
     op.add_argument("--resync-seconds", type=_positive, default=60.0,
                     help="put hand-edited labels right at least this often (default: 60)")
     op.add_argument("--http-port", type=_port, default=8080,
                     help="port of /healthz and /metrics (default: 8080)")
-    op.add_argument("--lease-seconds", type=int, default=15, choices=range(2, 3601),
-                    metavar="SECONDS",
-                    help="duration of the operator's own Lease, 2 to 3600 (default: 15)")
+    _lease_seconds_flag(op, "duration of the operator's own Lease")
     op.add_argument("--healthz-silence-seconds", type=_positive, default=180.0,
                     help="/healthz fails once a Lease watch has heard nothing, not even a "
                     "bookmark (about one a minute), for this long (default: 180)")
-    op.add_argument("--log-format", choices=["json", "text"], default="json",
-                    help="structured JSON logs (default) or plain text")
+    _log_format_flag(op)
 
     sc = sub.add_parser(
         "sidecar", help="run a Candidate for this pod and serve GET /leader, for apps in "
@@ -142,12 +156,9 @@ def parser() -> argparse.ArgumentParser:
     _kubeconfig_flag(sc)
     sc.add_argument("--port", type=_port, default=4040,
                     help="port of /leader, /healthz and /metrics (default: 4040)")
-    sc.add_argument("--lease-seconds", type=int, default=15, choices=range(2, 3601),
-                    metavar="SECONDS",
-                    help="leaseDurationSeconds, 2 to 3600; renew deadline and interval follow "
-                    "client-go's ratios (default: 15)")
-    sc.add_argument("--log-format", choices=["json", "text"], default="json",
-                    help="structured JSON logs (default) or plain text")
+    _lease_seconds_flag(sc, "leaseDurationSeconds (renew deadline and interval follow "
+                        "client-go's ratios)")
+    _log_format_flag(sc)
 
     st = sub.add_parser(
         "status", help="one row per election: holder, leader pod, renewal, disagreements",
@@ -156,12 +167,7 @@ def parser() -> argparse.ArgumentParser:
         "clock, transitions, member count, and any disagreement between the Lease and the "
         "labels, marked with '!'.")
     _kubeconfig_flag(st)
-    st_scope = st.add_mutually_exclusive_group()
-    st_scope.add_argument("-n", "--namespace", dest="namespaces", action="append",
-                          type=_namespace, default=[], metavar="NS",
-                          help="this namespace (repeatable); default: all namespaces")
-    st_scope.add_argument("-A", "--all-namespaces", action="store_true",
-                          help="every namespace (the default)")
+    _scope_flags(st)
     st.add_argument("-o", "--output", choices=["table", "json"], default="table",
                     help="a table (default) or JSON for scripts")
     st.add_argument("-w", "--watch", action="store_true",
@@ -170,8 +176,7 @@ def parser() -> argparse.ArgumentParser:
                     help="with --watch, seconds between looks (default: 1)")
     st.add_argument("--all-leases", action="store_true",
                     help="also list Leases that no pod names in an election label")
-    st.add_argument("--label-prefix", type=_prefix, default=DEFAULT_PREFIX,
-                    help=f"prefix of the election and role labels (default: {DEFAULT_PREFIX})")
+    _label_prefix_flag(st, "election and role labels")
     return p
 
 
