@@ -419,8 +419,9 @@ class Candidate:
                 if not await self._unless_stopped(self._lock.acquire(seen.lease, t.ttl)):
                     return None
                 while self.clock.now() >= sent + t.renew_deadline:
-                    late = await self._late(sent)
-                    if late is None:
+                    late = None if self._stop.is_set() else await self._late(sent)
+                    if late is None:  # stopped: the Lease names us, though we never led
+                        await self._release(sent)
                         return None
                     sent = late
             except ConflictError as exc:

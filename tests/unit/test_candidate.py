@@ -176,6 +176,27 @@ async def test_an_acquisition_answered_too_late_leads_only_from_a_renewal_in_tim
     await a.stop()
 
 
+async def test_stop_after_a_late_acquisition_releases_the_lease_it_never_led_with(
+        clock: ManualClock, store: MemoryLeaseStore) -> None:
+    slow = FaultyStore(store)
+    slow.hold.add("create")
+    a = candidate(slow, "a", clock)
+    rec = Recorder(a, clock).start()
+    await clock.advance(12)
+    slow.heal()
+    slow.hold.add("replace")  # the confirming renewal lands, its answer does not come
+    await clock.settle()
+    stopping = asyncio.ensure_future(a.stop())
+    await clock.settle()
+    slow.heal()  # the release (after a 409 from the renewal that landed, and a re-read)
+    await clock.settle()
+    await stopping
+    assert rec.values == [False] and spec(store)["holderIdentity"] == ""
+    # replace: the renewal, the release refused (409) and the release; get: the first read
+    # of the Lease and the re-read after the 409
+    assert slow.calls == {"watch": 1, "create": 1, "replace": 3, "get": 2}
+
+
 async def test_stop_ends_a_hung_acquisition_at_once(clock: ManualClock,
                                                     store: MemoryLeaseStore) -> None:
     # A store bounds its own requests (request_timeout); the candidate waits for the answer,
