@@ -10,7 +10,7 @@ KIND_CLUSTER ?= leadership
 KUBECTL      ?= kubectl
 
 .PHONY: help venv binaries controlplane gomod lint unit test demo demo-library bench \
-	bench-operator chaos clean image kind-up kind-load deploy kind-down
+	bench-operator bench-stall chaos clean image kind-up kind-load deploy kind-down
 
 help:
 	@echo "make demo          the operator's story on a local control plane (built on first use)"
@@ -19,6 +19,7 @@ help:
 	@echo "make controlplane  start etcd + kube-apiserver + kube-controller-manager; print KUBECONFIG"
 	@echo "make bench         run the benchmarks; writes docs/benchmarks.md"
 	@echo "make bench-operator  the operator at 1,000 elections; writes docs/operator-scale.md"
+	@echo "make bench-stall   first-leader time under CPU saturation and slow round trips; docs/stall.md"
 	@echo "make chaos         seeded faults for 5 min, checked for split brain; docs/reliability.md"
 	@echo "make gomod         re-render controlplane/gomod from versions.env"
 	@echo "With Docker and kind: make kind-up image kind-load deploy; make kind-down"
@@ -62,6 +63,10 @@ bench: venv binaries
 
 bench-operator: venv binaries
 	$(PY) -m benchmarks.operator_scale
+
+bench-stall: venv binaries
+	command -v stress >/dev/null || (apt-get update -qq && apt-get install -y -qq stress)
+	$(PY) -m benchmarks.stall
 
 # Seeded faults against candidates, the sidecar and the operator:
 #   make chaos [CHAOS_SECONDS=300] [CHAOS_SEED=<n> to replay a run]

@@ -414,7 +414,9 @@ def main() -> int:
             "renew interval and TTL for Python, and longer and more spread for client-go. "
             "Idle memory is mostly the imported client library: each Python candidate process "
             "imports only its own (pykube-ng and requests; or kubernetes, whose import also "
-            "loads aiohttp, urllib3, requests and its generated models).\n")
+            "loads aiohttp, urllib3, requests and its generated models).\n\n"
+            "The stall once seen with two fresh pykube candidates under CPU saturation is "
+            "tried again, and explained, by `make bench-stall`: [stall.md](stall.md).\n")
         print(f"wrote {OUT}")
     return 0
 

@@ -123,3 +123,33 @@ def test_the_documented_candidate_signature_is_the_real_one() -> None:
     assert documented is not None
     names = re.findall(r"(\w+)(?:=[^,]*)?(?:,|$)", documented.group(1).replace("\n", " "))
     assert names == list(inspect.signature(leadership.Candidate).parameters)
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to dashes."""
+    text = re.sub(r"[`*_]", "", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    text = re.sub(r"(?ms)^```.*?^```", "", path.read_text())  # no headings in code blocks
+    return {_slug(m.group(1)) for m in re.finditer(r"(?m)^#+ (.+)$", text)}
+
+
+LINKS = [(path, target) for path in [*DOCS, ROOT / "manifests" / "README.md"]
+         for target in re.findall(r"\]\(([^)\s]+)\)", path.read_text())
+         if not re.match(r"[a-z]+:", target)]
+
+
+def test_there_are_links_to_check() -> None:
+    assert len(LINKS) > 20
+
+
+@pytest.mark.parametrize(("path", "target"), LINKS,
+                         ids=[f"{p.name}->{t}" for p, t in LINKS])
+def test_every_relative_link_and_anchor_resolves(path: Path, target: str) -> None:
+    file, _, anchor = target.partition("#")
+    linked = (path.parent / file).resolve() if file else path
+    assert linked.exists(), f"{path.name}: {target}: no such file"
+    if anchor and linked.suffix == ".md":
+        assert anchor in _anchors(linked), f"{path.name}: {target}: no such heading"
