@@ -46,6 +46,8 @@ from controlplane.recorder import Recorder
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "reliability.md"
 TTL = 4
+#: the processes that reach the API server through a fault proxy, in the schedule's order
+PROXIED = ["c0", "c2", "s0", "op-0"]
 RENEW_DEADLINE = TTL * 2 / 3
 NS, LEASE = "chaos", "web"
 FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
@@ -236,7 +238,7 @@ class Run:
         port = free_port()
         members.append(Member("s0", "sidecar", [
             sys.executable, "-m", "leadership_operator.cli", "sidecar", f"--election={LEASE}",
-            f"--kubeconfig={admin}", f"--port={port}", f"--lease-seconds={TTL}",
+            f"--kubeconfig={via_proxy(admin, 's0')}", f"--port={port}", f"--lease-seconds={TTL}",
             "--log-format=text"], {**base, "POD_NAME": "s0", "POD_NAMESPACE": NS},
             self.logs / "s0.log", port))
         for i, kubeconfig in enumerate((via_proxy(operator_kc, "op-0"), operator_kc)):
@@ -247,6 +249,7 @@ class Run:
                 "--lease-namespace=leadership-system", f"--lease-seconds={TTL}",
                 f"--http-port={free_port()}", "--log-format=text"], base,
                 self.logs / f"{name}.log"))
+        assert self.proxied == PROXIED, self.proxied  # the schedule names proxies by index
         for member in members:
             self.members[member.name] = member
             member.start()
@@ -317,7 +320,7 @@ class Run:
         quiet = max(12.0, 3 * TTL)
         names = ["c0", "c1", "c2", "c3", "c4", "s0"]
         schedule = make_schedule(self.seed, self.seconds, ttl=TTL, candidates=names,
-                                 operators=["op-0", "op-1"], proxied=3, quiet=quiet)
+                                 operators=["op-0", "op-1"], proxied=len(PROXIED), quiet=quiet)
         print(f"chaos: seed {self.seed}, {self.seconds:.0f}s, {len(schedule)} faults "
               f"(replay with --seed {self.seed})", flush=True)
         for fault in schedule:
@@ -433,15 +436,16 @@ class Run:
 WHAT_IS_CHECKED = """\
 Set-up: 5 candidates on one Lease (c0, c3 on `kubernetes.aio`, c1, c2 on pykube-ng, c4 the
 client-go peer; c1's wall clock an hour ahead and c3's an hour behind, through libfaketime),
-the sidecar s0, and 2 operator replicas; c0, c2 and operator op-0 reach the API server
-through fault proxies. The checker fails the run on: two candidates believing they lead at
-once (our candidates' belief is exact: from the winning write's send time to `leading_until`;
-0 ms allowed), a fencing token that does not grow with a new holder, two pods labelled
-`leader` at once, a `leader` label more than 1 s past its Lease's expiry as a watch saw it,
-more than TTL + 1 s without a leader after the faults, an unasked exit of any process, or a
-process left running. Not checked: what an application does with its belief (that is what
-fencing tokens are for), and clock *rate* skew beyond what a frozen or starved process
-shows."""
+the sidecar s0, and 2 operator replicas; c0, c2, the sidecar s0 and operator op-0 reach the
+API server through fault proxies. The checker fails the run on: two candidates believing
+they lead at once (our candidates' belief is exact: from the winning write's send time to
+`leading_until`; 0 ms allowed), a fencing token that does not grow with a new holder, two
+pods labelled `leader` at once, a `leader` label more than 1 s past its Lease's expiry as a
+watch saw it, more than TTL + 1 s without a leader after the faults, an unasked exit of any
+process, or a process left running. Not checked: what an application does with its belief
+(that is what fencing tokens are for), and clock *rate* skew beyond what a frozen or starved
+process shows.
+"""
 
 
 def report(r: dict[str, Any], command: str) -> str:
