@@ -220,9 +220,13 @@ class Reconciler:
             verdict = self.state.verdict(key, self.clock.now())
         if verdict.expires_at is not None and verdict.expires_at > self.clock.now():
             heapq.heappush(self._timers, (verdict.expires_at, key))
-        await self._report(key, verdict)
-        if self.is_active():
-            await self._apply(key, verdict)
+        # Labels first: a flip is what the Service waits for, and each Event is one more API
+        # write; the Events then also describe labels that are already there.
+        try:
+            if self.is_active():
+                await self._apply(key, verdict)
+        finally:
+            await self._report(key, verdict)
 
     def _forget(self, key: Key) -> None:
         before = self._last_holder.pop(key, None)
