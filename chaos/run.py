@@ -50,7 +50,9 @@ TTL = 4
 PROXIED = ["c0", "c2", "s0", "op-0"]
 RENEW_DEADLINE = TTL * 2 / 3
 NS, LEASE = "chaos", "web"
-FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+#: Debian's libfaketime, wherever the machine's multiarch directory is.
+FAKETIME_LIB = next(iter(sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))),
+                    Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"))
 #: overlap allowed between terms stamped when a line or a poll arrives (client-go, sidecar).
 STAMP_ALLOWANCE = 0.05
 
