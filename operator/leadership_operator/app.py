@@ -152,12 +152,13 @@ async def run(options: Options) -> None:
                                      ttl=options.lease_seconds)
     watches: list[LeaseWatch] = []
 
-    def restart_watches() -> None:
+    def suspect_watches(namespace: str) -> None:
         for watch in watches:
-            watch.restart()
+            if watch.namespace in (None, namespace):
+                watch.suspect()
 
     reconciler = Reconciler(state, kube, Events(kube, options.identity), labels, clock,
-                            metrics, lambda: candidate.is_leader, restart_watches)
+                            metrics, lambda: candidate.is_leader, suspect_watches)
     scopes: list[str | None] = [*options.namespaces] or [None]
     watches.extend(LeaseWatch(api, ns, state, reconciler.poke, metrics) for ns in scopes)
     stop = asyncio.Event()

@@ -3,8 +3,10 @@
 The operator follows thousands of Leases, so it must not watch each one: this lists the
 Leases once, then watches them all from the list's resourceVersion, with bookmarks, feeding
 each event to `State.lease_event` (one `ExpiryTracker` per Lease). It re-lists after a 410 or
-an error, with backoff, and when `restart()` is called (a confirming read found the watch
-stale). It only reads. `last_activity` (monotonic) tells the health check it is alive.
+an error, with backoff, and when a confirming read found a change the watch had not
+delivered and the watch then stays silent (`suspect()`): a busy API server's watch lags
+behind its reads, and re-listing thousands of Leases for that would only slow it further.
+It only reads. `last_activity` (monotonic) tells the health check it is alive.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from .state import State
 log = logging.getLogger("leadership.operator")
 #: The server ends each watch after this long, and the client gives up 30 s later.
 WATCH_SECONDS = (240, 300)
+#: A suspected watch is restarted unless it delivers something (a bookmark will do) within
+#: this many seconds: an ordered stream that delivers anything is alive, merely behind.
+SUSPECT_GRACE = 5.0
 
 
 class LeaseWatch:
@@ -34,6 +39,7 @@ class LeaseWatch:
         #: set once the first list has been taken in.
         self.synced = asyncio.Event()
         self._stream: asyncio.Task[None] | None = None
+        self._suspicion: asyncio.Task[None] | None = None
         self._rng = random.Random()
 
     @property
@@ -44,6 +50,18 @@ class LeaseWatch:
     def restart(self) -> None:
         if self._stream is not None:
             self._stream.cancel()
+
+    def suspect(self, grace: float = SUSPECT_GRACE) -> None:
+        """A read showed a change this watch has not delivered: it is lagging (a busy API
+        server) or dead (a half-open connection). Restart it unless it delivers anything
+        within `grace` seconds."""
+        if self._suspicion is None or self._suspicion.done():
+            self._suspicion = asyncio.ensure_future(self._check(time.monotonic(), grace))
+
+    async def _check(self, since: float, grace: float) -> None:
+        await asyncio.sleep(grace)
+        if self.last_activity <= since:
+            self.restart()
 
     async def _open(self, query: list[tuple[str, str]], request_timeout: Any) -> Any:
         serialized = self.api.param_serialize(
@@ -123,7 +141,10 @@ class LeaseWatch:
                             self._stream.cancel()
                             await asyncio.gather(self._stream, return_exceptions=True)
                     if self._stream.cancelled():
-                        log.warning("lease watch (%s): restarting it", self.namespace or "all")
+                        self.metrics.watch_restarts.inc()
+                        log.warning("lease watch (%s): silent since a read showed a change "
+                                    "it had not delivered; restarting it",
+                                    self.namespace or "all")
                         break  # re-list at once
                     self._stream.result()  # raises what ended it
                     # The server ended it (its timeout): re-list, cheap and always valid.

@@ -141,10 +141,10 @@ def _pod_ref(pod: PodInfo) -> dict[str, str]:
 class Reconciler:
     def __init__(self, state: State, kube: Kube, events: Events, labels: Labels,
                  clock: Clock, metrics: OperatorMetrics, is_active: Callable[[], bool],
-                 restart_lease_watch: Callable[[], None]) -> None:
+                 suspect_lease_watch: Callable[[str], None]) -> None:
         self.state, self.kube, self.events, self.labels = state, kube, events, labels
         self.clock, self.metrics, self.is_active = clock, metrics, is_active
-        self.restart_lease_watch = restart_lease_watch
+        self.suspect_lease_watch = suspect_lease_watch
         self.wake = asyncio.Event()
         self._timers: list[tuple[float, Key]] = []
         # Elections are reconciled concurrently (bounded); one election's writes stay in
@@ -215,8 +215,7 @@ class Reconciler:
             read_from = self.state.versions.get(key)
             fresh = await self.kube.read_lease(*key)
             if not self.state.confirm(key, fresh, read_from):
-                self.metrics.watch_restarts.inc()
-                self.restart_lease_watch()
+                self.suspect_lease_watch(key[0])  # lagging, or dead: it will tell
             verdict = self.state.verdict(key, self.clock.now())
         if verdict.expires_at is not None and verdict.expires_at > self.clock.now():
             heapq.heappush(self._timers, (verdict.expires_at, key))
