@@ -7,7 +7,8 @@ the operator (one process, all namespaces), waits until every pod is labelled, t
 `--seconds`:
 
 - every holder renews its Lease every 2 s (one Go load-generator process, `leaseload`, on
-  client-go: PUTs of the cached Lease, staggered);
+  client-go: PUTs of the cached Lease, staggered; renewals also run from before the operator
+  starts, so no election expires while it labels every pod);
 - four times a second a random election changes hands (a PUT of a new holder), and the time
   until the operator's new `leader` label is seen through a pod watch is recorded (flip).
 
@@ -125,6 +126,15 @@ async def count_leaders(api: Api) -> int:
     return len(result["items"])
 
 
+async def renewals(kubeconfig: Path, elections: int, seconds: float) -> Any:
+    """The Go load generator, renewing every Lease every RENEW_EVERY s for `seconds`."""
+    return await asyncio.create_subprocess_exec(
+        str(build.ensure(["leaseload"])["leaseload"]), f"-kubeconfig={kubeconfig}",
+        f"-namespace={NAMESPACE}", "-prefix=e", "-width=4", f"-count={elections}",
+        f"-period={RENEW_EVERY}s", f"-duration={seconds}s", stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL)  # requests cut by its own deadline, at the end
+
+
 async def run(args: argparse.Namespace) -> str:
     logs = Path(tempfile.mkdtemp(prefix="leadership-scale-"))
     with ControlPlane() as cp:
@@ -135,6 +145,9 @@ async def run(args: argparse.Namespace) -> str:
         setup_s = time.monotonic() - started
         print(f"set up {args.elections} elections ({3 * args.elections} pods) in "
               f"{setup_s:.0f}s", flush=True)
+        # The elections are live before the operator starts, as in a cluster: without
+        # renewals while it labels 3,000 pods, Leases created at set-up would really expire.
+        warm_up = await renewals(cp.kubeconfig, args.elections, 600)
         op_log = logs / "operator.log"
         with op_log.open("wb") as log_file:
             operator = await asyncio.create_subprocess_exec(
@@ -150,9 +163,14 @@ async def run(args: argparse.Namespace) -> str:
                 await asyncio.sleep(0.5)
             print(f"operator labelled every election in {time.monotonic() - t0:.1f}s",
                   flush=True)
+            warm_up.kill()
+            await warm_up.wait()
             result = await measure(api, client, cp.kubeconfig, args.elections, operator.pid,
                                    args.seconds)
         finally:
+            if warm_up.returncode is None:
+                warm_up.kill()
+                await warm_up.wait()
             operator.terminate()
             await asyncio.wait_for(operator.wait(), 30)
             await client.close()
@@ -232,11 +250,7 @@ async def measure(api: Api, client: Any, kubeconfig: Path, elections: int, pid: 
     # The renewals come from a Go process (client-go, JSON, HTTP/2): a Python generator cost
     # most of a core here and, sharing its event loop with the label watch, delayed the very
     # flips it timed.
-    generator = await asyncio.create_subprocess_exec(
-        str(build.ensure(["leaseload"])["leaseload"]), f"-kubeconfig={kubeconfig}",
-        f"-namespace={NAMESPACE}", "-prefix=e", "-width=4", f"-count={elections}",
-        f"-period={RENEW_EVERY}s", f"-duration={seconds}s", stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL)  # requests cut by its own deadline, at the end
+    generator = await renewals(kubeconfig, elections, seconds)
     tasks = [asyncio.create_task(flipper()), asyncio.create_task(label_watch())]
     out, _ = await generator.communicate()
     stop.set()
