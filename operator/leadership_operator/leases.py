@@ -133,6 +133,7 @@ class LeaseWatch:
                 self.last_activity = time.monotonic()
                 attempt = 0
                 while True:
+                    opened = time.monotonic()
                     self._stream = asyncio.ensure_future(self._watch(version))
                     try:
                         await asyncio.wait([self._stream])
@@ -147,7 +148,13 @@ class LeaseWatch:
                                     self.namespace or "all")
                         break  # re-list at once
                     self._stream.result()  # raises what ended it
-                    # The server ended it (its timeout): re-list, cheap and always valid.
+                    # The server ended it: re-list, cheap and always valid.
+                    lasted = time.monotonic() - opened
+                    if lasted < WATCH_SECONDS[0] - 5:  # not its timeout: a server drops
+                        self.metrics.watch_restarts.inc()  # a watcher that falls behind
+                        log.warning("lease watch (%s): ended by the server after %.0fs, "
+                                    "before its timeout; re-listing",
+                                    self.namespace or "all", lasted)
                     break
             except asyncio.CancelledError:
                 raise
