@@ -44,7 +44,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from .clock import Clock, DeadlineExceeded, SystemClock, race, wait_until
 from .errors import (
@@ -65,6 +65,7 @@ from .validation import check_clock, check_store, validate_identity, validate_ke
 log = logging.getLogger("leadership.candidate")
 
 StepDown = Literal["stop", "resign", "lost"]
+T = TypeVar("T")
 
 
 def _why(exc: BaseException) -> str:
@@ -408,7 +409,10 @@ class Candidate:
                 continue
             try:
                 if seen.expired_at(now):
-                    seen = await self._confirm_expiry(now + t.renew_deadline)
+                    confirmed = await self._confirm_expiry()
+                    if confirmed is None:
+                        return None
+                    seen = confirmed
                     if not self._may_take(seen, self.clock.now()):
                         continue  # the watch was stale: the holder is alive
                 sent = self.clock.now()
@@ -416,7 +420,7 @@ class Candidate:
                 # late answer is still worth having (see `_late`), and a cancelled request
                 # costs its connection, so the next attempt would pay for a new one (TLS
                 # handshake included) on an API server that is already slow.
-                if not await self._unless_stopped(self._lock.acquire(seen.lease, t.ttl)):
+                if await self._unless_stopped(self._lock.acquire(seen.lease, t.ttl)) is None:
                     return None
                 while self.clock.now() >= sent + t.renew_deadline:
                     late = None if self._stop.is_set() else await self._late(sent)
@@ -455,11 +459,14 @@ class Candidate:
                     "past renew_deadline (%.2fs): too late for its term to count; renewing",
                     self._where, self.clock.now() - sent, self.timing.renew_deadline)
         sent = self.clock.now()
-        return sent if await self._unless_stopped(self._lock.renew()) else None
+        return sent if await self._unless_stopped(self._lock.renew()) is not None else None
 
-    async def _unless_stopped(self, request: Awaitable[object]) -> bool:
-        """Await `request` (which the store bounds by its request_timeout): True once it is
-        answered, False if `stop()` came first (the request is then cancelled)."""
+    async def _unless_stopped(self, request: Awaitable[T]) -> T | None:
+        """Await `request` (which the store bounds by its request_timeout) and return its
+        answer; None if `stop()` came first (the request is then cancelled). For the reads
+        and writes of a campaign: none of them is cut at a deadline, because a cancelled
+        request costs its connection, and a slow API server then pays a new one (TLS
+        handshake included) on every retry. Only renewals are cut, by attempt_timeout."""
         answer = asyncio.ensure_future(request)
         stopping = asyncio.ensure_future(self._stop.wait())
         try:
@@ -470,9 +477,8 @@ class Candidate:
                     waiter.cancel()
             await asyncio.gather(stopping, answer, return_exceptions=True)
         if answer not in done:
-            return False
-        answer.result()  # raises the request's error
-        return True
+            return None
+        return answer.result()  # or raises the request's error
 
     def _may_take(self, seen: Observation, now: float) -> bool:
         """Free, expired, or held under our identity by this very process."""
@@ -488,19 +494,21 @@ class Candidate:
                         self._where)
         return False
 
-    async def _confirm_expiry(self, deadline: float) -> Observation:
+    async def _confirm_expiry(self) -> Observation | None:
+        """A fresh read before taking an expired-looking Lease; None if stopped first. A
+        late answer is as good as a prompt one: it is judged when it arrives, and the write
+        that follows is a compare-and-swap."""
         seen = self._observer.current
         assert seen is not None
         log.debug("%s: %r's claim ran out; confirming with a fresh read", self._where,
                   seen.record.holder_identity)
-        return await race(self.clock, self._observer.confirm_expiry(), deadline)
+        return await self._unless_stopped(self._observer.confirm_expiry())
 
     async def _refresh(self, attempt: int) -> int:
         try:
-            await race(self.clock, self._observer.refresh(),
-                       self.clock.now() + self.timing.renew_deadline)
+            await self._unless_stopped(self._observer.refresh())
             return 0
-        except (TransientStoreError, DeadlineExceeded) as exc:
+        except TransientStoreError as exc:
             return await self._back_off("re-reading", exc, attempt)
 
     async def _lead(self, sent: float) -> StepDown:
