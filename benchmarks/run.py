@@ -176,21 +176,24 @@ def failover(kind: str, cp: ControlPlane, namespace: str, trial: int,
         old.proc.send_signal(sig)
         wait_for(lambda: bool(other.leading_at), 3 * TTL, f"{lease}: a new leader", members)
         took = other.leading_at[0] - sent
-        leading_wall = sent_wall + took
-        writes = sorted(wall_time(e["stageTimestamp"]) for e in audit_events(
+        writes = [wall_time(e["stageTimestamp"]) for e in audit_events(
             cp.audit_log, namespace, lease) if e["verb"] == "update"
             and e["stage"] == "ResponseComplete"
-            and (e.get("responseStatus") or {}).get("code") == 200)
-        # After the signal only two writes can succeed: a renewal the old leader had in flight
-        # (it lands just after the signal, and the Lease duration counts from it), then the
-        # new leader's acquisition, the last write before it printed LEADING. The write
-        # before that acquisition is the old leader's last successful renewal.
-        writes = [t for t in writes if t <= leading_wall + 0.5]
-        return took, (leading_wall - writes[-2]) if len(writes) >= 2 else None
+            and (e.get("responseStatus") or {}).get("code") == 200]
+        # A renewal the old leader had in flight when the signal came lands a few ms after
+        # it, and the Lease duration counts from it; the new leader cannot write until the
+        # Lease has run out, seconds later (client-go then renews at once, so "the write
+        # before the acquisition" would pick its own acquisition).
+        before = [t for t in writes if t <= sent_wall + IN_FLIGHT]
+        return took, (took + sent_wall - max(before)) if before else None
     finally:
         for m in members:
             m.proc.kill()
             m.proc.wait()
+
+
+#: how long after a SIGKILL a renewal already sent may still land at the API server.
+IN_FLIGHT = 1.0
 
 
 def wall_time(stamp: str) -> float:
