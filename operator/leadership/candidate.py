@@ -416,10 +416,7 @@ class Candidate:
                     if not self._may_take(seen, self.clock.now()):
                         continue  # the watch was stale: the holder is alive
                 sent = self.clock.now()
-                # Bounded by the store's request_timeout only, not cut at renew_deadline: a
-                # late answer is still worth having (see `_late`), and a cancelled request
-                # costs its connection, so the next attempt would pay for a new one (TLS
-                # handshake included) on an API server that is already slow.
+                # Not cut at renew_deadline (see `_unless_stopped`); a late answer: `_late`.
                 if await self._unless_stopped(self._lock.acquire(seen.lease, t.ttl)) is None:
                     return None
                 while self.clock.now() >= sent + t.renew_deadline:
@@ -439,7 +436,7 @@ class Candidate:
                 raise FatalStoreError(
                     f"cannot create lease {self.key!r}: namespace {self.store.namespace!r} "
                     f"does not exist ({exc})", status=404) from exc
-            except (TransientStoreError, DeadlineExceeded) as exc:
+            except TransientStoreError as exc:
                 attempt = await self._back_off("acquiring", exc, attempt)
                 continue
             return sent
