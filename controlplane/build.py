@@ -1,9 +1,13 @@
-"""Build the real control-plane binaries from the official Go modules, cached by version.
+"""Build the real control-plane and node binaries from the official sources, cached by version.
 
-etcd, kube-apiserver, kube-controller-manager and kubectl are compiled from the Go module
-proxy through one small helper module (``gomod/``), the way controller-runtime's envtest
-users do it without Docker. Every pinned version lives in ``versions.env``; the helper
-module's ``go.mod`` is rendered from it (``python -m controlplane.build --render``).
+etcd, kube-apiserver, kube-controller-manager and kubectl, and for a node kubelet,
+kube-scheduler, kube-proxy and agnhost, are compiled from the Go module proxy through one
+small helper module (``gomod/``), the way controller-runtime's envtest users do it without
+Docker. The node's other parts (containerd and its shim, ``ctr``, runc, the CNI plugins,
+BuildKit) are built from their own modules with their own ``go.mod``, as their releases are;
+the sandbox image's ``pause`` is compiled with the C compiler from Kubernetes' own source.
+Every pinned version lives in ``versions.env``; the helper module's ``go.mod`` is rendered
+from it (``python -m controlplane.build --render``).
 
 Binaries land in a cache directory outside the repository, keyed by the pinned versions:
 ``$LEADERSHIP_CONTROLPLANE_CACHE`` or ``~/.cache/leadership/controlplane``. A binary is built
@@ -25,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -38,12 +42,72 @@ KUBE_TARGETS = {
     "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
     "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
     "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+    "kubelet": "k8s.io/kubernetes/cmd/kubelet",
+    "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
+    "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
+    # The example app's image: `agnhost serve-hostname` answers every request with its pod's
+    # name. Kubernetes' own e2e test image, built from the same tag's source.
+    "agnhost": "k8s.io/kubernetes/test/images/agnhost",
 }
 ETCD_TARGET = {"etcd": "go.etcd.io/etcd/server/v3"}
 # Test peers written in this repository, inside the helper module. Their cache key includes
 # a hash of their sources, so editing a peer rebuilds it (and nothing else).
 PEER_TARGETS = {"leaderpeer": "./leaderpeer", "leaseload": "./leaseload"}
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
+
+
+@dataclass(frozen=True)
+class ToolTarget:
+    """A binary built from a Go module of its own, inside that module (its own go.mod and
+    go.sum, so its dependencies are exactly its release's), with its release's build tags."""
+
+    version_key: str  # the versions.env entry that pins the module
+    module: str
+    package: str  # relative to the module's root
+    cgo: bool = False
+    tags: tuple[str, ...] = ()
+    version_flags: tuple[str, ...] = ()  # -X flags; "{v}" is the version without its "v"
+
+
+_CONTAINERD = "github.com/containerd/containerd/v2"
+_CONTAINERD_FLAGS = (f"-X {_CONTAINERD}/version.Version=v{{v}}",
+                     f"-X {_CONTAINERD}/version.Package={_CONTAINERD}")
+_CNI = "github.com/containernetworking/plugins"
+_CNI_FLAGS = (f"-X {_CNI}/pkg/utils/buildversion.BuildVersion=v{{v}}",)
+_BUILDKIT_FLAGS = ("-X github.com/moby/buildkit/version.Version=v{v}",
+                   "-X github.com/moby/buildkit/version.Package=github.com/moby/buildkit")
+TOOL_TARGETS = {
+    "containerd": ToolTarget("CONTAINERD_VERSION", _CONTAINERD, "./cmd/containerd",
+                             tags=("urfave_cli_no_docs", "no_btrfs"),
+                             version_flags=_CONTAINERD_FLAGS),
+    "containerd-shim-runc-v2": ToolTarget("CONTAINERD_VERSION", _CONTAINERD,
+                                          "./cmd/containerd-shim-runc-v2",
+                                          tags=("urfave_cli_no_docs", "no_grpc"),
+                                          version_flags=_CONTAINERD_FLAGS),
+    "ctr": ToolTarget("CONTAINERD_VERSION", _CONTAINERD, "./cmd/ctr",
+                      tags=("urfave_cli_no_docs", "no_btrfs"), version_flags=_CONTAINERD_FLAGS),
+    # cgo for libseccomp (the pods' RuntimeDefault seccomp profile); without the libpathrs tag
+    # runc uses its Go path-resolution code, as `make RUNC_BUILDTAGS=-libpathrs` does.
+    "runc": ToolTarget("RUNC_VERSION", "github.com/opencontainers/runc", ".", cgo=True,
+                       tags=("seccomp", "urfave_cli_no_docs"),
+                       version_flags=("-X main.version={v}",)),
+    "bridge": ToolTarget("CNI_PLUGINS_VERSION", _CNI, "./plugins/main/bridge",
+                         version_flags=_CNI_FLAGS),
+    "host-local": ToolTarget("CNI_PLUGINS_VERSION", _CNI, "./plugins/ipam/host-local",
+                             version_flags=_CNI_FLAGS),
+    "loopback": ToolTarget("CNI_PLUGINS_VERSION", _CNI, "./plugins/main/loopback",
+                           version_flags=_CNI_FLAGS),
+    "buildkitd": ToolTarget("BUILDKIT_VERSION", "github.com/moby/buildkit", "./cmd/buildkitd",
+                            tags=("osusergo", "netgo", "static_build"),
+                            version_flags=_BUILDKIT_FLAGS),
+    "buildctl": ToolTarget("BUILDKIT_VERSION", "github.com/moby/buildkit", "./cmd/buildctl",
+                           version_flags=_BUILDKIT_FLAGS),
+}
+# The pod sandbox's process: Kubernetes' own build/pause/linux/pause.c, linked statically.
+C_TARGETS = {"pause": "build/pause/linux/pause.c"}
+NODE = ("kubelet", "kube-scheduler", "kube-proxy", "containerd", "containerd-shim-runc-v2",
+        "ctr", "runc", "bridge", "host-local", "loopback")
+IMAGE_TOOLS = ("buildkitd", "buildctl", "agnhost", "pause")
 
 
 class BuildError(RuntimeError):
@@ -55,6 +119,7 @@ class Versions:
     kubernetes: str  # "1.35.4"
     etcd: str  # "3.6.5"
     go_directive: str  # "1.25.0"
+    tools: dict[str, str] = field(default_factory=dict)  # "CONTAINERD_VERSION" -> "2.4.2"
 
     @property
     def staging(self) -> str:
@@ -74,12 +139,16 @@ def load_versions(path: Path = VERSIONS_FILE) -> Versions:
         if line and not line.startswith("#"):
             key, _, value = line.partition("=")
             values[key.strip()] = value.strip()
+    tool_keys = sorted({t.version_key for t in TOOL_TARGETS.values()})
     try:
-        v = Versions(values["KUBERNETES_VERSION"], values["ETCD_VERSION"], values["GO_DIRECTIVE"])
+        v = Versions(values["KUBERNETES_VERSION"], values["ETCD_VERSION"], values["GO_DIRECTIVE"],
+                     {key: values.get(key, "") for key in tool_keys})
     except KeyError as exc:
         raise BuildError(f"{path}: missing {exc.args[0]}") from None
     for name, value in (("KUBERNETES_VERSION", v.kubernetes), ("ETCD_VERSION", v.etcd),
-                        ("GO_DIRECTIVE", v.go_directive)):
+                        ("GO_DIRECTIVE", v.go_directive), *v.tools.items()):
+        if not value:
+            raise BuildError(f"{path}: missing {name}")
         if not re.fullmatch(r"\d+\.\d+\.\d+", value):
             raise BuildError(f"{path}: {name}={value!r} is not a plain X.Y.Z version")
     return v
@@ -97,20 +166,22 @@ def bin_dir(versions: Versions | None = None) -> Path:
     return cache_root() / (versions or load_versions()).cache_key / "bin"
 
 
-def _go_env() -> dict[str, str]:
+def _go_env(*, cgo: bool = False, mod: str = "mod") -> dict[str, str]:
     env = dict(os.environ)
-    env.update(GOTOOLCHAIN="local", CGO_ENABLED="0", GOFLAGS="-mod=mod -buildvcs=false")
+    env.update(GOTOOLCHAIN="local", CGO_ENABLED="1" if cgo else "0",
+               GOFLAGS=f"-mod={mod} -buildvcs=false")
     return env
 
 
-def _run_go(args: list[str], *, cwd: Path, what: str, timeout: float | None = None) -> str:
+def _run_go(args: list[str], *, cwd: Path, what: str, timeout: float | None = None,
+            env: dict[str, str] | None = None) -> str:
     go = shutil.which("go")
     if go is None:
         raise BuildError(
             "the Go toolchain is missing: install Go >= the GO_DIRECTIVE in "
             f"{VERSIONS_FILE} (e.g. `apt-get install golang-go` or from go.dev) and retry")
     try:
-        proc = subprocess.run([go, *args], cwd=cwd, env=_go_env(), text=True,
+        proc = subprocess.run([go, *args], cwd=cwd, env=env or _go_env(), text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise BuildError(f"{what}: `go {' '.join(args)}` timed out after {timeout:.0f}s") from None
@@ -128,16 +199,16 @@ def _run_go(args: list[str], *, cwd: Path, what: str, timeout: float | None = No
     return proc.stdout
 
 
-def _check_go_version(versions: Versions) -> None:
+def _check_go_version(need: str, who: str = "the helper module") -> None:
     out = _run_go(["env", "GOVERSION"], cwd=HERE, what="reading the Go version").strip()
-    m = re.match(r"go(\d+)\.(\d+)", out)
+    m = re.match(r"go(\d+)\.(\d+)(?:\.(\d+))?", out)
     if not m:
         return  # a development toolchain: let the build itself tell
-    have = (int(m.group(1)), int(m.group(2)))
-    need = tuple(int(x) for x in versions.go_directive.split(".")[:2])
-    if have < need:
-        raise BuildError(f"Go {out} is too old: the helper module needs go >= "
-                         f"{versions.go_directive} (GOTOOLCHAIN=local, so no automatic download)")
+    have = tuple(int(x or 0) for x in m.groups())
+    wanted = tuple(int(x) for x in [*need.split("."), "0", "0"][:3])
+    if have < wanted:
+        raise BuildError(f"Go {out} is too old: {who} needs go >= {need} "
+                         "(GOTOOLCHAIN=local, so no automatic download)")
 
 
 # --- rendering the helper module -------------------------------------------------------
@@ -193,7 +264,7 @@ def check_go_mod(versions: Versions, text: str | None = None) -> list[str]:
 
 
 def render(versions: Versions) -> None:
-    _check_go_version(versions)
+    _check_go_version(versions.go_directive)
     (MODULE_DIR / "go.mod").write_text(render_go_mod(versions, staging_modules(versions)))
     print(f"rendered {MODULE_DIR / 'go.mod'}; resolving go.sum (go mod tidy) ...", flush=True)
     _run_go(["mod", "tidy"], cwd=MODULE_DIR, what="go mod tidy", timeout=1800)
@@ -212,6 +283,11 @@ def _peer_hash() -> str:
 
 
 def target_path(name: str, versions: Versions | None = None) -> Path:
+    versions = versions or load_versions()
+    if name in TOOL_TARGETS:
+        tool = TOOL_TARGETS[name]
+        stem = tool.version_key.removesuffix("_VERSION").lower().replace("_", "-")
+        return cache_root() / f"{stem}-v{versions.tools[tool.version_key]}" / "bin" / name
     d = bin_dir(versions)
     if name in PEER_TARGETS:
         return d / f"{name}-{_peer_hash()}"
@@ -256,40 +332,89 @@ class _Ticker:
         self._thread.join()
 
 
+ALL_TARGETS = (*ETCD_TARGET, *KUBE_TARGETS, *PEER_TARGETS, *TOOL_TARGETS, *C_TARGETS)
+
+
+def _module_dir(module: str, version: str) -> Path:
+    """Download `module@version` (its zip: the source its tag names) and return its directory."""
+    out = _run_go(["mod", "download", "-json", f"{module}@{version}"], cwd=HERE,
+                  what=f"downloading {module}@{version}", timeout=900)
+    return Path(json.loads(out)["Dir"])
+
+
+def _build_helper(name: str, out: Path, versions: Versions) -> None:
+    package = {**ETCD_TARGET, **KUBE_TARGETS, **PEER_TARGETS}[name]
+    _run_go(["build", "-trimpath", "-ldflags", _ldflags(versions), "-o", str(out), package],
+            cwd=MODULE_DIR, what=f"building {name}")
+
+
+def _build_tool(name: str, out: Path, versions: Versions) -> None:
+    tool = TOOL_TARGETS[name]
+    version = versions.tools[tool.version_key]
+    source = _module_dir(tool.module, f"v{version}")
+    need = re.search(r"^go (\S+)$", (source / "go.mod").read_text(), re.M)
+    if need:
+        _check_go_version(need.group(1), f"{tool.module} v{version}")
+    flags = " ".join(["-s", "-w", *(f.format(v=version) for f in tool.version_flags)])
+    args = ["build", "-trimpath", "-ldflags", flags]
+    if tool.tags:
+        args += ["-tags", " ".join(tool.tags)]
+    if tool.cgo and shutil.which("gcc") is None:
+        raise BuildError(f"{name} needs a C compiler (cgo): `apt-get install gcc libseccomp-dev`")
+    # Read-only: the module cache is, and the module's own go.sum must be enough.
+    _run_go([*args, "-o", str(out), tool.package], cwd=source, what=f"building {name}",
+            env=_go_env(cgo=tool.cgo, mod="readonly"), timeout=1800)
+
+
+def _build_c(name: str, out: Path, versions: Versions) -> None:
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        raise BuildError(f"{name} is C: install a C compiler (`apt-get install gcc`)")
+    source = _module_dir("k8s.io/kubernetes", f"v{versions.kubernetes}") / C_TARGETS[name]
+    proc = subprocess.run([cc, "-Os", "-Wall", "-static", f"-DVERSION=v{versions.kubernetes}",
+                           "-o", str(out), str(source)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BuildError(f"compiling {source} failed:\n{proc.stderr[-2000:]}")
+    subprocess.run(["strip", str(out)], check=False, capture_output=True)
+
+
 def ensure(names: tuple[str, ...] | list[str] = CONTROL_PLANE) -> dict[str, Path]:
     """Return name -> path of each binary, building the missing ones first."""
     versions = load_versions()
-    all_targets = {**ETCD_TARGET, **KUBE_TARGETS, **PEER_TARGETS}
-    unknown = [n for n in names if n not in all_targets]
+    unknown = [n for n in names if n not in ALL_TARGETS]
     if unknown:
-        raise BuildError(f"unknown binaries {unknown}; known: {sorted(all_targets)}")
+        raise BuildError(f"unknown binaries {unknown}; known: {sorted(ALL_TARGETS)}")
     paths = {n: target_path(n, versions) for n in names}
     missing = [n for n in names if not paths[n].is_file()]
     if not missing:
         return paths
-    problems = check_go_mod(versions)
-    if problems:
-        raise BuildError(f"{MODULE_DIR / 'go.mod'} disagrees with {VERSIONS_FILE}: "
-                         + "; ".join(problems) + ". Run `make gomod` to re-render it.")
-    _check_go_version(versions)
-    out_dir = bin_dir(versions)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    helper = [n for n in missing if n not in TOOL_TARGETS and n not in C_TARGETS]
+    if helper:
+        problems = check_go_mod(versions)
+        if problems:
+            raise BuildError(f"{MODULE_DIR / 'go.mod'} disagrees with {VERSIONS_FILE}: "
+                             + "; ".join(problems) + ". Run `make gomod` to re-render it.")
+    if not all(n in C_TARGETS for n in missing):
+        _check_go_version(versions.go_directive)
     total = time.monotonic()
-    with _Ticker(f"downloading Go modules for {', '.join(missing)}"):
-        _run_go(["mod", "download"], cwd=MODULE_DIR, what="downloading the Go modules",
-                timeout=1800)
+    if helper:
+        with _Ticker(f"downloading Go modules for {', '.join(helper)}"):
+            _run_go(["mod", "download"], cwd=MODULE_DIR, what="downloading the Go modules",
+                    timeout=1800)
     for n in missing:
+        paths[n].parent.mkdir(parents=True, exist_ok=True)
         tmp = paths[n].with_name(f".{paths[n].name}.tmp{os.getpid()}")
-        with _Ticker(f"building {n} ({all_targets[n]})") as t:
+        build_one = (_build_tool if n in TOOL_TARGETS else _build_c if n in C_TARGETS
+                     else _build_helper)
+        with _Ticker(f"building {n}") as t:
             try:
-                _run_go(["build", "-trimpath", "-ldflags", _ldflags(versions), "-o", str(tmp),
-                         all_targets[n]], cwd=MODULE_DIR, what=f"building {n}")
+                build_one(n, tmp, versions)
                 os.replace(tmp, paths[n])
             finally:
                 tmp.unlink(missing_ok=True)
             print(f"    built {paths[n]} in {t.elapsed():.0f}s", file=sys.stderr, flush=True)
     print(f"==> built {len(missing)} binaries in {time.monotonic() - total:.0f}s "
-          f"(cache: {out_dir})", file=sys.stderr, flush=True)
+          f"(cache: {cache_root()})", file=sys.stderr, flush=True)
     return paths
 
 
@@ -297,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m controlplane.build", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("names", nargs="*",
-                   help=f"binaries to ensure (default: {' '.join(CONTROL_PLANE)})")
+                   help=f"binaries to ensure (default: {' '.join(CONTROL_PLANE)}); `node` "
+                        "names every binary a node and its images need")
     p.add_argument("--render", action="store_true", help="re-render gomod/go.mod from versions.env")
     p.add_argument("--print-dir", action="store_true", help="print the cache directory and exit")
     args = p.parse_args(argv)
@@ -308,7 +434,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.render:
             render(load_versions())
             return 0
-        for name, path in ensure(args.names or CONTROL_PLANE).items():
+        names: list[str] = []
+        for name in args.names or CONTROL_PLANE:
+            names += [*NODE, *IMAGE_TOOLS] if name == "node" else [name]
+        for name, path in ensure(names).items():
             print(f"{name}: {path}")
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
