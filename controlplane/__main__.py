@@ -1,4 +1,5 @@
-"""`python -m controlplane`: start a control plane, print KUBECONFIG, wait for Ctrl-C."""
+"""`python -m controlplane [--node]`: start a control plane (and a node), print KUBECONFIG,
+wait for Ctrl-C, then tear everything down."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import sys
 import threading
 
 from .build import BuildError
+from .images import ImageError
 from .launcher import ControlPlane, StartError
+from .node import NodeError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,15 +19,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-controller-manager", action="store_true",
                    help="skip kube-controller-manager (then Deployments make no Pods)")
     p.add_argument("--keep-logs", action="store_true", help="keep the temp dir and logs on exit")
+    p.add_argument("--node", action="store_true",
+                   help="also run a real node (root, Linux): containerd, kubelet, scheduler, "
+                        "kube-proxy, with the project's image loaded")
     args = p.parse_args(argv)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     cp = ControlPlane(with_controller_manager=not args.no_controller_manager,
-                      keep_logs=args.keep_logs)
+                      keep_logs=args.keep_logs, with_node=args.node)
     try:
         cp.start()
-    except (BuildError, StartError) as exc:
+    except (BuildError, StartError, NodeError, ImageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:

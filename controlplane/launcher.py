@@ -35,9 +35,12 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import build
+from . import build, network
+
+if TYPE_CHECKING:
+    from .node import Node
 
 READY_TIMEOUT = float(os.environ.get("LEADERSHIP_CONTROLPLANE_READY_TIMEOUT", "90"))
 
@@ -74,6 +77,25 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 # --- PKI -----------------------------------------------------------------------------------
+
+NODE_NAME = "leadership-node"
+#: file stem -> (common name, organization, serving?): the identities a cluster's parts use.
+#: Kubernetes' built-in RBAC knows each of these names (system:kube-scheduler, ...), and the
+#: Node authorizer knows system:node:<name> in system:nodes.
+IDENTITIES: dict[str, tuple[str, str | None, bool]] = {
+    "apiserver": ("kube-apiserver", None, True),
+    "admin": ("leadership-admin", "system:masters", False),
+    "controller-manager": ("system:kube-controller-manager", None, False),
+    "scheduler": ("system:kube-scheduler", None, False),
+    "kube-proxy": ("system:kube-proxy", None, False),
+    "kubelet-client": (f"system:node:{NODE_NAME}", "system:nodes", False),
+    "kubelet-serving": (NODE_NAME, None, True),
+    "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", "system:masters", False),
+}
+SERVER_NAMES = {
+    "kube-apiserver": ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"),
+    NODE_NAME: ("localhost", NODE_NAME),
+}
 
 def _write_pki(d: Path) -> None:
     from cryptography import x509
@@ -114,10 +136,9 @@ def _write_pki(d: Path) -> None:
              .not_valid_before(not_before).not_valid_after(not_after)
              .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True))
         if server:
-            sans: list[x509.GeneralName] = [
-                x509.DNSName(n) for n in ("localhost", "kubernetes", "kubernetes.default",
-                                          "kubernetes.default.svc")]
-            sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "10.0.0.1")]
+            sans: list[x509.GeneralName] = [x509.DNSName(n) for n in SERVER_NAMES[cn]]
+            sans += [x509.IPAddress(ipaddress.ip_address(a))
+                     for a in ("127.0.0.1", network.NODE_IP, network.KUBERNETES_SERVICE_IP)]
             b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
             usage = x509.oid.ExtendedKeyUsageOID.SERVER_AUTH
         else:
@@ -128,8 +149,7 @@ def _write_pki(d: Path) -> None:
 
     (d / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     (d / "ca.key").write_bytes(key_pem(ca_key))
-    for stem, cn, org, server in (("apiserver", "kube-apiserver", None, True),
-                                  ("admin", "leadership-admin", "system:masters", False)):
+    for stem, (cn, org, server) in IDENTITIES.items():
         crt, key = leaf(cn, org, server)
         (d / f"{stem}.crt").write_bytes(crt)
         (d / f"{stem}.key").write_bytes(key)
@@ -154,13 +174,14 @@ rules:
 """
 
 
-def _kubeconfig(server: str, pki: Path) -> str:
+def _kubeconfig(server: str, pki: Path, identity: str = "admin") -> str:
     return json.dumps({
         "apiVersion": "v1", "kind": "Config", "current-context": "leadership-test",
         "clusters": [{"name": "leadership-test", "cluster": {
             "server": server, "certificate-authority": str(pki / "ca.crt")}}],
         "users": [{"name": "admin", "user": {
-            "client-certificate": str(pki / "admin.crt"), "client-key": str(pki / "admin.key")}}],
+            "client-certificate": str(pki / f"{identity}.crt"),
+            "client-key": str(pki / f"{identity}.key")}}],
         "contexts": [{"name": "leadership-test", "context": {
             "cluster": "leadership-test", "user": "admin", "namespace": "default"}}],
     }, indent=2)
@@ -176,20 +197,32 @@ class _Process:
 
 @dataclass
 class ControlPlane:
-    """A running control plane. Use as a context manager, or call `start()` / `stop()`."""
+    """A running control plane. Use as a context manager, or call `start()` / `stop()`.
+
+    With ``with_node=True`` it also runs a real node (`controlplane.node`): the pod bridge is
+    made first, the API server binds and advertises the node's address (the ``kubernetes``
+    Service cannot point at loopback), admits ServiceAccounts (tokens mounted the normal
+    way), authorizes the kubelet with the Node authorizer, and the controller manager runs
+    the node-lifecycle controller (which clears the not-ready taint). `stop()` tears the node
+    down completely, whatever state it is in."""
 
     with_controller_manager: bool = False
     keep_logs: bool = False
+    with_node: bool = False
     dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="leadership-cp-")))
     server: str = ""
     kubeconfig: Path = field(init=False)
     audit_log: Path = field(init=False)
     binaries: dict[str, Path] = field(default_factory=dict)
+    node: Node | None = field(default=None, init=False)
     _procs: list[_Process] = field(default_factory=list)
+    _started: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self.kubeconfig = self.dir / "kubeconfig"
         self.audit_log = self.dir / "logs" / "audit.log"
+        if self.with_node:
+            self.with_controller_manager = True  # Deployments make the node's pods
 
     @property
     def pki(self) -> Path:
@@ -199,6 +232,11 @@ class ControlPlane:
     def logs(self) -> Path:
         return self.dir / "logs"
 
+    @property
+    def address(self) -> str:
+        """The address the API server binds and advertises."""
+        return network.NODE_IP if self.with_node else "127.0.0.1"
+
     def __enter__(self) -> ControlPlane:
         self.start()
         return self
@@ -206,7 +244,10 @@ class ControlPlane:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _spawn(self, name: str, args: list[str]) -> _Process:
+    def spawn(self, name: str, args: list[str], *, binary: Path | None = None,
+              env: dict[str, str] | None = None) -> _Process:
+        """Start `name` (its cached binary unless `binary` is given) with `args`, logging to
+        ``logs/<name>.log``; it dies with this process and is stopped by `stop()`."""
         # PR_SET_PDEATHSIG fires when the parent *thread* exits: a child started from a worker
         # thread would be killed when that thread ends. Spawn from the main thread only.
         if threading.current_thread() is not threading.main_thread():
@@ -215,15 +256,24 @@ class ControlPlane:
         log = self.logs / f"{name}.log"
         out = open(log, "ab")
         try:
-            popen = subprocess.Popen([str(self.binaries[name]), *args], stdout=out,
+            popen = subprocess.Popen([str(binary or self.binaries[name]), *args], stdout=out,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      cwd=self.dir, preexec_fn=_die_with_parent,
-                                     start_new_session=True)
+                                     start_new_session=True, env=env)
         finally:
             out.close()
         proc = _Process(name, popen, log, args)
         self._procs.append(proc)
         return proc
+
+    _spawn = spawn
+
+    def kubeconfig_for(self, identity: str) -> Path:
+        """A kubeconfig for one of the cluster's own identities (`IDENTITIES`)."""
+        path = self.dir / f"kubeconfig-{identity}"
+        if not path.exists():
+            path.write_text(_kubeconfig(self.server, self.pki, identity))
+        return path
 
     def _component(self, name: str) -> _Process:
         for proc in self._procs:
@@ -267,14 +317,25 @@ class ControlPlane:
         return StartError(f"{why}{where} (all logs kept in {self.logs}){tail}")
 
     def start(self) -> None:
+        """Start everything (idempotent: a started control plane is left as it is)."""
+        if self._started:
+            return
         names = ["etcd", "kube-apiserver", "kubectl"]
         if self.with_controller_manager:
             names.append("kube-controller-manager")
-        self.binaries = build.ensure(names)
         self.pki.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(parents=True, exist_ok=True)
+        self._started = True
         try:
+            if self.with_node:
+                from .node import Node
+
+                self.node = Node(self)
+                self.node.prepare()  # host checks, packages, binaries, images, the bridge
+            self.binaries.update(build.ensure(names))
             self._start_all()
+            if self.node is not None:
+                self.node.start()
         except BaseException:
             self.stop()
             raise
@@ -293,20 +354,35 @@ class ControlPlane:
             "--unsafe-no-fsync", "--log-level=warn", "--quota-backend-bytes=2147483648",
         ])
         (self.dir / "audit-policy.yaml").write_text(AUDIT_POLICY)
-        self.server = f"https://127.0.0.1:{api_port}"
+        self.server = f"https://{self.address}:{api_port}"
+        if self.with_node:
+            # Real pods: tokens mounted by the ServiceAccount admission plugin, the kubelet
+            # confined to its own node's objects, and the API server able to reach the
+            # kubelet (logs, exec) with a client certificate, checking the kubelet's.
+            node_flags = [
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
+                f"--kubelet-client-certificate={self.pki / 'apiserver-kubelet-client.crt'}",
+                f"--kubelet-client-key={self.pki / 'apiserver-kubelet-client.key'}",
+                f"--kubelet-certificate-authority={self.pki / 'ca.crt'}",
+                "--kubelet-preferred-address-types=InternalIP",
+            ]
+        else:
+            node_flags = ["--authorization-mode=RBAC",
+                          "--disable-admission-plugins=ServiceAccount"]
         api = self._spawn("kube-apiserver", [
             f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-            f"--secure-port={api_port}", "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1", f"--cert-dir={self.dir / 'apiserver-certs'}",
+            f"--secure-port={api_port}", f"--bind-address={self.address}",
+            f"--advertise-address={self.address}", f"--cert-dir={self.dir / 'apiserver-certs'}",
             f"--tls-cert-file={self.pki / 'apiserver.crt'}",
             f"--tls-private-key-file={self.pki / 'apiserver.key'}",
             f"--client-ca-file={self.pki / 'ca.crt'}",
-            "--authorization-mode=RBAC",
-            "--service-cluster-ip-range=10.0.0.0/24",
+            *node_flags,
+            f"--service-cluster-ip-range={network.SERVICE_CIDR}",
             f"--service-account-issuer={self.server}/",
             f"--service-account-key-file={self.pki / 'sa.pub'}",
             f"--service-account-signing-key-file={self.pki / 'sa.key'}",
-            "--disable-admission-plugins=ServiceAccount", "--allow-privileged=true",
+            "--allow-privileged=true",
             f"--audit-policy-file={self.dir / 'audit-policy.yaml'}",
             f"--audit-log-path={self.audit_log}", "--audit-log-format=json",
             "--audit-log-mode=blocking",
@@ -324,6 +400,9 @@ class ControlPlane:
             return
         if "kube-controller-manager" not in self.binaries:
             self.binaries.update(build.ensure(["kube-controller-manager"]))
+        # Without a node nothing would clear a node's not-ready taint; with one, the
+        # node-lifecycle controller must run, or nothing ever schedules.
+        lifecycle = "" if self.with_node else "-nodelifecycle,"
         self._spawn("kube-controller-manager", [
             f"--kubeconfig={self.kubeconfig}",
             f"--authentication-kubeconfig={self.kubeconfig}",
@@ -334,7 +413,7 @@ class ControlPlane:
             f"--cluster-signing-cert-file={self.pki / 'ca.crt'}",
             f"--cluster-signing-key-file={self.pki / 'ca.key'}",
             "--use-service-account-credentials=false",
-            "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,"
+            f"--controllers=*,-nodeipam,{lifecycle}-cloud-node-lifecycle,"
             "-service-lb-controller,-route",
             "--v=1",
         ])
@@ -380,6 +459,24 @@ class ControlPlane:
                                *args], text=True, capture_output=True, check=check, timeout=60)
 
     def stop(self) -> None:
+        """Stop everything and remove its files (idempotent, safe after a failed start).
+        A node is torn down completely: its pods' processes, mounts, cgroups, nftables
+        rules, network and files (`controlplane.node.Node.stop`)."""
+        node, self.node = self.node, None
+        try:
+            if node is not None:
+                node.stop_workloads()  # kubelet, pods and runtime go before the API server
+        finally:
+            self._stop_processes()
+            if node is not None:
+                node.teardown()
+            self._started = False
+            if self.keep_logs:
+                print(f"control plane logs kept in {self.logs}", file=sys.stderr)
+            else:
+                shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _stop_processes(self) -> None:
         for proc in reversed(self._procs):
             if proc.popen.poll() is None:
                 proc.popen.terminate()
@@ -390,7 +487,3 @@ class ControlPlane:
                 proc.popen.kill()
                 proc.popen.wait()
         self._procs.clear()
-        if self.keep_logs:
-            print(f"control plane logs kept in {self.logs}", file=sys.stderr)
-        else:
-            shutil.rmtree(self.dir, ignore_errors=True)
