@@ -174,9 +174,10 @@ def cgroup_tree(*tops: str) -> list[Path]:
     found: list[Path] = []
     for controller in cgroup_controllers():
         for top in tops:
-            root = controller / top
-            if root.is_dir():
-                found += [p for p in root.rglob("*") if p.is_dir()] + [root]
+            # os.walk ignores directories that vanish under it: the kubelet and runc remove
+            # cgroups while this walks.
+            for parent, _dirs, _files in os.walk(controller / top):
+                found.append(Path(parent))
     return sorted(found, key=lambda p: len(p.parts), reverse=True)
 
 

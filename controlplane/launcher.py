@@ -454,9 +454,14 @@ class ControlPlane:
             if proc.popen.poll() is not None:
                 raise self._fail(proc, f"{proc.name} died with {proc.popen.returncode}")
 
-    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(self.binaries["kubectl"]), f"--kubeconfig={self.kubeconfig}",
-                               *args], text=True, capture_output=True, check=check, timeout=60)
+    def kubectl(self, *args: str, check: bool = True,
+                timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([str(self.binaries["kubectl"]), f"--kubeconfig={self.kubeconfig}",
+                               *args], text=True, capture_output=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise subprocess.CalledProcessError(proc.returncode, proc.args, proc.stdout,
+                                                f"kubectl {' '.join(args)}: {proc.stderr}")
+        return proc
 
     def stop(self) -> None:
         """Stop everything and remove its files (idempotent, safe after a failed start).

@@ -25,6 +25,7 @@ One node per machine: the kubelet's ports and the bridge are machine-wide.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -32,6 +33,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -90,6 +92,9 @@ class Node:
         self.binaries: dict[str, Path] = {}
         self.image_archives: dict[str, Path] = {}
         self.timings: dict[str, float] = {}
+        #: True once this node holds the machine's node lock: only then may it tear down
+        #: (a node refused because another one runs must not sweep that one away).
+        self.owns_machine = False
 
     # --- paths ---------------------------------------------------------------------------
 
@@ -108,7 +113,11 @@ class Node:
         why = host.why_no_node(_ours())
         if why:
             raise NodeError(f"cannot run a node here: {why}")
-        self.lock.acquire()
+        try:
+            self.lock.acquire()
+        except RuntimeError as exc:
+            raise NodeError(str(exc)) from None
+        self.owns_machine = True  # from here on, tear-down is ours to do
         sweep()
         t0 = time.monotonic()
         host.ensure_packages(say)
@@ -255,6 +264,10 @@ class Node:
 
     # --- what the tests and the demo look at ---------------------------------------------
 
+    def events(self) -> RuntimeEvents:
+        """containerd's container start and exit events from now on (close it after)."""
+        return RuntimeEvents(self.binaries["ctr"], self.socket)
+
     @staticmethod
     def container_pids(container_id: str) -> list[int]:
         """The processes of one container (its id from a pod's status, with or without the
@@ -270,6 +283,8 @@ class Node:
     def stop_workloads(self) -> None:
         """Stop the kubelet first (so it restarts nothing), then every pod process and shim,
         then containerd; the control plane's processes stop after this."""
+        if not self.owns_machine:
+            return
         for name in ("kubelet", "kube-scheduler", "kube-proxy"):
             try:
                 self.cp.stop_component(name)
@@ -283,10 +298,54 @@ class Node:
 
     def teardown(self) -> None:
         """Remove everything the node made (after `stop_workloads` and the control plane)."""
+        if not self.owns_machine:
+            return
         try:
             sweep()
         finally:
             self.lock.release()
+            self.owns_machine = False
+
+
+class RuntimeEvents:
+    """containerd's task events (``ctr events``) from now on, stamped by containerd: which
+    container started or exited when. `Node.events()` starts one; `close()` ends it."""
+
+    TOPICS = ("/tasks/start", "/tasks/exit")
+
+    def __init__(self, ctr: Path, socket: Path) -> None:
+        self.seen: list[tuple[float, str, str]] = []  # (unix time, topic, container id)
+        self._proc = subprocess.Popen([str(ctr), f"--address={socket}", "--namespace=k8s.io",
+                                       "events"], stdout=subprocess.PIPE,
+                                      stderr=subprocess.DEVNULL, text=True)
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            # 2026-12-01 09:21:37.681489873 +0000 UTC k8s.io /tasks/exit {"container_id": ...}
+            parts = line.split(" ", 6)
+            if len(parts) < 7 or parts[5] not in self.TOPICS:
+                continue
+            day, clock = parts[0], parts[1]
+            whole, _, fraction = clock.partition(".")
+            stamp = datetime.datetime.fromisoformat(f"{day}T{whole}+00:00").timestamp()
+            self.seen.append((stamp + float(f"0.{fraction or 0}"), parts[5],
+                              json.loads(parts[6])["container_id"]))
+
+    def when(self, topic: str, container_id: str) -> float:
+        """When `container_id` (with or without ``containerd://``) had `topic` (the last time)."""
+        cid = container_id.removeprefix("containerd://")
+        times = [t for t, top, c in list(self.seen) if top == topic and c == cid]
+        if not times:
+            raise LookupError(f"no {topic} event for container {cid[:12]}")
+        return times[-1]
+
+    def close(self) -> None:
+        self._proc.terminate()
+        self._proc.wait(timeout=10)
+        self._thread.join(timeout=10)
 
 
 # --- configuration -------------------------------------------------------------------------

@@ -1,8 +1,11 @@
-"""`Recorder`: what the API server says happened to one namespace's pods and Leases, in its
-order, stamped with this machine's monotonic clock as each watch event arrives.
+"""`Recorder`: what the API server says happened to one namespace's pods and Leases (and,
+if asked, one Service's EndpointSlices), in its order, stamped with this machine's monotonic
+clock as each watch event arrives.
 
-Used by the operator's tests, `make demo` and the chaos checker: every role label change
-and every Lease holder change, so "never two leaders" can be checked event by event.
+Used by the operator's tests, `make demo`, the node's tests and benchmark, and the chaos
+checker: every role label change, every Lease holder change and every change of the pods
+behind a Service, so "never two leaders" and "never two endpoints" can be checked event by
+event.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,26 +24,42 @@ from .cluster import sync_client
 ROLE = "leadership.dev/role"
 
 
+@dataclass(frozen=True)
+class Endpoints:
+    """The pods behind one Service at one moment, as its EndpointSlices list them."""
+
+    seen: float  # monotonic time the change was seen
+    listed: tuple[str, ...]  # every pod listed, whatever its conditions
+    ready: tuple[str, ...]  # those kube-proxy sends new connections to while any is ready
+    serving: tuple[str, ...]  # ready or not, those whose readiness probe passes
+
+
 class Recorder:
     """Watches pods and Leases of one namespace from a thread and records, in the API
-    server's order, every role label and every holder, with the time it was seen."""
+    server's order, every role label and every holder, with the time it was seen; with
+    `service`, also every change of the pods behind that Service."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, role_label: str = ROLE) -> None:
+    def __init__(self, kubeconfig: Path, namespace: str, role_label: str = ROLE,
+                 service: str | None = None) -> None:
         self.role_label = role_label
         self.api = sync_client(kubeconfig)
         self.namespace = namespace
         self.roles: list[tuple[float, str, str | None]] = []  # (seen at, pod, role)
         self.holders: list[tuple[float, str, str]] = []  # (seen at, lease, holder): new terms
         self.renewals: list[tuple[float, str]] = []  # (seen at, lease): every record change
+        self.endpoints: list[Endpoints] = []  # every change of `service`'s endpoints
         #: errors that ended a watch (it was resumed from the last version seen).
         self.watch_errors: list[str] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._pods, daemon=True),
                          threading.Thread(target=self._leases, daemon=True)]
+        if service is not None:
+            self._threads.append(threading.Thread(target=self._slices, args=(service,),
+                                                  daemon=True))
         for t in self._threads:
             t.start()
 
-    def _stream(self, lister: Any, on: Callable[[str, Any], None]) -> None:
+    def _stream(self, lister: Any, on: Callable[[str, Any], None], **params: Any) -> None:
         """Watch from the last version seen, so no intermediate change is lost between two
         watch requests; a 410 (or the first call) starts from a fresh list."""
         version: str | None = None
@@ -48,7 +68,7 @@ class Recorder:
             extra = {"resource_version": version} if version else {}
             try:
                 for event in w.stream(lister, self.namespace, timeout_seconds=5,
-                                      _request_timeout=10, **extra):
+                                      _request_timeout=10, **extra, **params):
                     on(event["type"], event["object"])
                     version = w.resource_version
                     if self._stop.is_set():
@@ -87,6 +107,38 @@ class Recorder:
                 self.holders.append((now, lease.metadata.name, holder))
 
         self._stream(kubernetes.client.CoordinationV1Api(self.api).list_namespaced_lease, on)
+
+    def _slices(self, service: str) -> None:
+        slices: dict[str, list[Any]] = {}
+
+        def on(kind: str, eps: Any) -> None:
+            slices[eps.metadata.name] = [] if kind == "DELETED" else list(eps.endpoints or [])
+            every = [e for endpoints in slices.values() for e in endpoints]
+
+            def pods(keep: Callable[[Any], bool]) -> tuple[str, ...]:
+                return tuple(sorted(e.target_ref.name for e in every
+                                    if e.target_ref is not None and keep(e.conditions)))
+
+            state = Endpoints(time.monotonic(), pods(lambda c: True),
+                              pods(lambda c: c is not None and c.ready is not False),
+                              pods(lambda c: c is not None and c.serving is not False))
+            last = self.endpoints[-1] if self.endpoints else None
+            if last is None or (last.listed, last.ready, last.serving) != (
+                    state.listed, state.ready, state.serving):
+                self.endpoints.append(state)
+
+        self._stream(kubernetes.client.DiscoveryV1Api(self.api).list_namespaced_endpoint_slice,
+                     on, label_selector=f"kubernetes.io/service-name={service}")
+
+    def endpoints_at(self, when: float) -> Endpoints | None:
+        """The Service's endpoints as last seen at or before `when`."""
+        seen = [e for e in list(self.endpoints) if e.seen <= when]
+        return seen[-1] if seen else None
+
+    def never_two_endpoints(self) -> None:
+        """No state of the Service's endpoints ever listed two pods."""
+        for state in list(self.endpoints):
+            assert len(state.listed) <= 1, f"two endpoints at {state.seen:.3f}: {state.listed}"
 
     def current(self) -> dict[str, str | None]:
         now: dict[str, str | None] = {}

@@ -1,0 +1,113 @@
+"""`Deployed`: the project's manifests applied as they are to a control plane with a node,
+and what the demo, the end-to-end tests and `make bench-node` ask of them: pods, the
+leader, the Lease, a Service's address, a container's processes on the node.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import kubernetes
+
+from .cluster import sync_client
+from .node import Node
+
+if TYPE_CHECKING:
+    from .launcher import ControlPlane
+
+ROOT = Path(__file__).resolve().parents[1]
+APP_NS, ELECTION, APP = "leadership-example", "web", "web"
+OPERATOR_NS, OPERATOR = "leadership-system", "leadership-operator"
+ROLE = "leadership.dev/role"
+
+
+class Deployed:
+    def __init__(self, cp: ControlPlane) -> None:
+        if cp.node is None:
+            raise ValueError("cp: this needs a control plane started with with_node=True")
+        self.cp = cp
+        self.api = sync_client(cp.kubeconfig)
+        self.v1 = kubernetes.client.CoreV1Api(self.api)
+        self.coordination = kubernetes.client.CoordinationV1Api(self.api)
+
+    def apply(self) -> list[str]:
+        """`kubectl apply -k` manifests/operator then manifests/example; their output."""
+        return [self.cp.kubectl("apply", "-k", str(ROOT / "manifests" / d)).stdout
+                for d in ("operator", "example")]
+
+    def rollout_status(self, namespace: str, deployment: str, timeout: float = 180) -> str:
+        return self.cp.kubectl("-n", namespace, "rollout", "status",
+                               f"deployment/{deployment}", f"--timeout={timeout:.0f}s",
+                               timeout=timeout + 10).stdout
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        """Until both Deployments are rolled out and every pod of theirs is Ready."""
+        self.rollout_status(OPERATOR_NS, OPERATOR, timeout)
+        self.rollout_status(APP_NS, APP, timeout)
+
+    def pods(self, namespace: str = APP_NS, selector: str = f"leadership.dev/election={ELECTION}",
+             *, include_terminating: bool = False) -> list[Any]:
+        items = self.v1.list_namespaced_pod(namespace, label_selector=selector).items
+        return sorted((p for p in items if include_terminating
+                       or p.metadata.deletion_timestamp is None),
+                      key=lambda p: p.metadata.name)
+
+    def operator_pods(self) -> list[Any]:
+        return self.pods(OPERATOR_NS, f"app.kubernetes.io/name={OPERATOR}")
+
+    def holder(self, name: str = ELECTION, namespace: str = APP_NS) -> str:
+        lease = self.coordination.read_namespaced_lease(name, namespace)
+        return str(lease.spec.holder_identity or "")
+
+    def labelled(self, role: str) -> list[str]:
+        return [p.metadata.name for p in self.pods(include_terminating=True)
+                if (p.metadata.labels or {}).get(ROLE) == role]
+
+    def service_ip(self, name: str, namespace: str = APP_NS) -> str:
+        return str(self.v1.read_namespaced_service(name, namespace).spec.cluster_ip)
+
+    def container_id(self, pod: str, container: str, namespace: str = APP_NS) -> str:
+        status = self.v1.read_namespaced_pod(pod, namespace).status
+        for c in [*(status.init_container_statuses or []), *(status.container_statuses or [])]:
+            if c.name == container and c.container_id:
+                return str(c.container_id)
+        raise LookupError(f"{namespace}/{pod} has no running container {container!r}")
+
+    def pids(self, pod: str, container: str, namespace: str = APP_NS) -> list[int]:
+        """The processes of one container, on the node."""
+        return Node.container_pids(self.container_id(pod, container, namespace))
+
+    def signal(self, pod: str, containers: tuple[str, ...], sig: int,
+               namespace: str = APP_NS) -> list[int]:
+        """Send `sig` to every process of the pod's `containers` on the node; their pids."""
+        pids = [pid for c in containers for pid in self.pids(pod, c, namespace)]
+        for pid in pids:
+            os.kill(pid, sig)
+        return pids
+
+    def freeze(self, pod: str, containers: tuple[str, ...] = ("leadership", "app")) -> list[int]:
+        """SIGSTOP the pod's processes: to Kubernetes it still runs (a hung process, a
+        partitioned pod); only its Lease's expiry tells."""
+        return self.signal(pod, containers, signal.SIGSTOP)
+
+    def thaw(self, pids: list[int]) -> None:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
+    def wait_for(self, what: str, condition: Any, within: float, every: float = 0.05) -> Any:
+        """Poll `condition()` until it returns something true; that value."""
+        deadline = time.monotonic() + within
+        while True:
+            value = condition()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not within {within:.0f} s: {what}")
+            time.sleep(every)

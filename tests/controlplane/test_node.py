@@ -1,0 +1,120 @@
+"""The node's own tests: it comes up, serves real pods, keeps its network on this machine,
+and leaves nothing behind after a tear-down, even the second time in a row.
+
+They need root on Linux (the kubelet manages cgroups, mounts and network namespaces): CI
+has both. Where a node cannot come up, they fail and say why; they never skip.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+
+from controlplane import host, network, node
+from controlplane.cluster import sync_client
+from controlplane.launcher import ControlPlane
+
+pytestmark = pytest.mark.node
+
+
+def machine_state() -> dict[str, Any]:
+    """What a node could change on this machine, as plainly comparable values."""
+
+    def listing(path: str) -> list[str]:
+        return sorted(p.name for p in Path(path).iterdir()) if Path(path).exists() else []
+
+    nft = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    return {
+        "paths": {p: Path(p).exists() for p in node.HARD_CODED_PATHS},
+        "run": listing("/run"), "var-lib": listing("/var/lib"), "var-log": listing("/var/log"),
+        "sysctls": {name: node._read_sysctl(name) for name in node.SYSCTLS},
+        "links": sorted(p.name for p in Path("/sys/class/net").iterdir()),
+        "routes": subprocess.run(["ip", "route"], capture_output=True, text=True).stdout,
+        "nft": nft,
+        "mounts": len(Path("/proc/self/mountinfo").read_text().splitlines()),
+        "cgroups": {str(c): listing(str(c)) for c in host.cgroup_controllers()},
+    }
+
+
+def run_pod(cp: ControlPlane, name: str) -> None:
+    """One pod on the node (the pause image, as nobody): cgroups, mounts, a network
+    namespace, a veth on the bridge; waits until it runs."""
+    v1 = kubernetes.client.CoreV1Api(sync_client(cp.kubeconfig))
+    v1.create_namespaced_pod("default", {
+        "metadata": {"name": name},
+        "spec": {"automountServiceAccountToken": False, "containers": [{
+            "name": "pause", "image": "registry.k8s.io/pause:3.10.1",
+            "imagePullPolicy": "Never",
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 65535,
+                                "allowPrivilegeEscalation": False,
+                                "readOnlyRootFilesystem": True,
+                                "capabilities": {"drop": ["ALL"]}}}]}})
+    deadline = time.monotonic() + 60
+    while v1.read_namespaced_pod(name, "default").status.phase != "Running":
+        assert time.monotonic() < deadline, f"{name} never ran"
+        time.sleep(0.1)
+
+
+def test_a_node_comes_up_twice_and_leaves_nothing_behind() -> None:
+    before = machine_state()
+    timings = []
+    for attempt in ("first", "second"):
+        started = time.monotonic()
+        with ControlPlane(with_node=True) as cp:
+            assert cp.node is not None
+            up = time.monotonic() - started
+            run_pod(cp, f"pause-{attempt}")
+            assert network.forwarding_enabled() == [], "IP forwarding was switched on"
+            assert network.bridge_exists()
+        timings.append((up, time.monotonic() - started - up))
+        assert node.leftovers() == [], f"after the {attempt} tear-down"
+        assert machine_state() == before, f"the machine changed after the {attempt} run"
+    print("node up / tear-down, s:", timings)
+
+
+def test_the_pod_network_stays_on_this_machine() -> None:
+    with ControlPlane(with_node=True) as cp:
+        run_pod(cp, "pause-net")
+        v1 = kubernetes.client.CoreV1Api(sync_client(cp.kubeconfig))
+        pod = v1.read_namespaced_pod("pause-net", "default")
+        assert pod.status.pod_ip.startswith("10.244.0.")
+        assert network.forwarding_enabled() == []
+        # The host routes only the pod range and the Service range onto the bridge.
+        routes = network.routes_via_bridge()
+        assert sorted(r.split()[0] for r in routes) == sorted(
+            [network.POD_CIDR, network.SERVICE_CIDR]), routes
+        # Inside the pod: no default route, so any address beyond the bridge and the
+        # Service range is unreachable from the pod itself.
+        pid = node.Node.container_pids(pod.status.container_statuses[0].container_id)[0]
+        inside = subprocess.run(["nsenter", "-t", str(pid), "-n", "ip", "-4", "route"],
+                                capture_output=True, text=True, check=True).stdout
+        assert "default" not in inside, inside
+        assert network.SERVICE_CIDR in inside, inside
+        outside = subprocess.run(["nsenter", "-t", str(pid), "-n", "ip", "route", "get",
+                                  "192.0.2.1"], capture_output=True, text=True)
+        assert outside.returncode != 0 and "unreachable" in outside.stderr, outside
+        # The resolver the pods get points at nothing outside (their own loopback).
+        resolv = Path(f"/proc/{pid}/root/etc/resolv.conf").read_text()
+        servers = [line.split()[1] for line in resolv.splitlines()
+                   if line.startswith("nameserver")]
+        assert servers == ["127.0.0.1"], resolv
+        # No NAT of pod traffic by the CNI plugin (kube-proxy's own table aside).
+        ruleset = subprocess.run(["nft", "-j", "list", "ruleset"], capture_output=True,
+                                 text=True, check=True).stdout
+        tables = {t["table"]["name"] for t in json.loads(ruleset)["nftables"] if "table" in t}
+        assert tables <= {"kube-proxy"}, tables
+
+
+def test_a_second_node_on_one_machine_is_refused_with_the_reason() -> None:
+    with ControlPlane(with_node=True):
+        second = ControlPlane(with_node=True)
+        with pytest.raises(node.NodeError, match=r"node's ports are in use|another leadership "
+                                                  r"node runs on this machine"):
+            second.start()
+        assert second.node is None

@@ -1,0 +1,263 @@
+"""Real pods: the manifests as they are, the image from the Dockerfile, traffic through the
+`web-leader` Service following the Lease.
+
+Each test starts from a settled example (three Ready pods, the Lease's holder labelled
+`leader` and alone behind `web-leader`) and leaves it settled for the next.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+import urllib.request
+from pathlib import Path
+
+from controlplane.deployed import APP_NS, ELECTION, OPERATOR_NS
+from controlplane.node import NODE_NAME
+from controlplane.traffic import Traffic
+
+from .conftest import E2ECluster
+
+TTL = 15  # manifests/example's --lease-seconds
+
+
+def ask(address: str) -> str | None:
+    """One request to `address` (a Service's ClusterIP): who answered, or None."""
+    try:
+        with urllib.request.urlopen(f"http://{address}/", timeout=1) as response:
+            return str(response.read().decode())
+    except OSError:
+        return None
+
+
+def settled(d: E2ECluster, within: float = 90) -> str:
+    """Wait until three pods are Ready, the holder is labelled leader (the others follower),
+    it alone is ready behind web-leader, and kube-proxy sends web-leader's traffic to it;
+    return the leader."""
+    address = d.service_ip("web-leader")
+
+    def check() -> str | None:
+        pods = d.pods()
+        ready = [p for p in pods if any(c.type == "Ready" and c.status == "True"
+                                        for c in p.status.conditions or [])]
+        holder = d.holder()
+        roles = {p.metadata.name: (p.metadata.labels or {}).get("leadership.dev/role")
+                 for p in pods}
+        state = d.recorder.endpoints[-1] if d.recorder.endpoints else None
+        if (len(pods) == 3 and len(ready) == 3 and holder in roles
+                and all(r == ("leader" if p == holder else "follower")
+                        for p, r in roles.items())
+                and state is not None and state.listed == (holder,)
+                and state.ready == (holder,) and ask(address) == holder):
+            return holder
+        return None
+
+    return str(d.wait_for("the example settled", check, within))
+
+
+def holder_at(d: E2ECluster, when: float) -> str | None:
+    """The Lease's holder as the recorder had seen it at `when` (monotonic)."""
+    seen = [h for t, name, h in list(d.recorder.holders) if name == ELECTION and t <= when]
+    return seen[-1] if seen else None
+
+
+def answered_by_non_leader(d: E2ECluster, answers: list) -> list:  # type: ignore[type-arg]
+    """Answers from a pod that was not the Lease's holder at any moment the request was in
+    flight (between its send and its answer)."""
+    bad = []
+    for a in answers:
+        if a.body is None:
+            continue
+        holders = {holder_at(d, a.sent)} | {h for t, name, h in list(d.recorder.holders)
+                                             if name == ELECTION and a.sent <= t <= a.done}
+        if a.body not in holders:
+            bad.append(a)
+    return bad
+
+
+def test_the_manifests_run_as_they_are(deployed: E2ECluster) -> None:
+    leader = settled(deployed)
+    web, operators = deployed.pods(), deployed.operator_pods()
+    assert len(web) == 3 and len(operators) == 2
+    for pod in [*web, *operators]:
+        assert pod.spec.node_name == NODE_NAME
+        statuses = [*(pod.status.init_container_statuses or []),
+                    *pod.status.container_statuses]
+        assert all(c.ready and c.restart_count == 0 for c in statuses), pod.metadata.name
+        images = {c.name: c.image for c in statuses}
+        assert images.get("leadership", images.get("operator")) == "docker.io/library/" \
+                                                                  "leadership:0.1.0"
+    assert deployed.holder() == leader
+    # The operator replicas elected their active one with their own Lease, through the
+    # in-cluster configuration (their only way to the API server: the kubernetes Service).
+    assert deployed.holder("leadership-operator", OPERATOR_NS) in {
+        p.metadata.name for p in operators}
+    assert all("--kubeconfig" not in " ".join(c.args or []) for p in operators
+               for c in p.spec.containers)
+
+
+def test_every_container_runs_hardened_as_the_manifests_say(deployed: E2ECluster) -> None:
+    settled(deployed)
+    checked = 0
+    for pod in [*deployed.pods(), *deployed.operator_pods()]:
+        namespace = pod.metadata.namespace
+        for container in ["leadership", "app"] if namespace == APP_NS else ["operator"]:
+            for pid in deployed.pids(pod.metadata.name, container, namespace):
+                status = Path(f"/proc/{pid}/status").read_text()
+                fields = dict(line.split(":\t", 1) for line in status.splitlines()
+                              if ":\t" in line)
+                assert fields["Uid"].split()[:2] == ["10001", "10001"], (pod.metadata.name,
+                                                                       container)
+                assert fields["Gid"].split()[0] == "10001"
+                assert fields["NoNewPrivs"].strip() == "1"
+                assert int(fields["CapEff"], 16) == 0
+                assert fields["Seccomp"].strip() == "2"  # a filter: RuntimeDefault
+                root = next(line for line in Path(f"/proc/{pid}/mountinfo").read_text()
+                            .splitlines() if line.split()[4] == "/")
+                assert re.match(r"ro\b", root.split()[5]), root
+                checked += 1
+    assert checked >= 2 * 3 + 2
+
+
+def test_the_kubelet_probes_pass(deployed: E2ECluster) -> None:
+    settled(deployed)
+    metrics = deployed.cp.kubectl("get", "--raw",
+                                  f"/api/v1/nodes/{NODE_NAME}/proxy/metrics/probes").stdout
+    passed = {(m.group(1), m.group(2)) for m in re.finditer(
+        r'prober_probe_total\{container="([^"]+)".*?probe_type="(\w+)",'
+        r'result="successful"\} (\d+)', metrics) if int(m.group(3)) > 0}
+    assert {("operator", "Readiness"), ("app", "Readiness")} <= passed, passed
+    # Readiness may fail while a container starts (that is what it is for); liveness never.
+    failed = re.findall(r'prober_probe_total\{[^}]*probe_type="Liveness",result="failed"\} '
+                        r'[1-9]', metrics)
+    assert failed == [], failed
+    assert any(kind == "Liveness" for _, kind in passed), passed
+
+
+def test_requests_through_the_leader_service_reach_the_leader(deployed: E2ECluster) -> None:
+    leader = settled(deployed)
+    traffic = Traffic(deployed.service_ip("web-leader"), interval=0.02).start()
+    deployed.wait_for("100 answers", lambda: len(traffic.snapshot()) >= 100, 20)
+    answers = traffic.stop()
+    assert {a.body for a in answers} == {leader}, {a.body or a.error for a in answers}
+
+
+def test_deleting_the_leader_pod_hands_over_in_under_a_second(deployed: E2ECluster) -> None:
+    leader = settled(deployed)
+    before = {p.metadata.name for p in deployed.pods()}
+    app_id = deployed.container_id(leader, "app")
+    sidecar_id = deployed.container_id(leader, "leadership")
+    events = deployed.cp.node.events()  # type: ignore[union-attr]
+    traffic = Traffic(deployed.service_ip("web-leader"), interval=0.02).start()
+    try:
+        deleted = time.monotonic()
+        deployed.v1.delete_namespaced_pod(leader, APP_NS)
+        new = deployed.wait_for("a new holder", lambda: next(
+            (h for t, name, h in list(deployed.recorder.holders)
+             if name == ELECTION and t >= deleted and h not in ("", leader)), None), 10)
+        took = deployed.recorder.when_holder(ELECTION, lambda h: h == new, deleted) - deleted
+        assert took < 1.0, f"the Lease changed hands {took:.2f} s after the delete (TTL {TTL})"
+        behind = deployed.wait_for("the new leader behind web-leader", lambda: next(
+            (e for e in list(deployed.recorder.endpoints)
+             if e.seen >= deleted and e.listed == (new,)), None), 10)
+        answered = deployed.wait_for("an answer from the new leader",
+                                     lambda: traffic.first_answer_from(new, deleted), 10)
+        settled(deployed)
+    finally:
+        answers = traffic.stop()
+        events.close()
+    print(f"delete -> new holder {took * 1000:.0f} ms, -> endpoint "
+          f"{(behind.seen - deleted) * 1000:.0f} ms, -> answer "
+          f"{(answered.done - deleted) * 1000:.0f} ms")
+    assert behind.seen - deleted < 3.0
+    assert answered_by_non_leader(deployed, answers) == []
+    # The native sidecar stops after the app: the app's process exited first.
+    assert events.when("/tasks/exit", app_id) < events.when("/tasks/exit", sidecar_id)
+    # ... and in the replacement pod it started before the app.
+    replacement = next(p.metadata.name for p in deployed.pods()
+                       if p.metadata.name not in before)
+    assert events.when("/tasks/start", deployed.container_id(replacement, "leadership")) < \
+        events.when("/tasks/start", deployed.container_id(replacement, "app"))
+    deployed.recorder.never_two_leaders()
+    deployed.recorder.never_two_endpoints()
+
+
+def test_a_frozen_leader_leaves_the_service_when_its_lease_expires(
+        deployed: E2ECluster) -> None:
+    leader = settled(deployed)
+    # Freeze only the sidecar, the Lease's holder: the pod stays Running and Ready (the
+    # app answers), so only the operator's reading of the Lease can take it out.
+    frozen = deployed.freeze(leader, ("leadership",))
+    stopped = time.monotonic()
+    try:
+        gone = deployed.wait_for("the frozen leader out of web-leader", lambda: next(
+            (e for e in list(deployed.recorder.endpoints)
+             if e.seen >= stopped and leader not in e.listed), None), TTL + 10)
+        renewed = deployed.recorder.last_renewal(ELECTION, stopped)
+        # At expiry the operator labels it `stale`, or straight `follower` when a follower
+        # has already taken the Lease: either way it is no longer `leader`.
+        labels = [r for t, pod, r in list(deployed.recorder.roles)
+                  if pod == leader and t >= stopped]
+        assert labels and labels[0] in ("stale", "follower"), labels
+        after = gone.seen - renewed
+        assert TTL - 1 < after < TTL + 2, f"left the Service {after:.2f} s after its last " \
+                                          f"renewal (Lease {TTL} s)"
+        successor = deployed.wait_for("a successor", lambda: next(
+            (h for t, name, h in list(deployed.recorder.holders)
+             if name == ELECTION and t >= stopped and h not in ("", leader)), None), 10)
+        deployed.wait_for("the successor behind web-leader", lambda: next(
+            (e for e in list(deployed.recorder.endpoints)
+             if e.seen >= gone.seen and e.listed == (successor,)), None), 10)
+    finally:
+        deployed.thaw(frozen)
+    # Thawed, the old sidecar finds it lost the Lease and follows; the labels agree.
+    deployed.wait_for(f"{leader} labelled follower again",
+                      lambda: deployed.recorder.current().get(leader) == "follower", 20)
+    settled(deployed)
+    deployed.recorder.never_two_leaders()
+    deployed.recorder.never_two_endpoints()
+
+
+def test_a_rolling_update_hands_over_pod_by_pod(deployed: E2ECluster) -> None:
+    first = settled(deployed)
+    old = {p.metadata.name for p in deployed.pods()}
+    traffic = Traffic(deployed.service_ip("web-leader"), interval=0.02).start()
+    started = time.monotonic()
+    try:
+        deployed.cp.kubectl("-n", APP_NS, "rollout", "restart", "deployment/web")
+        deployed.rollout_status(APP_NS, "web")
+        leader = settled(deployed)
+    finally:
+        answers = traffic.stop()
+    assert leader not in old and first in old
+    assert not {p.metadata.name for p in deployed.pods()} & old
+    changes = [h for t, name, h in list(deployed.recorder.holders)
+               if name == ELECTION and t >= started and h]
+    silence = traffic.longest_silence(started, answers[-1].sent)
+    print(f"rolling update: {len(changes)} new holders, longest silence {silence:.2f} s, "
+          f"{sum(a.body is None for a in answers)} of {len(answers)} requests failed")
+    assert answered_by_non_leader(deployed, answers) == []
+    assert silence < 5.0
+    deployed.recorder.never_two_leaders()
+    deployed.recorder.never_two_endpoints()
+
+
+def test_the_standby_operator_takes_over_when_the_active_pod_goes(
+        deployed: E2ECluster) -> None:
+    settled(deployed)
+    active = deployed.holder("leadership-operator", OPERATOR_NS)
+    deployed.v1.delete_namespaced_pod(active, OPERATOR_NS)
+    took = time.monotonic()
+    deployed.wait_for("another active operator", lambda: deployed.holder(
+        "leadership-operator", OPERATOR_NS) not in ("", active), 20)
+    took = time.monotonic() - took
+    # The labels keep following the Lease under the new active replica.
+    leader = settled(deployed)
+    deployed.signal(leader, ("leadership",), signal.SIGTERM)
+    deployed.wait_for("a new leader labelled", lambda: next(
+        (p for p in deployed.labelled("leader") if p != leader), None), 20)
+    settled(deployed)
+    print(f"standby active {took:.2f} s after the delete")
+    deployed.cp.kubectl("-n", OPERATOR_NS, "rollout", "status",
+                        "deployment/leadership-operator", "--timeout=120s", timeout=130)
