@@ -9,17 +9,21 @@ IMAGE        ?= leadership:0.1.0
 KIND_CLUSTER ?= leadership
 KUBECTL      ?= kubectl
 
-.PHONY: help venv binaries controlplane gomod lint unit test demo demo-library bench \
-	bench-operator bench-stall chaos clean image kind-up kind-load deploy kind-down
+.PHONY: help venv binaries node-prepare controlplane node gomod lint unit test demo \
+	demo-processes demo-library bench bench-operator bench-stall bench-node chaos clean image \
+	kind-up kind-load deploy kind-down
 
 help:
-	@echo "make demo          the operator's story on a local control plane (built on first use)"
+	@echo "make demo          the operator's story on real pods, on a node of this machine (root)"
+	@echo "make demo-processes  the same story with processes standing in for pods (no root)"
 	@echo "make demo-library  the library alone: Python and Go candidates on one Lease"
 	@echo "make test          lint, type-check, and run every test (unit + integration)"
 	@echo "make controlplane  start etcd + kube-apiserver + kube-controller-manager; print KUBECONFIG"
+	@echo "make node          the same plus a real node with the project's image; print KUBECONFIG"
 	@echo "make bench         run the benchmarks; writes docs/benchmarks.md"
 	@echo "make bench-operator  the operator at 1,000 elections; writes docs/operator-scale.md"
 	@echo "make bench-stall   first-leader time under CPU saturation and slow round trips; docs/stall.md"
+	@echo "make bench-node    traffic following the Lease on real pods, 30 trials; docs/node.md"
 	@echo "make chaos         seeded faults for 5 min, checked for split brain; docs/reliability.md"
 	@echo "make gomod         re-render controlplane/gomod from versions.env"
 	@echo "With Docker and kind: make kind-up image kind-load deploy; make kind-down"
@@ -35,8 +39,17 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 binaries:
 	$(PYTHON) -m controlplane.build etcd kube-apiserver kube-controller-manager kubectl leaderpeer leaseload
 
+# The node's packages (apt), binaries (containerd, runc, CNI, kubelet, ...) and images (the
+# Dockerfile's, with BuildKit): built once, cached. Says why and does nothing on a machine
+# that cannot host a node (not root, not Linux, a kubelet or runtime of its own).
+node-prepare: venv
+	$(PY) -m controlplane.node prepare
+
 controlplane: venv binaries
 	$(PY) -m controlplane
+
+node: venv binaries
+	$(PY) -m controlplane --node
 
 gomod:
 	$(PYTHON) -m controlplane.build --render
@@ -49,10 +62,16 @@ lint: venv
 unit: venv
 	$(PY) -m pytest tests/unit
 
-test: venv binaries lint
-	$(PY) -m pytest
+# Tests marked `node` (tests/e2e, tests/controlplane/test_node.py, the real-pod demo) need
+# root on Linux; `make test PYTEST_ARGS='-m "not node"'` runs the rest anywhere.
+PYTEST_ARGS ?=
+test: venv binaries node-prepare lint
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: venv binaries
+	$(PY) -m examples.node_demo
+
+demo-processes: venv binaries
 	$(PY) -m examples.operator_demo
 
 demo-library: venv binaries
@@ -63,6 +82,9 @@ bench: venv binaries
 
 bench-operator: venv binaries
 	$(PY) -m benchmarks.operator_scale
+
+bench-node: venv binaries
+	$(PY) -m benchmarks.node
 
 bench-stall: venv binaries
 	command -v stress >/dev/null || (apt-get update -qq && apt-get install -y -qq stress)

@@ -209,6 +209,9 @@ class ControlPlane:
     with_controller_manager: bool = False
     keep_logs: bool = False
     with_node: bool = False
+    #: Settings merged over the node's component configurations: {"kube-proxy": {...},
+    #: "kubelet": {...}} (e.g. kube-proxy's nftables.minSyncPeriod, for a benchmark).
+    node_config: dict[str, dict[str, Any]] = field(default_factory=dict)
     dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="leadership-cp-")))
     server: str = ""
     kubeconfig: Path = field(init=False)

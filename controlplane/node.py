@@ -183,8 +183,9 @@ class Node:
         # not theirs to use. In-cluster clients find the API server by its Service IP.
         resolv.write_text("# leadership node: no resolver reachable from pods\n"
                           "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
-        conf.write_text(json.dumps(kubelet_config(self.socket, resolv, self.cp.pki),
-                                   indent=2))
+        config = {**kubelet_config(self.socket, resolv, self.cp.pki),
+                  **self.cp.node_config.get("kubelet", {})}
+        conf.write_text(json.dumps(config, indent=2))
         self.cp.spawn("kubelet", [
             f"--config={conf}", f"--kubeconfig={self.cp.kubeconfig_for('kubelet-client')}",
             f"--hostname-override={NODE_NAME}", f"--node-ip={network.NODE_IP}",
@@ -202,8 +203,9 @@ class Node:
 
     def _start_kube_proxy(self) -> None:
         conf = STATE_DIR / "kube-proxy.yaml"
-        conf.write_text(json.dumps(kube_proxy_config(self.cp.kubeconfig_for("kube-proxy")),
-                                   indent=2))
+        config = {**kube_proxy_config(self.cp.kubeconfig_for("kube-proxy")),
+                  **self.cp.node_config.get("kube-proxy", {})}
+        conf.write_text(json.dumps(config, indent=2))
         self.cp.spawn("kube-proxy", [f"--config={conf}", "--v=1"],
                       binary=self.binaries["kube-proxy"], env=self._env())
 
@@ -643,3 +645,34 @@ def leftovers() -> list[str]:
                                        text=True).stdout
                 found += [f"{tool} -t {table} {r}" for r in rules.splitlines() if "KUBE-" in r]
     return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m controlplane.node prepare`: install, build and cache what a node needs
+    (packages, binaries, images) without starting one, so that `make test` builds before
+    its timed tests run. On a machine that cannot host a node it says why and exits 0: the
+    node's tests then fail with that reason."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m controlplane.node", description=main.__doc__)
+    parser.add_argument("what", choices=["prepare", "sweep"],
+                        help="prepare: build what a node needs; sweep: remove what a killed "
+                             "node left behind")
+    args = parser.parse_args(argv)
+    why = host.why_no_node(_ours())
+    if why:
+        say(f"no node on this machine: {why}")
+        return 0
+    if args.what == "sweep":
+        sweep()
+        return 0
+    t0 = time.monotonic()
+    host.ensure_packages(say)
+    build.ensure([*NODE_BINARIES])
+    images.ensure_all(say)
+    say(f"ready: binaries and images cached ({time.monotonic() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

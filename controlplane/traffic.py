@@ -17,6 +17,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 
+def ask(address: str, port: int = 80, timeout: float = 1.0) -> str | None:
+    """One request to ``http://<address>:<port>/``: the answering pod's name, or None."""
+    conn = http.client.HTTPConnection(address, port, timeout=timeout)
+    try:
+        conn.request("GET", "/", headers={"Connection": "close"})
+        response = conn.getresponse()
+        body = response.read().decode(errors="replace").strip()
+        return body if response.status == 200 else None
+    except OSError:
+        return None
+    finally:
+        conn.close()
+
+
 @dataclass(frozen=True)
 class Answer:
     sent: float  # monotonic
