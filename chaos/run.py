@@ -50,9 +50,24 @@ TTL = 4
 PROXIED = ["c0", "c2", "s0", "op-0"]
 RENEW_DEADLINE = TTL * 2 / 3
 NS, LEASE = "chaos", "web"
-#: Debian's libfaketime, wherever the machine's multiarch directory is.
-FAKETIME_LIB = next(iter(sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))),
-                    Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"))
+
+
+def faketime_library() -> Path:
+    """libfaketime: Debian's, wherever the machine's multiarch directory is, else the one the
+    `libfaketime` package from PyPI (a test dependency) vendors, so `make test` needs no
+    system package."""
+    debian = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
+    if debian:
+        return debian[0]
+    import importlib.util
+
+    spec = importlib.util.find_spec("libfaketime")
+    if spec is None or spec.origin is None:
+        return Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")  # reported missing
+    return Path(spec.origin).parent / "vendor" / "libfaketime" / "src" / "libfaketime.so.1"
+
+
+FAKETIME_LIB = faketime_library()
 #: overlap allowed between terms stamped when a line or a poll arrives (client-go, sidecar).
 STAMP_ALLOWANCE = 0.05
 
@@ -217,7 +232,9 @@ class Run:
             return kubeconfig_via(proxy, kubeconfig, self.logs / f"kubeconfig-{name}")
 
         base = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-        fake = {"LD_PRELOAD": str(FAKETIME_LIB), "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+        # Wall clocks only: Debian's build and the vendored one name the switch differently.
+        fake = {"LD_PRELOAD": str(FAKETIME_LIB), "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+                "DONT_FAKE_MONOTONIC": "1"}
 
         def python(pod: str, store: str, kubeconfig: Path, env: dict[str, str]) -> Member:
             return Member(pod, "python", [
@@ -509,8 +526,8 @@ def main() -> int:
     if args.seconds < 20:
         p.error("--seconds must be at least 20 (the last 12 s have no faults)")
     if not FAKETIME_LIB.exists():
-        print(f"chaos: {FAKETIME_LIB} is missing: install Debian's faketime package "
-              "(apt-get install faketime)", file=sys.stderr)
+        print(f"chaos: {FAKETIME_LIB} is missing: `pip install libfaketime` (a test "
+              "dependency) or Debian's faketime package", file=sys.stderr)
         return 2
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
     logs = Path(os.environ.get("TMPDIR", "/tmp")) / f"leadership-chaos-{seed}-{os.getpid()}"
