@@ -59,6 +59,7 @@ from .lock import LeaseLock
 from .metrics import CandidateMetrics
 from .observer import LeaseObserver, Observation
 from .stores import LeaseStore
+from .supervisor import run_while_leading
 from .timing import Timing, backoff
 from .validation import check_clock, check_store, validate_identity, validate_key
 
@@ -292,6 +293,21 @@ class Candidate:
                         tb: TracebackType | None) -> None:
         await self.stop()
 
+    def on_step_down(self, hook: Callable[[], Awaitable[None]]) -> Callable[[], None]:
+        """Await ``hook()`` at every step-down: after `is_leader` turned False and the
+        stream's False is queued, before a voluntary release (so work it stops has stopped
+        when the Lease is freed). A hook that raises is logged and the others still run.
+        Returns a function that removes the hook."""
+        if not callable(hook):
+            raise TypeError(f"hook must be a coroutine function, got {type(hook).__name__}")
+        self._step_down_hooks.append(hook)
+
+        def remove() -> None:
+            if hook in self._step_down_hooks:
+                self._step_down_hooks.remove(hook)
+
+        return remove
+
     async def run_while_leading(self, work: Callable[[], Coroutine[Any, Any, Any]]) -> None:
         """Campaign, and run ``await work()`` only while leading.
 
@@ -307,47 +323,10 @@ class Candidate:
         - A fatal store error propagates after the final step-down.
 
         On every voluntary step-down `work` has finished cancelling before the Lease is
-        released. Call it once per Candidate (it calls `run_for_election()`).
+        released. Call it once per Candidate (it calls `run_for_election()`). The supervisor
+        is `leadership.supervisor.run_while_leading`, on this class's public surface.
         """
-        task: asyncio.Task[Any] | None = None
-        failure: BaseException | None = None
-
-        async def cancel_work() -> None:
-            nonlocal task
-            running, task = task, None
-            if running is not None:
-                running.cancel()
-                await asyncio.gather(running, return_exceptions=True)
-
-        def on_done(done: asyncio.Task[Any]) -> None:
-            nonlocal failure
-            if done.cancelled():
-                return
-            failure = done.exception()
-            if failure is not None:
-                log.error("%s: work failed while leading; stepping down: %r", self._where,
-                          failure)
-            else:
-                log.info("%s: work finished; leaving the election", self._where)
-            self._stop.set()
-
-        self._step_down_hooks.append(cancel_work)
-        try:
-            try:
-                async for leading in self.run_for_election():
-                    if leading and self.is_leader and task is None:
-                        task = asyncio.get_running_loop().create_task(work())
-                        task.add_done_callback(on_done)
-                    elif not leading:
-                        await cancel_work()
-            except asyncio.CancelledError:
-                await asyncio.shield(self.stop())  # work is cancelled, then the Lease released
-                raise
-        finally:
-            self._step_down_hooks.remove(cancel_work)
-            await cancel_work()
-        if failure is not None:
-            raise failure
+        await run_while_leading(self, work)
 
     # --- the campaign ---------------------------------------------------------------------
 

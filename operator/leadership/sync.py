@@ -4,8 +4,9 @@ Each object wraps the asyncio core (``candidate.core``), which runs on a private
 thread of its own and hands values to the caller's thread through a queue, so a slow or
 absent reader never delays a renewal. The guarantees are the core's. What differs:
 
-- every method blocks the calling thread instead of being awaited; `is_leader`,
-  `fencing_token`, `metrics`, `node` and `key` read the core directly, from any thread;
+- every method blocks the calling thread instead of being awaited; every read-only
+  attribute of the core (`is_leader`, `fencing_token`, `fence`, `leader`, `leading_until`,
+  `metrics`, `node`, `key`, `timing`) reads the core directly, from any thread;
 - `run_while_leading(work)` takes a plain callable, ``work(stop_event)``, run in a worker
   thread. A thread cannot be cancelled, so on losing leadership the facade *sets*
   `stop_event` and waits for `work` to return: blocking work must check the event often, or
@@ -24,12 +25,13 @@ import queue
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 from . import candidate as _candidate
 from . import follower as _follower
 from .metrics import CandidateMetrics
 from .stores import LeaseStore
+from .timing import Timing
 
 T = TypeVar("T")
 _END = object()
@@ -146,6 +148,40 @@ class _Facade:
             self._thread.close()
 
 
+class _Mirror(Generic[T]):
+    """A read-only attribute of the facade that reads the same one of its core."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+        self.__doc__ = getattr(getattr(_candidate.Candidate, name, None), "__doc__", None)
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> _Mirror[T]: ...
+
+    @overload
+    def __get__(self, obj: object, owner: type) -> T: ...
+
+    def __get__(self, obj: object | None, owner: type) -> T | _Mirror[T]:
+        if obj is None:
+            return self
+        value: T = getattr(obj._core, self.name)  # type: ignore[attr-defined]
+        return value
+
+    def __set__(self, obj: object, value: object) -> None:
+        raise AttributeError(f"{self.name} is read-only (it is the core Candidate's)")
+
+
+def _mirror_core_properties(cls: type) -> type:
+    """Give `cls` a `_Mirror` of every public property of the core Candidate it lacks."""
+    for name, value in vars(_candidate.Candidate).items():
+        if isinstance(value, property) and not name.startswith("_") and name not in vars(cls):
+            mirror: _Mirror[Any] = _Mirror()
+            mirror.__set_name__(cls, name)
+            setattr(cls, name, mirror)
+    return cls
+
+
+@_mirror_core_properties
 class Candidate(_Facade):
     """A blocking `leadership.Candidate`; same arguments, same guarantees."""
 
@@ -162,29 +198,18 @@ class Candidate(_Facade):
         """The asyncio `leadership.Candidate` this wraps (it lives on the private loop)."""
         return self._core
 
-    @property
-    def metrics(self) -> CandidateMetrics:
-        return self._core.metrics
-
-    @property
-    def node(self) -> str:
-        return self._core.node
-
-    @property
-    def key(self) -> str:
-        return self._core.key
-
-    @property
-    def is_leader(self) -> bool:
-        return self._core.is_leader
-
-    @property
-    def fencing_token(self) -> int | None:
-        return self._core.fencing_token
-
-    @property
-    def fence(self) -> _candidate.Fence | None:
-        return self._core.fence
+    # The core's read-only surface, read from any thread. Every public property of the
+    # core is mirrored (`_mirror_core_properties` adds any not declared here, so none can be
+    # missing); the declarations give type checkers their types.
+    metrics: _Mirror[CandidateMetrics] = _Mirror()
+    node: _Mirror[str] = _Mirror()
+    key: _Mirror[str] = _Mirror()
+    timing: _Mirror[Timing] = _Mirror()
+    is_leader: _Mirror[bool] = _Mirror()
+    fencing_token: _Mirror[int | None] = _Mirror()
+    fence: _Mirror[_candidate.Fence | None] = _Mirror()
+    leader: _Mirror[str] = _Mirror()
+    leading_until: _Mirror[float | None] = _Mirror()
 
     def run_for_election(self) -> Iterator[bool]:
         """Start campaigning; a blocking iterator over "am I leader?" (see the async one)."""

@@ -147,3 +147,23 @@ def test_run_while_leading_work_that_raises_propagates_after_releasing() -> None
     assert lease is not None and lease["spec"]["holderIdentity"] == ""
     with pytest.raises(TypeError, match="work must be callable"):
         sync.Candidate(store, "lock", "b", ttl=3).run_while_leading("not callable")  # type: ignore[arg-type]
+
+
+def test_the_facade_has_every_read_only_attribute_of_the_core_with_its_value() -> None:
+    from leadership import Candidate as Core
+
+    store = MemoryLeaseStore()
+    with sync.Candidate(store, "lock", "a", ttl=3) as a:
+        stream = a.run_for_election()
+        assert [next(stream), next(stream)] == [False, True]
+        properties = [n for n, v in vars(Core).items()
+                      if isinstance(v, property) and not n.startswith("_")]
+        assert {"is_leader", "fencing_token", "fence", "leader", "leading_until"} <= set(
+            properties)
+        attributes = ["key", "node", "metrics", "timing"]
+        for name in [*properties, *attributes]:
+            assert hasattr(type(a), name), f"sync.Candidate lacks {name}"
+            assert getattr(a, name) == getattr(a.core, name), name
+        assert a.leader == "a" and a.leading_until is not None
+        with pytest.raises(AttributeError):
+            a.is_leader = False  # type: ignore[misc]  # read-only, as on the core
