@@ -22,7 +22,8 @@ holder labelled leader, alone and ready behind web-leader, and answering through
 - crash: SIGKILL of the leader's sidecar (the Lease's holder) on the node; the kubelet
   restarts it and it waits out its own old Lease. From the last renewal: the endpoint not
   ready (the kubelet saw the container die), the label off and the endpoint removed
-  (target <= TTL + 1 s), the first answer by the successor.
+  (target <= TTL + 1 s), the first answer by the successor. The pod is then deleted, so
+  that repeated kills do not push it into the kubelet's crash-loop back-off.
 - freeze: SIGSTOP of the leader's sidecar: the pod stays Running and Ready, only the Lease
   tells. From the last renewal: the endpoint removed (target <= TTL + 1 s), the first
   answer by the successor; answers by the frozen pod after its Lease had a new holder.
@@ -206,6 +207,10 @@ class Bench:
             if frozen:
                 self.d.thaw(frozen)
             answers = traffic.stop()
+        if sig == signal.SIGKILL:
+            # A container killed again and again is restarted ever later by the kubelet
+            # (CrashLoopBackOff): replace the pod, so each trial starts from fresh pods.
+            self.d.v1.delete_namespaced_pod(leader, APP_NS)
         add = self.results.add
         if sig == signal.SIGKILL:
             unready = next((e.seen for e in list(self.rec.endpoints)
@@ -299,7 +304,7 @@ def main() -> int:
         "nftables mode, its default minSyncPeriod of 1 s), containerd "
         f"{versions.tools['CONTAINERD_VERSION']}, runc {versions.tools['RUNC_VERSION']}, "
         "etcd, the API server, the node, the operator, the app and this client all on the "
-        f"same 2 cores. Load average before: {load_before[0]:.2f}, after: "
+        f"same {os.cpu_count()} cores. Load average before: {load_before[0]:.2f}, after: "
         f"{load_after[0]:.2f}. Took {time.monotonic() - started:.0f} s. "
         f"Checked over the whole run: {checked[0]} role label changes and {checked[1]} changes "
         "of web-leader's endpoints, never two pods labelled leader, never two behind "

@@ -10,7 +10,7 @@ import threading
 
 from .build import BuildError
 from .images import ImageError
-from .launcher import ControlPlane, StartError
+from .launcher import ControlPlane, KubectlError, StartError
 from .node import NodeError
 
 
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
                       keep_logs=args.keep_logs, with_node=args.node)
     try:
         cp.start()
-    except (BuildError, StartError, NodeError, ImageError) as exc:
+    except (BuildError, StartError, NodeError, ImageError, KubectlError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:

@@ -45,8 +45,8 @@ KUBE_TARGETS = {
     "kubelet": "k8s.io/kubernetes/cmd/kubelet",
     "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
     "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
-    # The example app's image: `agnhost serve-hostname` answers every request with its pod's
-    # name. Kubernetes' own e2e test image, built from the same tag's source.
+    # The example app's image: `agnhost porter` answers every request with its pod's name.
+    # Kubernetes' own e2e test image, built from the same tag's source.
     "agnhost": "k8s.io/kubernetes/test/images/agnhost",
 }
 ETCD_TARGET = {"etcd": "go.etcd.io/etcd/server/v3"}

@@ -14,12 +14,17 @@ Nothing here starts a component; `controlplane.node` does.
 from __future__ import annotations
 
 import fcntl
+import ipaddress
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+from . import network
 
 # command (or file) -> (Debian package, why the node needs it)
 PACKAGES: dict[str, tuple[str, str]] = {
@@ -31,8 +36,8 @@ PACKAGES: dict[str, tuple[str, str]] = {
     "nsenter": ("util-linux", "the tests look inside pods' network namespaces"),
 }
 #: Processes of another kubelet or container runtime; a node of ours never runs beside them.
-FOREIGN_DAEMONS = ("kubelet", "containerd", "dockerd", "crio", "k3s", "k0s", "podman",
-                   "buildkitd")
+FOREIGN_DAEMONS = ("kubelet", "kube-proxy", "containerd", "dockerd", "crio", "k3s", "k0s",
+                   "podman", "buildkitd")
 FOREIGN_SOCKETS = ("/run/containerd/containerd.sock", "/var/run/docker.sock",
                    "/run/crio/crio.sock", "/run/k3s/containerd/containerd.sock")
 #: The kubelet's, kube-proxy's and kube-scheduler's fixed ports (healthz, metrics, server).
@@ -66,20 +71,84 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def why_no_node(ours: tuple[Path, ...] = ()) -> str | None:
+def cgroup_v2_only() -> bool:
+    return (CGROUP_FS / "cgroup.controllers").exists()
+
+
+def overlapping_networks() -> list[str]:
+    """This machine's routes and addresses that overlap the node's pod or Service range
+    (except the node's own bridge): a node would cut them off."""
+    ours = [ipaddress.ip_network(network.POD_CIDR), ipaddress.ip_network(network.SERVICE_CIDR)]
+    found = []
+    routes = json.loads(subprocess.run(["ip", "-j", "-4", "route", "show", "table", "all"],
+                                       capture_output=True, text=True).stdout or "[]")
+    for route in routes:
+        dst, dev = route.get("dst", ""), route.get("dev", "")
+        if dst in ("default", "") or dev == network.BRIDGE or route.get("type") in (
+                "local", "broadcast"):
+            continue
+        try:
+            net = ipaddress.ip_network(dst if "/" in dst else f"{dst}/32", strict=False)
+        except ValueError:
+            continue
+        if any(net.overlaps(o) for o in ours):
+            found.append(f"route {dst} dev {dev}")
+    links = json.loads(subprocess.run(["ip", "-j", "-4", "addr"], capture_output=True,
+                                      text=True).stdout or "[]")
+    for link in links:
+        if link.get("ifname") == network.BRIDGE:
+            continue
+        for addr in link.get("addr_info", []):
+            net = ipaddress.ip_network(f"{addr['local']}/{addr['prefixlen']}", strict=False)
+            if any(net.overlaps(o) for o in ours):
+                found.append(f"address {addr['local']}/{addr['prefixlen']} on {link['ifname']}")
+    return found
+
+
+def foreign_kube_rules() -> list[str]:
+    """nftables tables or iptables chains of a kube-proxy or kubelet: only a leftover of
+    ours may exist before our node starts (the sweep knows it)."""
+    found = []
+    if shutil.which("nft"):
+        tables = subprocess.run(["nft", "list", "tables"], capture_output=True,
+                                text=True).stdout
+        found += [t.strip() for t in tables.splitlines() if t.strip().endswith(" kube-proxy")]
+    for tool in ("iptables", "ip6tables"):
+        if shutil.which(tool):
+            for table in ("filter", "nat", "mangle"):
+                rules = subprocess.run([tool, "-w", "-t", table, "-S"], capture_output=True,
+                                       text=True).stdout
+                found += [f"{tool} -t {table} {r}" for r in rules.splitlines()
+                          if r.startswith("-N KUBE-")]
+    return found
+
+
+def why_no_node(ours: tuple[Path, ...] = (), *, leftover_of_ours: bool = False) -> str | None:
     """One line saying why this machine cannot host our node now, or None if it can.
     `ours` are directories whose binaries are this project's (a leftover of ours is not
-    foreign: the node sweeps it)."""
+    foreign: the node sweeps it); `leftover_of_ours` says that a killed node of ours left
+    state behind, so Kubernetes rules found now are its own."""
     if sys.platform != "linux":
         return f"a node needs Linux (this is {sys.platform})"
     if os.geteuid() != 0:
         return "a node needs root (the kubelet manages cgroups, mounts and network namespaces)"
     if "overlay" not in Path("/proc/filesystems").read_text():
         return "the kernel has no overlayfs, which the container runtime needs"
-    if not Path("/sys/fs/cgroup").is_dir() or not any(Path("/sys/fs/cgroup").iterdir()):
+    if not CGROUP_FS.is_dir() or not any(CGROUP_FS.iterdir()):
         return "no cgroup filesystem is mounted at /sys/fs/cgroup"
+    if cgroup_v2_only():
+        return ("this machine has cgroup v2 only; the node is made for the cgroup v1 (hybrid) "
+                "machines this project runs on")
     if shutil.which("ip") is None:
         return "iproute2's `ip` is missing (apt-get install iproute2)"
+    forwarding = network.forwarding_enabled()
+    if forwarding:
+        return ("IP forwarding is on (" + ", ".join(forwarding) + "): pods could reach beyond "
+                "this machine; the node runs only where it is off")
+    overlaps = overlapping_networks()
+    if overlaps:
+        return (f"this machine's networks overlap the node's ranges ({network.POD_CIDR}, "
+                f"{network.SERVICE_CIDR}): {', '.join(overlaps)}")
     foreign = foreign_processes(ours)
     if foreign:
         return ("this machine runs a kubelet or container runtime of its own: "
@@ -87,6 +156,11 @@ def why_no_node(ours: tuple[Path, ...] = ()) -> str | None:
     sockets = [s for s in FOREIGN_SOCKETS if Path(s).exists()]
     if sockets:
         return f"a container runtime's socket exists: {', '.join(sockets)}"
+    if not leftover_of_ours:
+        rules = foreign_kube_rules()
+        if rules:
+            return ("Kubernetes network rules of another node are here: " + ", ".join(rules[:3])
+                    + ("..." if len(rules) > 3 else ""))
     busy = [p for p in NODE_PORTS if _listening(p)]
     if busy:
         return f"the node's ports are in use: {', '.join(map(str, busy))}"
@@ -135,14 +209,24 @@ class NodeLock:
     def acquire(self) -> None:
         if self._fd is not None:
             return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise RuntimeError(f"another leadership node runs on this machine (pid "
+                                   f"{holder}; lock {self.path}); one node per machine") from None
+            # The holder unlinks the file before unlocking it: a lock taken on a file that is
+            # no longer the one at the path is no lock at all; take the new one.
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
             os.close(fd)
-            raise RuntimeError(f"another leadership node runs on this machine (pid {holder}; "
-                               f"lock {self.path}); one node per machine") from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
@@ -191,15 +275,24 @@ def cgroup_pids(cgroups: list[Path]) -> set[int]:
     return pids
 
 
-def remove_cgroups(*tops: str) -> None:
-    """rmdir every cgroup under `tops` (they must be empty of processes)."""
-    for cgroup in cgroup_tree(*tops):
-        try:
-            cgroup.rmdir()
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise RuntimeError(f"could not remove the cgroup {cgroup}: {exc}") from None
+def remove_cgroups(*tops: str, within: float = 10.0) -> None:
+    """rmdir every cgroup under `tops`, retrying while the kernel still counts a process
+    that was just killed (EBUSY), for up to `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        busy = []
+        for cgroup in cgroup_tree(*tops):
+            try:
+                cgroup.rmdir()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                busy.append(f"{cgroup}: {exc.strerror}")
+        if not busy:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"could not remove the cgroups {', '.join(busy[:3])}")
+        time.sleep(0.05)
 
 
 # --- paths other programs create wherever they are told ------------------------------------

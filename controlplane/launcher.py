@@ -49,6 +49,17 @@ class StartError(RuntimeError):
     """A component did not start; the message names its log."""
 
 
+class KubectlError(subprocess.CalledProcessError):
+    """`kubectl` failed; the message is its command and what it printed on stderr."""
+
+    def __init__(self, proc: subprocess.CompletedProcess[str], args: tuple[str, ...]) -> None:
+        super().__init__(proc.returncode, proc.args, proc.stdout, proc.stderr)
+        self.command = " ".join(args)
+
+    def __str__(self) -> str:
+        return f"`kubectl {self.command}` failed ({self.returncode}): {self.stderr.strip()}"
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -385,7 +396,7 @@ class ControlPlane:
             f"--service-account-issuer={self.server}/",
             f"--service-account-key-file={self.pki / 'sa.pub'}",
             f"--service-account-signing-key-file={self.pki / 'sa.key'}",
-            "--allow-privileged=true",
+            f"--allow-privileged={'false' if self.with_node else 'true'}",
             f"--audit-policy-file={self.dir / 'audit-policy.yaml'}",
             f"--audit-log-path={self.audit_log}", "--audit-log-format=json",
             "--audit-log-mode=blocking",
@@ -393,6 +404,8 @@ class ControlPlane:
         ])
         self.kubeconfig.write_text(_kubeconfig(self.server, self.pki))
         self._wait_ready(api, etcd, t0)
+        if self.with_node:
+            self.kubectl("apply", "-f", "-", input=network.HOST_NETWORK_POLICY)
         if self.with_controller_manager:
             self.start_controller_manager()
 
@@ -457,13 +470,13 @@ class ControlPlane:
             if proc.popen.poll() is not None:
                 raise self._fail(proc, f"{proc.name} died with {proc.popen.returncode}")
 
-    def kubectl(self, *args: str, check: bool = True,
-                timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def kubectl(self, *args: str, check: bool = True, timeout: float = 60,
+                input: str | None = None) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run([str(self.binaries["kubectl"]), f"--kubeconfig={self.kubeconfig}",
-                               *args], text=True, capture_output=True, timeout=timeout)
+                               *args], text=True, capture_output=True, timeout=timeout,
+                              input=input)
         if check and proc.returncode != 0:
-            raise subprocess.CalledProcessError(proc.returncode, proc.args, proc.stdout,
-                                                f"kubectl {' '.join(args)}: {proc.stderr}")
+            raise KubectlError(proc, args)
         return proc
 
     def stop(self) -> None:
@@ -475,14 +488,16 @@ class ControlPlane:
             if node is not None:
                 node.stop_workloads()  # kubelet, pods and runtime go before the API server
         finally:
-            self._stop_processes()
-            if node is not None:
-                node.teardown()
-            self._started = False
-            if self.keep_logs:
-                print(f"control plane logs kept in {self.logs}", file=sys.stderr)
-            else:
-                shutil.rmtree(self.dir, ignore_errors=True)
+            try:
+                self._stop_processes()
+                if node is not None:
+                    node.teardown()
+            finally:
+                self._started = False
+                if self.keep_logs:
+                    print(f"control plane logs kept in {self.logs}", file=sys.stderr)
+                else:
+                    shutil.rmtree(self.dir, ignore_errors=True)
 
     def _stop_processes(self) -> None:
         for proc in reversed(self._procs):

@@ -9,8 +9,12 @@
 - The host routes the Service range onto the bridge too (source ``10.244.0.1``), so a client
   on the node reaches ClusterIPs through kube-proxy and nothing for that range ever takes
   the machine's default route.
-- IP forwarding stays off (`forwarding_enabled` is checked by the node and a test): nothing
-  a pod sends can leave the machine.
+- IP forwarding stays off: the node refuses to start where it is on
+  (`controlplane.host.why_no_node`), and a table of its own (`inet leadership-node`) drops
+  anything forwarded from the bridge to another interface besides; so nothing a pod sends
+  can leave the machine. Pods may not use the host's network (`HOST_NETWORK_POLICY`, an
+  admission policy the node's API server enforces, with ``--allow-privileged=false``), and
+  containerd resolves every registry to a closed loopback port: no image is ever pulled.
 
 The API server binds and advertises the node address, because the ``kubernetes`` Service
 cannot point at a loopback address; pods reach it as ``10.0.0.1:443`` through kube-proxy.
@@ -53,7 +57,9 @@ def create_bridge() -> None:
     if not bridge_exists():
         _ip("link", "add", BRIDGE, "type", "bridge")
     # No IPv6 on the bridge: no router or neighbour discovery traffic at all.
-    Path(f"/proc/sys/net/ipv6/conf/{BRIDGE}/disable_ipv6").write_text("1\n")
+    ipv6 = Path(f"/proc/sys/net/ipv6/conf/{BRIDGE}/disable_ipv6")
+    if ipv6.exists():  # a kernel without IPv6 has nothing to switch off
+        ipv6.write_text("1\n")
     prefix = POD_CIDR.split("/")[1]
     _ip("addr", "replace", f"{NODE_IP}/{prefix}", "dev", BRIDGE)
     _ip("link", "set", BRIDGE, "up")
@@ -113,3 +119,36 @@ def write_cni_config(conf_dir: Path, data_dir: Path) -> None:
     conf_dir.mkdir(parents=True, exist_ok=True)
     (conf_dir / "10-leadership-node.conflist").write_text(
         json.dumps(cni_config(data_dir), indent=2))
+
+
+#: Pods share no namespace of the host on the node (a pod on the host's network could send
+#: anywhere the host can). Applied by the launcher to the node's API server.
+HOST_NETWORK_POLICY = """\
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata:
+  name: leadership-node-no-host-namespaces
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+      - apiGroups: [""]
+        apiVersions: ["v1"]
+        operations: ["CREATE", "UPDATE"]
+        resources: ["pods"]
+  validations:
+    - expression: >-
+        !(has(object.spec.hostNetwork) && object.spec.hostNetwork) &&
+        !(has(object.spec.hostPID) && object.spec.hostPID) &&
+        !(has(object.spec.hostIPC) && object.spec.hostIPC)
+      message: "pods on this local node may not share the host's network, PID or IPC
+        namespace: nothing a pod does may reach beyond this machine"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata:
+  name: leadership-node-no-host-namespaces
+spec:
+  policyName: leadership-node-no-host-namespaces
+  validationActions: ["Deny"]
+"""

@@ -95,6 +95,7 @@ class Node:
         #: True once this node holds the machine's node lock: only then may it tear down
         #: (a node refused because another one runs must not sweep that one away).
         self.owns_machine = False
+        self._reaper: subprocess.Popen[bytes] | None = None
 
     # --- paths ---------------------------------------------------------------------------
 
@@ -109,25 +110,56 @@ class Node:
     # --- bring-up ------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Everything before the API server starts (see the module's doc)."""
-        why = host.why_no_node(_ours())
-        if why:
-            raise NodeError(f"cannot run a node here: {why}")
+        """Everything before the API server starts (see the module's doc). Every failure is
+        a `NodeError` whose message says what failed."""
+        if sys.platform != "linux" or os.geteuid() != 0:
+            raise NodeError(f"cannot run a node here: {host.why_no_node(_ours())}")
         try:
             self.lock.acquire()
         except RuntimeError as exc:
             raise NodeError(str(exc)) from None
+        why = host.why_no_node(_ours(), leftover_of_ours=BEFORE_FILE.exists())
+        if why:
+            self.lock.release()
+            raise NodeError(f"cannot run a node here: {why}")
         self.owns_machine = True  # from here on, tear-down is ours to do
-        sweep()
-        t0 = time.monotonic()
-        host.ensure_packages(say)
-        self.binaries = build.ensure([*NODE_BINARIES])
-        self.timings["binaries"] = time.monotonic() - t0
-        t0 = time.monotonic()
-        self.image_archives = images.ensure_all(say)
-        self.timings["images"] = time.monotonic() - t0
-        _record_before()
-        network.create_bridge()
+        try:
+            sweep(trust_unmarked=False)  # what a killed run left, and nothing else
+            self._start_reaper()
+            t0 = time.monotonic()
+            host.ensure_packages(say)
+            self.binaries = build.ensure([*NODE_BINARIES])
+            self.timings["binaries"] = time.monotonic() - t0
+            t0 = time.monotonic()
+            self.image_archives = images.ensure_all(say)
+            self.timings["images"] = time.monotonic() - t0
+            _record_before()
+            network.create_bridge()
+            _guard_forwarding()
+        except NodeError:
+            raise
+        except (build.BuildError, images.ImageError, network.NetworkError, RuntimeError,
+                OSError, subprocess.SubprocessError) as exc:
+            raise NodeError(f"preparing the node failed: {exc}") from exc
+
+    def _start_reaper(self) -> None:
+        """A process of its own session that tears the node down if this one dies without
+        doing it (SIGKILL, a CI cancel): it waits on a pipe, and sweeps when the pipe closes
+        before it was told the tear-down is done."""
+        self._reaper = subprocess.Popen(
+            [sys.executable, "-m", "controlplane.node", "reap"], stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            cwd=Path(__file__).resolve().parents[1])
+
+    def _stop_reaper(self) -> None:
+        reaper, self._reaper = self._reaper, None
+        if reaper is not None and reaper.stdin is not None:
+            try:
+                reaper.stdin.write(b"done\n")
+                reaper.stdin.close()
+            except OSError:
+                pass
+            reaper.wait(timeout=30)
 
     def start(self) -> None:
         t0 = time.monotonic()
@@ -140,6 +172,7 @@ class Node:
         self._start_scheduler()
         self._start_kube_proxy()
         self._wait_ready()
+        _mark_created()
         self.timings["start"] = time.monotonic() - t0
 
     def _env(self) -> dict[str, str]:
@@ -149,6 +182,8 @@ class Node:
     def _start_containerd(self) -> None:
         conf = STATE_DIR / "containerd.toml"
         conf.write_text(containerd_config(self.binaries))
+        (REGISTRY_HOSTS / "_default").mkdir(parents=True, exist_ok=True)
+        (REGISTRY_HOSTS / "_default" / "hosts.toml").write_text(f'server = "{NO_REGISTRY}"\n')
         network.write_cni_config(STATE_DIR / "cni" / "net.d", STATE_DIR / "cni" / "ipam")
         self.cp.spawn("containerd", [f"--config={conf}", "--log-level=warn"],
                       binary=self.binaries["containerd"], env=self._env())
@@ -287,6 +322,7 @@ class Node:
         then containerd; the control plane's processes stop after this."""
         if not self.owns_machine:
             return
+        _mark_created()
         for name in ("kubelet", "kube-scheduler", "kube-proxy"):
             try:
                 self.cp.stop_component(name)
@@ -303,8 +339,9 @@ class Node:
         if not self.owns_machine:
             return
         try:
-            sweep()
+            sweep(trust_unmarked=True)  # this run just ended, under the lock: all of it is ours
         finally:
+            self._stop_reaper()
             self.lock.release()
             self.owns_machine = False
 
@@ -352,6 +389,11 @@ class RuntimeEvents:
 
 # --- configuration -------------------------------------------------------------------------
 
+REGISTRY_HOSTS = STATE_DIR / "registry-hosts"
+#: Where every image pull goes: a loopback port nothing listens on.
+NO_REGISTRY = "http://127.0.0.1:1"
+
+
 def containerd_config(binaries: dict[str, Path]) -> str:
     """containerd's config (version 3): its own root, state and sockets; CRI on runc with
     cgroupfs; pods' network namespaces under its state dir; the local pause image."""
@@ -380,6 +422,10 @@ disabled_plugins = [
   snapshotter = "overlayfs"
   [plugins.'io.containerd.cri.v1.images'.pinned_images]
     sandbox = "{images.PAUSE}"
+  # Every registry resolves to a closed loopback port: an image that was not imported fails
+  # to pull at once, and nothing is ever fetched from beyond this machine.
+  [plugins.'io.containerd.cri.v1.images'.registry]
+    config_path = "{REGISTRY_HOSTS}"
 
 [{runtime}]
   # This machine withholds CAP_SYS_RESOURCE: runc cannot lower oom_score_adj below ours.
@@ -569,7 +615,7 @@ def _remove_nftables() -> None:
         out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
         for line in out.splitlines():
             parts = line.split()  # "table ip kube-proxy"
-            if len(parts) == 3 and parts[2] == "kube-proxy":
+            if len(parts) == 3 and parts[2] in ("kube-proxy", GUARD_TABLE):
                 subprocess.run(["nft", "delete", "table", parts[1], parts[2]],
                                capture_output=True)
     for tool in ("iptables", "ip6tables"):
@@ -590,28 +636,77 @@ def _remove_nftables() -> None:
                 subprocess.run([tool, "-w", "-t", table, "-X", chain], capture_output=True)
 
 
-def sweep() -> None:
+MARK = ".made-by-leadership-node"
+
+
+def _mark_created() -> None:
+    """Mark every hard-coded path this run created, so that a later sweep knows it is ours
+    even if this process is killed and the path is found much later."""
+    if not BEFORE_FILE.exists():
+        return
+    for name in json.loads(BEFORE_FILE.read_text()).get("created", []):
+        path = Path(name)
+        if path.is_dir() and not path.is_symlink() and not (path / MARK).exists():
+            (path / MARK).write_text("made by the leadership node; removed at its tear-down\n")
+
+
+def _guard_forwarding() -> None:
+    """Defence in depth beside forwarding being off: a table of ours that drops anything
+    forwarded from the bridge to any other interface."""
+    rules = (f"table inet {GUARD_TABLE} {{\n chain forward {{\n"
+             "  type filter hook forward priority -200; policy accept;\n"
+             f'  iifname "{network.BRIDGE}" oifname != "{network.BRIDGE}" drop\n }}\n}}\n')
+    proc = subprocess.run(["nft", "-f", "-"], input=rules, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise NodeError(f"could not install the forwarding guard: {proc.stderr.strip()}")
+
+
+GUARD_TABLE = "leadership-node"
+
+
+def sweep(*, trust_unmarked: bool) -> None:
     """Remove everything a node of ours leaves (see the module's doc). Idempotent: on a
-    clean machine it does nothing; after a killed run it removes what that run left."""
-    _kill_node_processes(include_daemons=True)
+    clean machine it does nothing. Paths the components create wherever they are told are
+    removed if this run created them: marked ones always, unmarked ones only when
+    `trust_unmarked` (the run just ended under the lock, so nothing else made them). Every
+    step runs even if one fails; the failures are raised together at the end."""
+    errors: list[str] = []
+
+    def step(what: str, action: Any, *args: Any) -> None:
+        try:
+            action(*args)
+        except Exception as exc:
+            errors.append(f"{what}: {exc}")
+
+    step("killing the node's processes", _kill_node_processes, True)
     before: dict[str, Any] = {}
     if BEFORE_FILE.exists():
-        before = json.loads(BEFORE_FILE.read_text())
+        try:
+            before = json.loads(BEFORE_FILE.read_text())
+        except ValueError as exc:
+            errors.append(f"{BEFORE_FILE} is unreadable ({exc}): hard-coded paths kept")
     created = [Path(p) for p in before.get("created", [])]
-    _remove_nftables()
-    _unmount_all([STATE_DIR, RUN_DIR, *created, images.buildkit_root()])
-    host.remove_cgroups(CGROUP_ROOT, images.BUILDKIT_CGROUP)
+    ours = [p for p in created if trust_unmarked or (p / MARK).exists()]
+    step("removing nftables and iptables rules", _remove_nftables)
+    step("unmounting", _unmount_all, [STATE_DIR, RUN_DIR, *ours, images.buildkit_root()])
+    step("removing cgroups", host.remove_cgroups, CGROUP_ROOT, images.BUILDKIT_CGROUP)
     for link in _bridge_ports():
         subprocess.run(["ip", "link", "delete", link], capture_output=True)
-    network.delete_bridge()
+    step("removing the bridge", network.delete_bridge)
     for name, value in before.get("sysctls", {}).items():
         if _read_sysctl(name) != value:
-            (Path("/proc/sys") / name).write_text(value + "\n")
-    host.remove_paths([str(p) for p in created])
+            step(f"restoring {name}", (Path("/proc/sys") / name).write_text, value + "\n")
+    step("removing the paths it created", host.remove_paths, [str(p) for p in ours])
+    left = [str(p) for p in created if p not in ours and os.path.lexists(p)]
+    if left:
+        errors.append(f"kept, not marked as ours: {', '.join(left)} (remove them by hand if "
+                      "a killed node of this project made them)")
     for d in (RUN_DIR, STATE_DIR):
         shutil.rmtree(d, ignore_errors=True)
         if d.exists():
-            raise NodeError(f"could not remove {d}")
+            errors.append(f"could not remove {d}")
+    if errors:
+        raise NodeError("tear-down incomplete: " + "; ".join(errors))
 
 
 def _bridge_ports() -> list[str]:
@@ -637,7 +732,8 @@ def leftovers() -> list[str]:
     if shutil.which("nft"):
         tables = subprocess.run(["nft", "list", "tables"], capture_output=True,
                                 text=True).stdout
-        found += [f"nftables {t.strip()}" for t in tables.splitlines() if "kube-proxy" in t]
+        found += [f"nftables {t.strip()}" for t in tables.splitlines()
+                  if t.strip().endswith((" kube-proxy", f" {GUARD_TABLE}"))]
     for tool in ("iptables", "ip6tables"):
         if shutil.which(tool):
             for table in ("filter", "nat", "mangle"):
@@ -647,31 +743,73 @@ def leftovers() -> list[str]:
     return found
 
 
+def _reap() -> int:
+    """Wait until the node's process ends; if it ended without tearing down, do it."""
+    told = sys.stdin.read()
+    if told.strip() == "done":
+        return 0
+    lock = host.NodeLock()
+    deadline = time.monotonic() + 30
+    while True:  # the dead process's lock goes with it; its children may still be dying
+        try:
+            lock.acquire()
+            break
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                return 1  # someone else holds it now: their node, not ours to sweep
+            time.sleep(0.2)
+    try:
+        sweep(trust_unmarked=True)
+    finally:
+        lock.release()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m controlplane.node prepare`: install, build and cache what a node needs
-    (packages, binaries, images) without starting one, so that `make test` builds before
-    its timed tests run. On a machine that cannot host a node it says why and exits 0: the
-    node's tests then fail with that reason."""
+    """`python -m controlplane.node prepare|sweep`: install, build and cache what a node
+    needs (packages, binaries, images) without starting one, so that `make test` builds
+    before its timed tests run; or remove what a killed node left. On a machine that cannot
+    host a node, `prepare` says why and exits 0 (the node's tests then fail with that
+    reason); both exit 2 when another node of ours runs here."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m controlplane.node", description=main.__doc__)
-    parser.add_argument("what", choices=["prepare", "sweep"],
+    parser.add_argument("what", choices=["prepare", "sweep", "reap"],
                         help="prepare: build what a node needs; sweep: remove what a killed "
-                             "node left behind")
+                             "node left behind; reap: (internal) sweep when stdin closes")
     args = parser.parse_args(argv)
-    why = host.why_no_node(_ours())
-    if why:
-        say(f"no node on this machine: {why}")
+    if args.what == "reap":
+        return _reap()
+    if sys.platform != "linux" or os.geteuid() != 0:
+        say(f"no node on this machine: {host.why_no_node(_ours())}")
+        return 0 if args.what == "prepare" else 2
+    lock = host.NodeLock()
+    try:
+        lock.acquire()
+    except RuntimeError as exc:
+        say(str(exc))
+        return 2
+    try:
+        if args.what == "sweep":
+            sweep(trust_unmarked=False)
+            say("swept: nothing of a node is left" if not leftovers()
+                else f"left: {leftovers()}")
+            return 0
+        why = host.why_no_node(_ours(), leftover_of_ours=BEFORE_FILE.exists())
+        if why:
+            say(f"no node on this machine: {why}")
+            return 0
+        t0 = time.monotonic()
+        host.ensure_packages(say)
+        build.ensure([*NODE_BINARIES])
+        images.ensure_all(say)
+        say(f"ready: binaries and images cached ({time.monotonic() - t0:.0f} s)")
         return 0
-    if args.what == "sweep":
-        sweep()
-        return 0
-    t0 = time.monotonic()
-    host.ensure_packages(say)
-    build.ensure([*NODE_BINARIES])
-    images.ensure_all(say)
-    say(f"ready: binaries and images cached ({time.monotonic() - t0:.0f} s)")
-    return 0
+    except (NodeError, build.BuildError, images.ImageError, RuntimeError, OSError) as exc:
+        say(f"error: {exc}")
+        return 2
+    finally:
+        lock.release()
 
 
 if __name__ == "__main__":

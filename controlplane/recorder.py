@@ -59,11 +59,15 @@ class Recorder:
         for t in self._threads:
             t.start()
 
-    def _stream(self, lister: Any, on: Callable[[str, Any], None], **params: Any) -> None:
+    def _stream(self, lister: Any, on: Callable[[str, Any], None],
+                relisted: Callable[[], None] | None = None, **params: Any) -> None:
         """Watch from the last version seen, so no intermediate change is lost between two
-        watch requests; a 410 (or the first call) starts from a fresh list."""
+        watch requests; a 410 (or the first call) starts from a fresh list, before which
+        `relisted` forgets what a fresh list will tell again (and what it will not)."""
         version: str | None = None
         while not self._stop.is_set():
+            if version is None and relisted is not None:
+                relisted()
             w = kubernetes.watch.Watch()
             extra = {"resource_version": version} if version else {}
             try:
@@ -128,7 +132,7 @@ class Recorder:
                 self.endpoints.append(state)
 
         self._stream(kubernetes.client.DiscoveryV1Api(self.api).list_namespaced_endpoint_slice,
-                     on, label_selector=f"kubernetes.io/service-name={service}")
+                     on, slices.clear, label_selector=f"kubernetes.io/service-name={service}")
 
     def endpoints_at(self, when: float) -> Endpoints | None:
         """The Service's endpoints as last seen at or before `when`."""

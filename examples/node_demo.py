@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from controlplane import build, host, images, network
+from controlplane.build import BuildError
 from controlplane.deployed import APP_NS, ELECTION, OPERATOR, OPERATOR_NS, Deployed
-from controlplane.launcher import ControlPlane
+from controlplane.launcher import ControlPlane, StartError
 from controlplane.node import NodeError, leftovers
 from controlplane.recorder import Recorder
 from controlplane.traffic import Traffic, ask
@@ -319,7 +320,7 @@ def main() -> int:
             except BaseException:
                 story.recorder.close()
                 raise
-    except NodeError as exc:
+    except (NodeError, BuildError, StartError) as exc:
         print(f"make demo: the node did not come up: {exc}", file=sys.stderr)
         return 2
     left = leftovers()

@@ -104,17 +104,52 @@ def test_the_pod_network_stays_on_this_machine() -> None:
         servers = [line.split()[1] for line in resolv.splitlines()
                    if line.startswith("nameserver")]
         assert servers == ["127.0.0.1"], resolv
-        # No NAT of pod traffic by the CNI plugin (kube-proxy's own table aside).
+        # No NAT of pod traffic by the CNI plugin: the only tables are kube-proxy's and the
+        # node's forwarding guard.
         ruleset = subprocess.run(["nft", "-j", "list", "ruleset"], capture_output=True,
                                  text=True, check=True).stdout
         tables = {t["table"]["name"] for t in json.loads(ruleset)["nftables"] if "table" in t}
-        assert tables <= {"kube-proxy"}, tables
+        assert tables <= {"kube-proxy", node.GUARD_TABLE}, tables
 
 
-def test_a_second_node_on_one_machine_is_refused_with_the_reason() -> None:
-    with ControlPlane(with_node=True):
+def test_a_second_node_on_one_machine_is_refused_and_leaves_the_first_alone() -> None:
+    with ControlPlane(with_node=True) as cp:
         second = ControlPlane(with_node=True)
-        with pytest.raises(node.NodeError, match=r"node's ports are in use|another leadership "
-                                                  r"node runs on this machine"):
+        with pytest.raises(node.NodeError, match="another leadership node runs on this "
+                                                  "machine"):
             second.start()
-        assert second.node is None
+        # The refused one tore nothing down: the first node still runs pods.
+        run_pod(cp, "pause-after-refusal")
+        assert network.bridge_exists() and node.RUN_DIR.exists()
+
+
+def test_pods_cannot_use_the_host_network_nor_pull_from_a_registry() -> None:
+    with ControlPlane(with_node=True) as cp:
+        v1 = kubernetes.client.CoreV1Api(sync_client(cp.kubeconfig))
+        host_pod = {"metadata": {"name": "on-the-host"}, "spec": {
+            "hostNetwork": True, "containers": [{"name": "pause",
+                                                 "image": "registry.k8s.io/pause:3.10.1"}]}}
+        with pytest.raises(kubernetes.client.ApiException) as refused:
+            v1.create_namespaced_pod("default", host_pod)
+        assert refused.value.status == 422
+        assert "may not share the host's network" in str(refused.value.body)
+        # An image that was not imported: the pull goes to a closed loopback port, at once.
+        v1.create_namespaced_pod("default", {
+            "metadata": {"name": "not-here"}, "spec": {"automountServiceAccountToken": False,
+                                                      "containers": [{
+                "name": "c", "image": "registry.k8s.io/not-imported:1.0"}]}})
+        deadline = time.monotonic() + 30
+        while True:
+            status = v1.read_namespaced_pod("not-here", "default").status
+            waiting = [c.state.waiting for c in status.container_statuses or []
+                       if c.state and c.state.waiting]
+            if waiting and waiting[0].reason in ("ErrImagePull", "ImagePullBackOff"):
+                break
+            assert time.monotonic() < deadline, "the pull of a missing image did not fail"
+            time.sleep(0.1)
+        assert node.NO_REGISTRY.removeprefix("http://") in (waiting[0].message or ""), \
+            waiting[0].message
+        # The forwarding guard is in place while the node runs.
+        tables = subprocess.run(["nft", "list", "tables"], capture_output=True,
+                                text=True).stdout
+        assert f"table inet {node.GUARD_TABLE}" in tables

@@ -7,6 +7,8 @@ The real-pod demo needs root on Linux (the `node` marker), as the node does."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -36,7 +38,13 @@ def run_demo(module: str, within: float) -> tuple[subprocess.Popen[str], str, fl
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    out, _ = proc.communicate(timeout=within)
+    try:
+        out, _ = proc.communicate(timeout=within)
+    except subprocess.TimeoutExpired:
+        # Interrupted, the demo stops what it started (the node included) before it exits.
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+        raise AssertionError(f"{module} took over {within:.0f}s:\n{out[-5000:]}") from None
     return proc, out, time.monotonic() - started
 
 

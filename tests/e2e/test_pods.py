@@ -10,25 +10,15 @@ from __future__ import annotations
 import re
 import signal
 import time
-import urllib.request
 from pathlib import Path
 
 from controlplane.deployed import APP_NS, ELECTION, OPERATOR_NS
 from controlplane.node import NODE_NAME
-from controlplane.traffic import Traffic
+from controlplane.traffic import Traffic, ask
 
 from .conftest import E2ECluster
 
 TTL = 15  # manifests/example's --lease-seconds
-
-
-def ask(address: str) -> str | None:
-    """One request to `address` (a Service's ClusterIP): who answered, or None."""
-    try:
-        with urllib.request.urlopen(f"http://{address}/", timeout=1) as response:
-            return str(response.read().decode())
-    except OSError:
-        return None
 
 
 def settled(d: E2ECluster, within: float = 90) -> str:
@@ -103,7 +93,9 @@ def test_every_container_runs_hardened_as_the_manifests_say(deployed: E2ECluster
     for pod in [*deployed.pods(), *deployed.operator_pods()]:
         namespace = pod.metadata.namespace
         for container in ["leadership", "app"] if namespace == APP_NS else ["operator"]:
-            for pid in deployed.pids(pod.metadata.name, container, namespace):
+            pids = deployed.pids(pod.metadata.name, container, namespace)
+            assert pids, f"no process found for {pod.metadata.name}/{container}"
+            for pid in pids:
                 status = Path(f"/proc/{pid}/status").read_text()
                 fields = dict(line.split(":\t", 1) for line in status.splitlines()
                               if ":\t" in line)
@@ -117,22 +109,31 @@ def test_every_container_runs_hardened_as_the_manifests_say(deployed: E2ECluster
                             .splitlines() if line.split()[4] == "/")
                 assert re.match(r"ro\b", root.split()[5]), root
                 checked += 1
-    assert checked >= 2 * 3 + 2
+    assert checked >= 2 * 3 + 2  # every container of the 3 app pods and the 2 operators
+
+
+def probe_results(d: E2ECluster) -> tuple[set[tuple[str, str]], list[str]]:
+    """(container, probe type) pairs with a successful probe, and failed liveness probes,
+    from the kubelet's own counters."""
+    metrics = d.cp.kubectl("get", "--raw",
+                           f"/api/v1/nodes/{NODE_NAME}/proxy/metrics/probes").stdout
+    passed = {(m.group(1), m.group(2)) for m in re.finditer(
+        r'prober_probe_total\{container="([^"]+)".*?probe_type="(\w+)",'
+        r'result="successful"\} (\d+)', metrics) if int(m.group(3)) > 0}
+    failed = re.findall(r'prober_probe_total\{[^}]*probe_type="Liveness",result="failed"\} '
+                        r'[1-9]', metrics)
+    return passed, failed
 
 
 def test_the_kubelet_probes_pass(deployed: E2ECluster) -> None:
     settled(deployed)
-    metrics = deployed.cp.kubectl("get", "--raw",
-                                  f"/api/v1/nodes/{NODE_NAME}/proxy/metrics/probes").stdout
-    passed = {(m.group(1), m.group(2)) for m in re.finditer(
-        r'prober_probe_total\{container="([^"]+)".*?probe_type="(\w+)",'
-        r'result="successful"\} (\d+)', metrics) if int(m.group(3)) > 0}
-    assert {("operator", "Readiness"), ("app", "Readiness")} <= passed, passed
+    wanted = {("operator", "Readiness"), ("app", "Readiness"), ("leadership", "Startup"),
+              ("operator", "Liveness"), ("leadership", "Liveness")}
+    # Liveness probes start after 10 s (the operator's initial delay, the sidecar's period).
+    _, failed = deployed.wait_for("every kind of probe passed once", lambda: (
+        result if wanted <= (result := probe_results(deployed))[0] else None), 60, every=1)
     # Readiness may fail while a container starts (that is what it is for); liveness never.
-    failed = re.findall(r'prober_probe_total\{[^}]*probe_type="Liveness",result="failed"\} '
-                        r'[1-9]', metrics)
     assert failed == [], failed
-    assert any(kind == "Liveness" for _, kind in passed), passed
 
 
 def test_requests_through_the_leader_service_reach_the_leader(deployed: E2ECluster) -> None:
@@ -230,7 +231,7 @@ def test_a_rolling_update_hands_over_pod_by_pod(deployed: E2ECluster) -> None:
         leader = settled(deployed)
     finally:
         answers = traffic.stop()
-    assert leader not in old and first in old
+    assert leader not in old, f"{first} led before the update, {leader} after it"
     assert not {p.metadata.name for p in deployed.pods()} & old
     changes = [h for t, name, h in list(deployed.recorder.holders)
                if name == ELECTION and t >= started and h]
