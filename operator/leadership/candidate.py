@@ -28,8 +28,10 @@ Non-guarantees (see docs/library.md):
   Protect the shared resource with `fencing_token` where that matters.
 - Identities must be unique per process (the default, ``<pod>_<uuid>``, is). A lease held
   under our identity but not written by this process is waited out like anyone's, so two
-  of our candidates sharing an identity never lead at once; a leader that finds its identity
-  renewed by another process steps down and ends its campaign with `DuplicateIdentityError`.
+  of our candidates sharing an identity never lead at once; a follower that sees such a Lease
+  renewed for a full Lease duration (a live twin, not a previous run, which stops renewing),
+  and a leader that finds its identity renewed by another process, end their campaign with
+  `DuplicateIdentityError`.
   A client-go peer sharing our identity re-takes "its own" Lease at once: both then lead
   until our next renewal finds out (at most one renew interval).
 """
@@ -190,7 +192,8 @@ class Candidate:
         self._stream: _Stream | None = None
         self._task: asyncio.Task[None] | None = None
         self._done = asyncio.Event()
-        self._warned_about: Observation | None = None
+        #: when a Lease held under our identity by another process was first seen.
+        self._twin_since: float | None = None
         #: counters for export; see `leadership.metrics`.
         self.metrics = CandidateMetrics()
 
@@ -241,6 +244,12 @@ class Candidate:
         Follows every watch event. Its own identity here is no promise: ask `is_leader`."""
         observation = self._observer.current
         return observation.holder_at(self.clock.now()) if observation is not None else ""
+
+    @property
+    def watching(self) -> bool:
+        """Whether this candidate follows the Lease live: a watch is open and has delivered
+        its first event. Followers take a released Lease the moment they see the release."""
+        return self._observer.watching
 
     @property
     def fence(self) -> Fence | None:
@@ -460,14 +469,28 @@ class Candidate:
         """Free, expired, or held under our identity by this very process."""
         holder = seen.holder_at(now)
         if holder != self.node:
+            self._twin_since = None
             return holder == ""
         if self._lock.wrote(seen.record):
+            self._twin_since = None
             return True
-        if seen is not self._warned_about:
-            self._warned_about = seen
-            log.warning("%s: the lease is held under our identity by another process (a "
-                        "previous run of this one, or a duplicate identity); waiting it out",
-                        self._where)
+        # Held under our identity by another process: a previous run of this one (it has
+        # stopped renewing; its claim is waited out like anyone's), or a live twin sharing
+        # the identity (its renewals go on). After a full Lease duration of renewals the
+        # difference is known, and a twin is an error, as it is on the leader's side.
+        if self._twin_since is None:
+            self._twin_since = seen.observed_at
+            log.warning("%s: the lease is held under our identity by another process: a "
+                        "previous run of this one (waited out), or another process with the "
+                        "same identity. If its renewals go on for %ds, this candidate stops "
+                        "with DuplicateIdentityError: check that every process has its own "
+                        "identity (the default is <pod>_<uuid>)", self._where, self.timing.ttl)
+        elif seen.observed_at - self._twin_since >= self.timing.ttl:
+            raise DuplicateIdentityError(
+                f"{self._where}: another process has renewed the lease under our identity "
+                f"{self.node!r} for {seen.observed_at - self._twin_since:.0f}s, a full lease "
+                "duration: two live processes share one identity. Give each its own (the "
+                "default, <pod>_<uuid>, is unique per process).")
         return False
 
     async def _confirm_expiry(self) -> Observation | None:

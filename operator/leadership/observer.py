@@ -146,6 +146,13 @@ class LeaseObserver:
         self._changed = asyncio.Event()
         self._taken_version: str | None = None  # of the last object taken in
         self._stream: asyncio.Task[str | None] | None = None
+        self._watching = False
+
+    @property
+    def watching(self) -> bool:
+        """True while a watch is open that has delivered its first event: the observer
+        follows the Lease live (False while it lists, retries, or has not started)."""
+        return self._watching
 
     @property
     def where(self) -> str:
@@ -282,10 +289,14 @@ class LeaseObserver:
 
     async def _follow_watch(self, version: str | None) -> str | None:
         """Take in every event of one watch; return the last version seen when it ends."""
-        async for event in self.store.watch(self.name, version):
-            if event.type == "DELETED":
-                self.update(None)
-            elif event.type != "BOOKMARK":
-                self.update(event.object)
-            version = resource_version(event.object) or version
-        return version
+        try:
+            async for event in self.store.watch(self.name, version):
+                self._watching = True
+                if event.type == "DELETED":
+                    self.update(None)
+                elif event.type != "BOOKMARK":
+                    self.update(event.object)
+                version = resource_version(event.object) or version
+            return version
+        finally:
+            self._watching = False

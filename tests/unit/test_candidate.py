@@ -674,19 +674,43 @@ async def test_a_follower_with_a_silent_watch_never_writes_over_a_live_leader(
     await b.stop()
 
 
-async def test_two_candidates_sharing_an_identity_never_lead_at_once(
-        clock: ManualClock, store: MemoryLeaseStore) -> None:
+async def test_two_candidates_sharing_an_identity_never_lead_at_once_and_the_twin_stops(
+        clock: ManualClock, store: MemoryLeaseStore,
+        caplog: pytest.LogCaptureFixture) -> None:
     a = candidate(store, "worker", clock)
     ra = Recorder(a, clock).start()
     await clock.advance(1)
     twin = candidate(store, "worker", clock)  # a second process with the same identity
     rt = Recorder(twin, clock).start()
-    await clock.advance(60)
-    assert ra.values == [False, True] and rt.values == [False]  # the twin waits it out
-    await a.stop()  # a releases: the twin takes over, as a new term with a new token
-    await clock.settle()
-    assert rt.values == [False, True] and twin.fencing_token == 1
-    await twin.stop()
+    await clock.advance(14)
+    assert ra.values == [False, True] and rt.values == [False]  # the twin waits, unsure yet
+    # a's renewals under "worker" go on for a full Lease duration: a live twin, an error.
+    await clock.advance(15)
+    assert rt.finished and isinstance(rt.error, DuplicateIdentityError)
+    assert rt.times[-1] <= 1001 + 2 * 15  # within about two Lease durations
+    assert "'worker'" in str(rt.error) and "<pod>_<uuid>" in str(rt.error)
+    assert rt.values == [False] and ra.values == [False, True] and a.is_leader
+    warnings = [r for r in caplog.records if "held under our identity" in r.getMessage()]
+    assert len(warnings) == 1  # said once, with what to check, not at every renewal
+    await a.stop()
+
+
+async def test_a_restarted_process_waits_out_its_previous_run_under_the_same_identity(
+        clock: ManualClock, store: MemoryLeaseStore) -> None:
+    link = FaultyStore(store)
+    old = candidate(link, "worker", clock)
+    Recorder(old, clock).start()
+    await clock.advance(2)
+    link.hang.add("replace")  # the old process dies: no renewal after its last one at 1000
+    restarted = candidate(store, "worker", clock)
+    rec = Recorder(restarted, clock).start()
+    await clock.advance(14)
+    assert rec.values == [False] and not rec.finished  # waiting out the previous run
+    await clock.advance(1.01)  # 15 s after it first saw that Lease, as for anyone's
+    assert rec.values == [False, True] and rec.error is None
+    link.heal()
+    await restarted.stop()
+    await old.stop()
 
 
 async def test_a_leader_whose_identity_another_process_renews_stops_with_a_clear_error(

@@ -153,3 +153,26 @@ async def test_a_slow_read_never_overwrites_what_the_watch_delivered_meanwhile(
     await reading
     assert observer.current.record.is_free  # the older read was dropped
     task.cancel()
+
+
+async def test_watching_is_true_only_while_a_watch_delivers(
+        clock: ManualClock, store: MemoryLeaseStore, leader: Candidate) -> None:
+    link = FaultyStore(store)
+    observer = LeaseObserver(link, KEY, clock, 15)
+    assert not observer.watching  # not started
+    task = await observe(observer, clock)
+    assert observer.watching  # listed, and the watch delivered the current state
+    link.hang.add("watch")  # the next watch never answers
+    await store.break_watches()  # the server ends this one (a restart)
+    await clock.settle()
+    assert not observer.watching and link.calls["watch"] == 2  # re-watching, nothing yet
+    link.hang.discard("watch")
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert not observer.watching
+    b = Candidate(store, KEY, "b", ttl=15, clock=clock)
+    assert not b.watching
+    b.run_for_election()
+    await clock.settle()
+    assert b.watching  # the candidate says the same of its own observer
+    await b.stop()
