@@ -52,6 +52,7 @@ from controlplane.deployed import APP_NS, ELECTION, Deployed
 from controlplane.launcher import ControlPlane
 from controlplane.recorder import Recorder
 from controlplane.traffic import Answer, Traffic, ask
+from controlplane.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "node.md"
@@ -97,7 +98,7 @@ class Bench:
                 return holder
             return None
 
-        return str(self.d.wait_for("a settled example", check, within))
+        return str(eventually(check, within, "a settled example"))
 
     def holder_at(self, when: float) -> str | None:
         seen = [h for t, n, h in list(self.rec.holders) if n == ELECTION and t <= when]
@@ -109,7 +110,7 @@ class Bench:
 
     def wait(self, what: str, condition: Callable[[], T | None], within: float) -> T:
         """Poll `condition` every 10 ms until it returns a value; that value."""
-        value: T = self.d.wait_for(what, condition, within, every=0.01)
+        value: T = eventually(condition, within, what, every=0.01)
         return value
 
     def non_leader_answers(self, answers: list[Answer]) -> list[Answer]:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .launcher import ControlPlane
 from .proxy import TcpProxy
+from .waiting import eventually
 
 
 @dataclass
@@ -92,12 +92,9 @@ def wait_until_allowed(cp: ControlPlane, kubeconfig: Path, verb: str, resource: 
                        within: float = 10.0) -> None:
     """Wait until `kubectl auth can-i verb resource` says yes for `kubeconfig`: RBAC just
     applied takes a moment to reach the authorizer's cache."""
-    deadline = time.monotonic() + within
-    while cp.kubectl(f"--kubeconfig={kubeconfig}", "auth", "can-i", verb, resource,
-                     check=False).stdout.strip() != "yes":
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{kubeconfig}: may not {verb} {resource} after {within} s")
-        time.sleep(0.05)
+    eventually(lambda: cp.kubectl(f"--kubeconfig={kubeconfig}", "auth", "can-i", verb, resource,
+                                  check=False).stdout.strip() == "yes",
+               within, f"{kubeconfig} may {verb} {resource}", every=0.05)
 
 
 def kubeconfig_via(proxy: TcpProxy, kubeconfig: Path, out: Path) -> Path:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -101,13 +100,3 @@ class Deployed:
             except ProcessLookupError:
                 pass
 
-    def wait_for(self, what: str, condition: Any, within: float, every: float = 0.05) -> Any:
-        """Poll `condition()` until it returns something true; that value."""
-        deadline = time.monotonic() + within
-        while True:
-            value = condition()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"not within {within:.0f} s: {what}")
-            time.sleep(every)

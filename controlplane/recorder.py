@@ -20,6 +20,7 @@ from typing import Any
 import kubernetes
 
 from .cluster import sync_client
+from .waiting import eventually
 
 ROLE = "leadership.dev/role"
 
@@ -152,11 +153,10 @@ class Recorder:
 
     def wait(self, predicate: Callable[[dict[str, str | None]], bool], within: float,
              what: str) -> float:
+        """`eventually` on the current roles; the seconds it took."""
         start = time.monotonic()
-        while not predicate(self.current()):
-            assert time.monotonic() - start < within, f"not within {within}s: {what}; " \
-                                                      f"roles {self.current()}"
-            time.sleep(0.01)
+        eventually(lambda: predicate(self.current()), within, f"{what}; roles now "
+                   f"{self.current()}", every=0.01)
         return time.monotonic() - start
 
     def when_role(self, pod: str, role: str, after: float) -> float:

@@ -41,6 +41,7 @@ from controlplane.launcher import ControlPlane, StartError
 from controlplane.node import NodeError, leftovers
 from controlplane.recorder import Recorder
 from controlplane.traffic import Traffic, ask
+from controlplane.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = time.monotonic()
@@ -101,7 +102,7 @@ class Story:
                 return holder
             return None
 
-        return str(self.d.wait_for("the leader labelled and answering", check, within))
+        return str(eventually(check, within, "the leader labelled and answering"))
 
     def traffic_answer(self) -> str | None:
         return ask(self.service_ip)
@@ -135,7 +136,7 @@ class Story:
         print(f"\n$ while sleep 0.05; do curl -s http://{self.service_ip}/; echo; done\n",
               flush=True)
         client = Traffic(self.service_ip, interval=0.05).start()
-        self.d.wait_for("40 answers", lambda: len(client.snapshot()) >= 40, 20)
+        eventually(lambda: len(client.snapshot()) >= 40, 20, "40 answers")
         answers = client.stop()
         who = sorted({a.body or f"({a.error})" for a in answers})
         for line in [a.body or a.error for a in answers[:3]]:
@@ -206,10 +207,11 @@ class Story:
         client = Traffic(self.service_ip, interval=0.05).start()
         deleted = time.monotonic()
         self.run("kubectl", "-n", APP_NS, "delete", "pod", leader, "--wait=false")
-        new = self.d.wait_for("a new holder", lambda: next(
-            (h for _, h in self.handovers_since(deleted) if h not in ("", leader)), None), 30)
-        answered = self.d.wait_for("an answer from the new leader",
-                                   lambda: client.first_answer_from(new, deleted), 30)
+        new = eventually(lambda: next(
+            (h for _, h in self.handovers_since(deleted) if h not in ("", leader)), None),
+                         30, "a new holder")
+        answered = eventually(lambda: client.first_answer_from(new, deleted),
+                              30, "an answer from the new leader")
         client.stop()
         changed = self.recorder.when_holder(ELECTION, lambda h: h == new, deleted)
         self.figures.add("delete the leader pod: to the Lease's new holder",
@@ -228,9 +230,10 @@ class Story:
         renewed = self.recorder.last_renewal(ELECTION, time.monotonic())
         killed = time.monotonic()
         self.d.signal(leader, ("leadership", "app"), signal.SIGKILL)
-        off = self.d.wait_for(f"{leader} no longer labelled leader", lambda: next(
+        off = eventually(lambda: next(
             (t for t, pod, role in list(self.recorder.roles)
-             if pod == leader and t >= killed and role != "leader"), None), TTL + 15)
+             if pod == leader and t >= killed and role != "leader"), None),
+                         TTL + 15, f"{leader} no longer labelled leader")
         label = self.recorder.current().get(leader)
         say(f"   {leader} labelled {label} {off - renewed:.2f} s after its last renewal "
             f"(the Lease lasts {TTL} s)")
@@ -250,15 +253,17 @@ class Story:
         say(f"6. Delete the active operator pod {active}: the standby takes over")
         deleted = time.monotonic()
         self.run("kubectl", "-n", OPERATOR_NS, "delete", "pod", active, "--wait=false")
-        standby = self.d.wait_for("another active operator", lambda: (
-            h if (h := self.d.holder(OPERATOR, OPERATOR_NS)) not in ("", active) else None), 30)
+        standby = eventually(lambda: (
+            h if (h := self.d.holder(OPERATOR, OPERATOR_NS)) not in ("", active) else None),
+                             30, "another active operator")
         self.figures.add("operator: delete the active pod to the standby active",
                          f"{(time.monotonic() - deleted) * 1000:.0f} ms ({standby})")
         leader = self.wait_settled()
         say(f"   the labels keep following under {standby}: SIGTERM the leader's sidecar")
         self.d.signal(leader, ("leadership",), signal.SIGTERM)
-        new = self.d.wait_for("a new leader labelled", lambda: next(
-            (p for p in self.d.labelled("leader") if p != leader), None), 30)
+        new = eventually(lambda: next(
+            (p for p in self.d.labelled("leader") if p != leader), None),
+                         30, "a new leader labelled")
         say(f"   {new} labelled leader by {standby}")
         self.wait_settled()
         self.run("kubectl", "-n", APP_NS, "get", "pods", "-L", "leadership.dev/role")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import kubernetes
 import pykube
@@ -14,6 +14,7 @@ import pytest
 from kubernetes.client.rest import ApiException
 
 from controlplane.cluster import Cluster, pykube_client_for
+from controlplane.waiting import eventually
 from leadership.record import format_microtime
 
 MICROTIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
@@ -89,15 +90,15 @@ def test_service_account_with_get_on_one_lease_can_do_nothing_else(
         kubernetes.config.new_client_from_config(config_file=str(kubeconfig)))
 
     # RBAC changes reach the authorizer's cache quickly but not instantly: wait for the grant.
-    deadline = time.monotonic() + 10
-    while True:
+    def read_mine() -> Any:
         try:
-            mine = limited.read_namespaced_lease("mine", namespace)
-            break
+            return limited.read_namespaced_lease("mine", namespace)
         except ApiException as exc:
-            if exc.status != 403 or time.monotonic() > deadline:
+            if exc.status != 403:
                 raise
-            time.sleep(0.1)
+            return None
+
+    mine = eventually(read_mine, 10, "the grant reaching the authorizer", every=0.1)
     assert mine.spec.holder_identity == "someone"
 
     mine_body = coordination.read_namespaced_lease("mine", namespace).to_dict()
@@ -133,14 +134,8 @@ def test_deployment_creates_pods_with_the_controller_manager(
                  "template": {"metadata": {"labels": {"app": "web"}},
                               "spec": {"containers": [{"name": "web", "image": "nginx"}]}}}})
     v1 = kubernetes.client.CoreV1Api(core_api)
-    deadline = time.monotonic() + 60
-    pods: list[object] = []
-    while time.monotonic() < deadline:
-        pods = v1.list_namespaced_pod(namespace, label_selector="app=web").items
-        if len(pods) == 2:
-            break
-        time.sleep(0.2)
-    assert len(pods) == 2, f"the Deployment made {len(pods)} pods in 60s; see {cp.logs}"
+    eventually(lambda: len(v1.list_namespaced_pod(namespace, label_selector="app=web").items)
+               == 2, 60, f"the Deployment's 2 pods (logs: {cp.logs})", every=0.2)
 
 
 def test_apiserver_reports_the_pinned_version(cluster: Cluster) -> None:

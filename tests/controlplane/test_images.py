@@ -9,13 +9,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from controlplane import host, images
+from controlplane.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,10 +69,8 @@ def test_a_kubelet_of_the_machines_own_is_found_and_the_demo_falls_back_saying_w
     shutil.copy2("/bin/sleep", fake)
     proc = subprocess.Popen([str(fake), "60"])
     try:
-        deadline = time.monotonic() + 5
-        while "kubelet" not in (Path(f"/proc/{proc.pid}/comm").read_text()):
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        eventually(lambda: "kubelet" in Path(f"/proc/{proc.pid}/comm").read_text(), 5,
+                   "the fake kubelet running", every=0.01)
         assert f"kubelet (pid {proc.pid}, {fake})" in host.foreign_processes(ours=())
         why = host.why_no_node((tmp_path / "not-the-cache",))
         assert why is not None  # the kubelet, or (not root, not Linux) something before it

@@ -19,6 +19,7 @@ import pytest
 from controlplane import host, network, node
 from controlplane.cluster import sync_client
 from controlplane.launcher import ControlPlane
+from controlplane.waiting import eventually
 
 pytestmark = pytest.mark.node
 
@@ -55,10 +56,8 @@ def run_pod(cp: ControlPlane, name: str) -> None:
                                 "allowPrivilegeEscalation": False,
                                 "readOnlyRootFilesystem": True,
                                 "capabilities": {"drop": ["ALL"]}}}]}})
-    deadline = time.monotonic() + 60
-    while v1.read_namespaced_pod(name, "default").status.phase != "Running":
-        assert time.monotonic() < deadline, f"{name} never ran"
-        time.sleep(0.1)
+    eventually(lambda: v1.read_namespaced_pod(name, "default").status.phase == "Running", 60,
+               f"{name} running", every=0.1)
 
 
 def test_a_node_comes_up_twice_and_leaves_nothing_behind() -> None:
@@ -138,15 +137,14 @@ def test_pods_cannot_use_the_host_network_nor_pull_from_a_registry() -> None:
             "metadata": {"name": "not-here"}, "spec": {"automountServiceAccountToken": False,
                                                       "containers": [{
                 "name": "c", "image": "registry.k8s.io/not-imported:1.0"}]}})
-        deadline = time.monotonic() + 30
-        while True:
+        def pull_failed() -> list[Any]:
             status = v1.read_namespaced_pod("not-here", "default").status
             waiting = [c.state.waiting for c in status.container_statuses or []
                        if c.state and c.state.waiting]
-            if waiting and waiting[0].reason in ("ErrImagePull", "ImagePullBackOff"):
-                break
-            assert time.monotonic() < deadline, "the pull of a missing image did not fail"
-            time.sleep(0.1)
+            return waiting if waiting and waiting[0].reason in (
+                "ErrImagePull", "ImagePullBackOff") else []
+
+        waiting = eventually(pull_failed, 30, "the pull of a missing image failing", every=0.1)
         assert node.NO_REGISTRY.removeprefix("http://") in (waiting[0].message or ""), \
             waiting[0].message
         # The forwarding guard is in place while the node runs.

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from controlplane import node
+from controlplane.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,10 +50,8 @@ def run_demo(module: str, within: float) -> tuple[subprocess.Popen[str], str, fl
 
 
 def nothing_left_in_session(sid: int) -> None:
-    deadline = time.monotonic() + 10
-    while left := session_members(sid):
-        assert time.monotonic() < deadline, f"left running: {left}"
-        time.sleep(0.1)
+    eventually(lambda: not session_members(sid), 10, f"nothing of session {sid} running",
+               every=0.1)
 
 
 @pytest.mark.node

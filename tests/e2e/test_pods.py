@@ -15,6 +15,7 @@ from pathlib import Path
 from controlplane.deployed import APP_NS, ELECTION, OPERATOR_NS
 from controlplane.node import NODE_NAME
 from controlplane.traffic import Traffic, ask
+from controlplane.waiting import eventually
 
 from .conftest import E2ECluster
 
@@ -43,7 +44,7 @@ def settled(d: E2ECluster, within: float = 90) -> str:
             return holder
         return None
 
-    return str(d.wait_for("the example settled", check, within))
+    return str(eventually(check, within, "the example settled"))
 
 
 def holder_at(d: E2ECluster, when: float) -> str | None:
@@ -130,8 +131,9 @@ def test_the_kubelet_probes_pass(deployed: E2ECluster) -> None:
     wanted = {("operator", "Readiness"), ("app", "Readiness"), ("leadership", "Startup"),
               ("operator", "Liveness"), ("leadership", "Liveness")}
     # Liveness probes start after 10 s (the operator's initial delay, the sidecar's period).
-    _, failed = deployed.wait_for("every kind of probe passed once", lambda: (
-        result if wanted <= (result := probe_results(deployed))[0] else None), 60, every=1)
+    _, failed = eventually(lambda: (
+        result if wanted <= (result := probe_results(deployed))[0] else None), 60,
+                           "every kind of probe passed once", every=1)
     # Readiness may fail while a container starts (that is what it is for); liveness never.
     assert failed == [], failed
 
@@ -139,7 +141,7 @@ def test_the_kubelet_probes_pass(deployed: E2ECluster) -> None:
 def test_requests_through_the_leader_service_reach_the_leader(deployed: E2ECluster) -> None:
     leader = settled(deployed)
     traffic = Traffic(deployed.service_ip("web-leader"), interval=0.02).start()
-    deployed.wait_for("100 answers", lambda: len(traffic.snapshot()) >= 100, 20)
+    eventually(lambda: len(traffic.snapshot()) >= 100, 20, "100 answers")
     answers = traffic.stop()
     assert {a.body for a in answers} == {leader}, {a.body or a.error for a in answers}
 
@@ -154,16 +156,18 @@ def test_deleting_the_leader_pod_hands_over_in_under_a_second(deployed: E2EClust
     try:
         deleted = time.monotonic()
         deployed.v1.delete_namespaced_pod(leader, APP_NS)
-        new = deployed.wait_for("a new holder", lambda: next(
+        new = eventually(lambda: next(
             (h for t, name, h in list(deployed.recorder.holders)
-             if name == ELECTION and t >= deleted and h not in ("", leader)), None), 10)
+             if name == ELECTION and t >= deleted and h not in ("", leader)), None),
+                         10, "a new holder")
         took = deployed.recorder.when_holder(ELECTION, lambda h: h == new, deleted) - deleted
         assert took < 1.0, f"the Lease changed hands {took:.2f} s after the delete (TTL {TTL})"
-        behind = deployed.wait_for("the new leader behind web-leader", lambda: next(
+        behind = eventually(lambda: next(
             (e for e in list(deployed.recorder.endpoints)
-             if e.seen >= deleted and e.listed == (new,)), None), 10)
-        answered = deployed.wait_for("an answer from the new leader",
-                                     lambda: traffic.first_answer_from(new, deleted), 10)
+             if e.seen >= deleted and e.listed == (new,)), None),
+                            10, "the new leader behind web-leader")
+        answered = eventually(lambda: traffic.first_answer_from(new, deleted),
+                              10, "an answer from the new leader")
         settled(deployed)
     finally:
         answers = traffic.stop()
@@ -192,9 +196,10 @@ def test_a_frozen_leader_leaves_the_service_when_its_lease_expires(
     frozen = deployed.freeze(leader, ("leadership",))
     stopped = time.monotonic()
     try:
-        gone = deployed.wait_for("the frozen leader out of web-leader", lambda: next(
+        gone = eventually(lambda: next(
             (e for e in list(deployed.recorder.endpoints)
-             if e.seen >= stopped and leader not in e.listed), None), TTL + 10)
+             if e.seen >= stopped and leader not in e.listed), None),
+                          TTL + 10, "the frozen leader out of web-leader")
         renewed = deployed.recorder.last_renewal(ELECTION, stopped)
         # At expiry the operator labels it `stale`, or straight `follower` when a follower
         # has already taken the Lease: either way it is no longer `leader`.
@@ -204,17 +209,19 @@ def test_a_frozen_leader_leaves_the_service_when_its_lease_expires(
         after = gone.seen - renewed
         assert TTL - 1 < after < TTL + 2, f"left the Service {after:.2f} s after its last " \
                                           f"renewal (Lease {TTL} s)"
-        successor = deployed.wait_for("a successor", lambda: next(
+        successor = eventually(lambda: next(
             (h for t, name, h in list(deployed.recorder.holders)
-             if name == ELECTION and t >= stopped and h not in ("", leader)), None), 10)
-        deployed.wait_for("the successor behind web-leader", lambda: next(
+             if name == ELECTION and t >= stopped and h not in ("", leader)), None),
+                               10, "a successor")
+        eventually(lambda: next(
             (e for e in list(deployed.recorder.endpoints)
-             if e.seen >= gone.seen and e.listed == (successor,)), None), 10)
+             if e.seen >= gone.seen and e.listed == (successor,)), None),
+                   10, "the successor behind web-leader")
     finally:
         deployed.thaw(frozen)
     # Thawed, the old sidecar finds it lost the Lease and follows; the labels agree.
-    deployed.wait_for(f"{leader} labelled follower again",
-                      lambda: deployed.recorder.current().get(leader) == "follower", 20)
+    eventually(lambda: deployed.recorder.current().get(leader) == "follower",
+               20, f"{leader} labelled follower again")
     settled(deployed)
     deployed.recorder.never_two_leaders()
     deployed.recorder.never_two_endpoints()
@@ -250,14 +257,14 @@ def test_the_standby_operator_takes_over_when_the_active_pod_goes(
     active = deployed.holder("leadership-operator", OPERATOR_NS)
     deployed.v1.delete_namespaced_pod(active, OPERATOR_NS)
     took = time.monotonic()
-    deployed.wait_for("another active operator", lambda: deployed.holder(
-        "leadership-operator", OPERATOR_NS) not in ("", active), 20)
+    eventually(lambda: deployed.holder(
+        "leadership-operator", OPERATOR_NS) not in ("", active), 20, "another active operator")
     took = time.monotonic() - took
     # The labels keep following the Lease under the new active replica.
     leader = settled(deployed)
     deployed.signal(leader, ("leadership",), signal.SIGTERM)
-    deployed.wait_for("a new leader labelled", lambda: next(
-        (p for p in deployed.labelled("leader") if p != leader), None), 20)
+    eventually(lambda: next(
+        (p for p in deployed.labelled("leader") if p != leader), None), 20, "a new leader labelled")
     settled(deployed)
     print(f"standby active {took:.2f} s after the delete")
     deployed.cp.kubectl("-n", OPERATOR_NS, "rollout", "status",

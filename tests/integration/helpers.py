@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +40,6 @@ class StoreFactory:
         await asyncio.gather(*(c.stop() for c in self._candidates))
         for api in self._clients:
             await api.close()
-
-
-async def eventually(predicate: Callable[[], bool], within: float, what: str,
-                     interval: float = 0.005) -> float:
-    """Wait until `predicate()` holds; return the seconds it took; fail after `within` s."""
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > within:
-            raise AssertionError(f"not within {within}s: {what}")
-        await asyncio.sleep(interval)
-    return time.monotonic() - start
 
 
 async def consume(candidate: leadership.Candidate) -> list[bool]:

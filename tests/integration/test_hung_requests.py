@@ -18,7 +18,8 @@ import pytest
 
 from controlplane.cluster import Cluster, kubeconfig_via, proxy_to
 from controlplane.proxy import TcpProxy
-from tests.integration.helpers import StoreFactory, consume, eventually
+from controlplane.waiting import eventually_async
+from tests.integration.helpers import StoreFactory, consume
 
 TTL = 4  # renew every 1.33 s, give up after 2.67 s; one attempt may take 0.44 s
 KEY = "hung"
@@ -37,11 +38,12 @@ async def test_the_leader_keeps_its_term_when_its_connections_freeze(
     try:
         a = await proxied.candidate(KEY, "a", ttl=TTL)
         a_values = await consume(a)
-        await eventually(lambda: a.is_leader, 5, "a leads")
+        await eventually_async(lambda: a.is_leader, 5, "a leads")
         b = await stores.candidate(KEY, "b", ttl=TTL)
         b_values = await consume(b)
-        await eventually(lambda: b_values == [False], 5, "b follows")
-        await asyncio.sleep(TTL / 3)  # a renewal or two: the connections are established
+        await eventually_async(lambda: b_values == [False], 5, "b follows")
+        # A renewal on the established connection: the one the blackhole will freeze.
+        await eventually_async(lambda: a.metrics.renewals >= 1, TTL, "a renewed")
         renewals_before = a.metrics.renewals
         frozen = proxy.blackhole()
         assert frozen >= 1

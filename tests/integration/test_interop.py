@@ -16,7 +16,8 @@ import pytest
 
 from controlplane import build
 from controlplane.cluster import Cluster
-from tests.integration.helpers import StoreFactory, consume, eventually
+from controlplane.waiting import eventually_async
+from tests.integration.helpers import StoreFactory, consume
 
 TTL = 4
 
@@ -74,26 +75,27 @@ async def never_both(python: object, go: GoPeer, seconds: float) -> None:
 
 async def test_python_waits_while_go_holds_then_takes_over_when_go_releases(
         stores: StoreFactory, go_peer: GoPeer) -> None:
-    await eventually(lambda: go_peer.leading, 20, f"Go leads: {go_peer.lines}")
+    await eventually_async(lambda: go_peer.leading, 20, f"Go leads: {go_peer.lines}")
     py = await stores.candidate("shared", "py", ttl=TTL)
     values = await consume(py)
     await never_both(py, go_peer, 3 * TTL / 2)  # Go renews; Python must keep waiting
     assert values == [False]
     released_at = time.monotonic()
     await go_peer.stop(signal.SIGTERM)  # ReleaseOnCancel writes holderIdentity ""
-    await eventually(lambda: py.is_leader, 1.0, "Python leads after Go released")
+    await eventually_async(lambda: py.is_leader, 1.0, "Python leads after Go released")
     assert time.monotonic() - released_at < 1.0
 
 
 async def test_python_takes_over_after_go_crashes_once_the_lease_expires(
         stores: StoreFactory, go_peer: GoPeer) -> None:
-    await eventually(lambda: go_peer.leading, 20, f"Go leads: {go_peer.lines}")
+    await eventually_async(lambda: go_peer.leading, 20, f"Go leads: {go_peer.lines}")
     py = await stores.candidate("shared", "py", ttl=TTL)
     await consume(py)
-    await asyncio.sleep(1.0)
+    await eventually_async(lambda: py.watching and py.leader == "go", 5,
+                           "Python watches the Lease Go holds")
     await go_peer.stop(signal.SIGKILL)
     killed_at = time.monotonic()
-    await eventually(lambda: py.is_leader, TTL + 1, "Python leads after the Go leader died")
+    await eventually_async(lambda: py.is_leader, TTL + 1, "Python leads after the Go leader died")
     took = time.monotonic() - killed_at
     # Go renewed at most one retry period before dying: Python waits out the rest of its TTL.
     assert TTL - 0.5 - 0.2 <= took <= TTL + 1, took
@@ -103,15 +105,16 @@ async def test_go_waits_while_python_holds_then_takes_over_when_python_releases(
         stores: StoreFactory, cluster: Cluster, namespace: str) -> None:
     py = await stores.candidate("shared", "py", ttl=TTL)
     await consume(py)
-    await eventually(lambda: py.is_leader, 5, "Python leads")
+    await eventually_async(lambda: py.is_leader, 5, "Python leads")
     go = await GoPeer.start(cluster.kubeconfig, namespace, "shared", "go")
     try:
-        await eventually(lambda: "LEADER py" in go.lines, 20, f"Go sees Python: {go.lines}")
+        await eventually_async(lambda: "LEADER py" in go.lines, 20, f"Go sees Python: {go.lines}")
         await never_both(py, go, 3 * TTL / 2)
         assert "LEADING" not in go.lines
         stopped_at = time.monotonic()
         await py.stop()
-        await eventually(lambda: go.leading, 2.0, f"Go leads after Python released: {go.lines}")
+        await eventually_async(lambda: go.leading, 2.0,
+                               f"Go leads after Python released: {go.lines}")
         # client-go polls every retry period (0.5 s, jittered up to 1.2x): no watch.
         assert time.monotonic() - stopped_at < 2.0
     finally:

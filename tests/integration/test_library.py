@@ -17,11 +17,11 @@ import pytest
 
 import leadership
 from controlplane.cluster import Cluster, audit_events, pykube_client_for
+from controlplane.waiting import eventually_async
 from leadership.record import format_microtime
 from tests.integration.helpers import (
     StoreFactory,
     consume,
-    eventually,
     grant,
     stop_all,
     until_allowed,
@@ -77,13 +77,13 @@ async def test_stop_hands_over_within_half_a_second(stores: StoreFactory) -> Non
     a = await stores.candidate("handover", "a", ttl=15)
     b = await stores.candidate("handover", "b", ttl=15)
     await consume(a)
-    await eventually(lambda: a.is_leader, 5, "a leads")
+    await eventually_async(lambda: a.is_leader, 5, "a leads")
     await consume(b)
-    await asyncio.sleep(0.3)  # b is watching
+    await eventually_async(lambda: b.watching, 5, "b watches the Lease")
     start = time.monotonic()
     await a.stop()
-    took = await eventually(lambda: b.is_leader, 0.5, "b leads after a stops", interval=0.001)
-    assert time.monotonic() - start < 0.5, took
+    await eventually_async(lambda: b.is_leader, 0.5, "b leads after a stops", every=0.001)
+    assert time.monotonic() - start < 0.5
     await b.stop()
 
 
@@ -91,11 +91,11 @@ async def test_resign_hands_over(stores: StoreFactory) -> None:
     a = await stores.candidate("resign", "a", ttl=15)
     b = await stores.candidate("resign", "b", ttl=15)
     a_values = await consume(a)
-    await eventually(lambda: a.is_leader, 5, "a leads")
+    await eventually_async(lambda: a.is_leader, 5, "a leads")
     await consume(b)
-    await asyncio.sleep(0.3)
+    await eventually_async(lambda: b.watching, 5, "b watches the Lease")
     await a.resign()
-    await eventually(lambda: b.is_leader, 0.5, "b leads after a resigns")
+    await eventually_async(lambda: b.is_leader, 0.5, "b leads after a resigns")
     assert not a.is_leader and a_values == [False, True, False]
     await stop_all(a, b)
 
@@ -113,11 +113,11 @@ async def test_sigkill_of_a_leader_process_fails_over_within_ttl_plus_one(
         assert lines == [b"FOLLOWING\n", b"LEADING\n"]
         b = await stores.candidate("killed", "survivor", ttl=ttl)
         await consume(b)
-        await asyncio.sleep(1.0)
+        await eventually_async(lambda: b.watching, 5, "the survivor watches the Lease")
         assert not b.is_leader
         child.send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
-        await eventually(lambda: b.is_leader, ttl + 1, "the survivor leads after SIGKILL")
+        await eventually_async(lambda: b.is_leader, ttl + 1, "the survivor leads after SIGKILL")
         took = time.monotonic() - killed_at
         assert took <= ttl + 1, took
         await b.stop()
@@ -136,17 +136,17 @@ async def test_follower_sees_every_change(stores: StoreFactory) -> None:
             seen.append(leader)
 
     task = asyncio.ensure_future(follow())
-    await eventually(lambda: seen == [""], 5, "the follower reports no leader")
+    await eventually_async(lambda: seen == [""], 5, "the follower reports no leader")
     a = await stores.candidate("followed", "a", ttl=15)
     b = await stores.candidate("followed", "b", ttl=15)
     await consume(a)
-    await eventually(lambda: seen == ["", "a"], 5, f"the follower sees a: {seen}")
+    await eventually_async(lambda: seen == ["", "a"], 5, f"the follower sees a: {seen}")
     await consume(b)
-    await asyncio.sleep(0.3)
+    await eventually_async(lambda: b.watching, 5, "b watches the Lease")
     await a.stop()
-    await eventually(lambda: seen == ["", "a", "", "b"], 5, f"release, then b: {seen}")
+    await eventually_async(lambda: seen == ["", "a", "", "b"], 5, f"release, then b: {seen}")
     await b.stop()
-    await eventually(lambda: seen == ["", "a", "", "b", ""], 5, f"released: {seen}")
+    await eventually_async(lambda: seen == ["", "a", "", "b", ""], 5, f"released: {seen}")
     await follower.stop()
     await asyncio.wait_for(task, 5)
 
@@ -166,8 +166,8 @@ async def test_microtime_values_are_accepted_and_read_back_exactly(
     assert read["spec"]["renewTime"] == "2026-11-26T20:00:00.000007Z"
     a = leadership.Candidate(store, "renewed", "a", ttl=TTL)
     await consume(a)
-    await eventually(lambda: a.is_leader, 5, "a leads")
-    await asyncio.sleep(1.5)  # two renewals
+    await eventually_async(lambda: a.is_leader, 5, "a leads")
+    await eventually_async(lambda: a.metrics.renewals >= 2, 5, "two renewals")
     lease = await store.get("renewed")
     assert lease is not None and a.is_leader
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", lease["spec"]["renewTime"])
@@ -196,10 +196,10 @@ async def test_followers_make_no_periodic_requests(
     cands = [await stores.candidate("quiet", f"c{i}", ttl=TTL) for i in range(3)]
     for c in cands:
         await consume(c)
-    await eventually(lambda: any(c.is_leader for c in cands), 5, "someone leads")
-    await asyncio.sleep(1.0)  # everyone has listed and is watching
+    await eventually_async(lambda: any(c.is_leader for c in cands), 5, "someone leads")
+    await eventually_async(lambda: all(c.watching for c in cands), 5, "everyone watches")
     window_start = len(audit_events(cp.audit_log, namespace, "quiet"))
-    await asyncio.sleep(4.0)
+    await asyncio.sleep(4.0)  # the window in which requests are counted
     window = audit_events(cp.audit_log, namespace, "quiet")[window_start:]
     verbs = sorted({e["verb"] for e in window})
     assert verbs == ["update"], [(e["verb"], e["requestURI"]) for e in window]
@@ -239,10 +239,10 @@ async def test_the_least_privilege_role_from_the_docs_is_enough(
         a, b = await limited.candidate("app", "a", ttl=TTL), await limited.candidate(
             "app", "b", ttl=TTL)
         a_values, b_values = await consume(a), await consume(b)
-        await eventually(lambda: a.is_leader or b.is_leader, 5, "one of them leads")
+        await eventually_async(lambda: a.is_leader or b.is_leader, 5, "one of them leads")
         leader, other = (a, b) if a.is_leader else (b, a)
         await leader.stop()
-        await eventually(lambda: other.is_leader, 1, "the other takes over")
+        await eventually_async(lambda: other.is_leader, 1, "the other takes over")
         assert not leader.is_leader
         assert a_values[0] is False and b_values[0] is False
         with pytest.raises(leadership.FatalStoreError) as denied:
@@ -278,9 +278,9 @@ async def test_without_create_a_deleted_lease_ends_the_campaign_naming_the_permi
                 failure.append(exc)
 
         task = asyncio.ensure_future(run())
-        await eventually(lambda: a.is_leader, 5, "a leads the pre-created Lease")
+        await eventually_async(lambda: a.is_leader, 5, "a leads the pre-created Lease")
         coordination.delete_namespaced_lease("app", namespace)
-        await eventually(lambda: task.done(), 3 * TTL, "the campaign ends")
+        await eventually_async(lambda: task.done(), 3 * TTL, "the campaign ends")
         assert values == [False, True, False] and len(failure) == 1
         assert failure[0].status == 403 and "cannot create" in str(failure[0])
     finally:
@@ -305,7 +305,7 @@ async def test_candidates_ride_out_an_apiserver_restart(stores: StoreFactory,
     ttl = 4  # renew deadline 2.67 s: a 4 s outage must make the leader step down
     cands = [await stores.candidate("restart", f"c{i}", ttl=ttl) for i in range(3)]
     values = {c.node: await consume(c) for c in cands}
-    await eventually(lambda: any(c.is_leader for c in cands), 5, "someone leads")
+    await eventually_async(lambda: any(c.is_leader for c in cands), 5, "someone leads")
     first = next(c for c in cands if c.is_leader)
     overlap: list[float] = []
     sampling = True
@@ -320,17 +320,18 @@ async def test_candidates_ride_out_an_apiserver_restart(stores: StoreFactory,
     try:
         # The candidates keep running on this loop while the API server is down for 4 s.
         flags = await asyncio.to_thread(cp.stop_component, "kube-apiserver")
-        await asyncio.sleep(4.0)
+        await asyncio.sleep(4.0)  # the outage itself
         cp.start_component("kube-apiserver", flags)
         await asyncio.to_thread(cp.wait_ready)
         assert values[first.node][:3] == [False, True, False], values  # stepped down
-        await eventually(lambda: any(c.is_leader for c in cands), 3 * ttl,
+        await eventually_async(lambda: any(c.is_leader for c in cands), 3 * ttl,
                          "someone leads again after the restart")
-        await asyncio.sleep(2.0)  # followers re-list and watch again (backoff at most 1 s)
+        await eventually_async(lambda: all(c.watching for c in cands), 10,
+                               "everyone watches again after the restart")
         leader = next(c for c in cands if c.is_leader)
         others = [c for c in cands if c is not leader]
         await leader.stop()
-        await eventually(lambda: any(c.is_leader for c in others), 1.0,
+        await eventually_async(lambda: any(c.is_leader for c in others), 1.0,
                          "a release is seen through the re-established watch")
     finally:
         sampling = False

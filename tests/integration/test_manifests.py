@@ -10,7 +10,8 @@ import pytest
 
 import leadership
 from controlplane.cluster import Cluster
-from tests.integration.helpers import StoreFactory, consume, eventually, until_allowed
+from controlplane.waiting import eventually_async
+from tests.integration.helpers import StoreFactory, consume, until_allowed
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 
@@ -38,10 +39,10 @@ async def test_candidate_rbac_lets_a_candidate_elect_and_nothing_more(
         b = await stores.candidate("leadership-example", "b", ttl=2)
         await consume(a)
         await consume(b)
-        await eventually(lambda: a.is_leader or b.is_leader, 5, "one of them leads")
+        await eventually_async(lambda: a.is_leader or b.is_leader, 5, "one of them leads")
         leader, other = (a, b) if a.is_leader else (b, a)
         await leader.stop()
-        await eventually(lambda: other.is_leader, 1, "the other takes over")
+        await eventually_async(lambda: other.is_leader, 1, "the other takes over")
 
         with pytest.raises(leadership.FatalStoreError) as denied:
             await (await stores()).get("some-other-lease")

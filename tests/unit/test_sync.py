@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
-import time
+from collections.abc import Callable
 
 import pytest
 
+from controlplane.waiting import eventually
 from leadership import FatalStoreError, MemoryLeaseStore, TransientStoreError, sync
 from leadership.testing import FaultyStore
 
@@ -25,10 +26,8 @@ def test_blocking_stream_stop_and_handover_between_threads() -> None:
     a.stop()
     a.stop()  # idempotent
     assert list(stream) == [False]
-    deadline = time.monotonic() + 5
-    while not b.is_leader and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert b.is_leader and b.fencing_token == 1
+    eventually(lambda: b.is_leader, 5, "b leads", every=0.01)
+    assert b.fencing_token == 1
     b.stop()
     reader.join(timeout=5)
     assert b_values == [False, True, False]
@@ -91,11 +90,8 @@ def test_stop_from_two_threads_at_once_never_hangs() -> None:
         c.resign()  # after stop: no effect, no hang
 
 
-def wait_for(predicate: object, within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
+def wait_for(predicate: Callable[[], object], within: float = 5.0) -> None:
+    eventually(predicate, within, "the condition", every=0.01)
 
 
 def test_run_while_leading_sets_the_stop_event_on_loss_and_runs_again_on_regain() -> None:

@@ -1,0 +1,49 @@
+"""`eventually`: the one way the tests, the demo and the benchmarks wait for a condition.
+
+A condition is polled until it returns something true, which is returned; past the
+deadline it fails with an `AssertionError` naming what was awaited and the last value seen
+(the reason a test failed). No fixed sleep stands in for a condition anywhere: a wait is
+for something, with a deadline.
+
+`eventually` blocks the calling thread; `eventually_async` awaits (its polls are
+`asyncio.sleep`, so the loop keeps running the code under test).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def _failure(what: str, within: float, last: object) -> AssertionError:
+    return AssertionError(f"not within {within:g} s: {what} (last seen: {last!r})")
+
+
+def eventually(condition: Callable[[], T], within: float, what: str, *,
+               every: float = 0.02) -> T:
+    """Poll `condition()` every `every` seconds until it returns something true; return it."""
+    deadline = time.monotonic() + within
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise _failure(what, within, value)
+        time.sleep(every)
+
+
+async def eventually_async(condition: Callable[[], T], within: float, what: str, *,
+                           every: float = 0.005) -> T:
+    """`eventually` on an event loop: polls between turns of the loop."""
+    deadline = time.monotonic() + within
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise _failure(what, within, value)
+        await asyncio.sleep(every)
