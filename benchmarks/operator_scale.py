@@ -34,10 +34,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import leadership
 from controlplane import build
 from controlplane.cluster import new_aio_client
 from controlplane.launcher import ControlPlane
-from leadership_operator.reconcile import Kube
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "operator-scale.md"
@@ -80,15 +80,15 @@ def proc_rss_mib(pid: int) -> tuple[float, float]:
 
 
 class Api:
-    """Raw JSON requests through the operator's own small client (one kubernetes.aio
-    ApiClient); an error status raises."""
+    """Raw JSON requests through the project's one way to the API server
+    (`leadership.KubeApi` over one kubernetes.aio ApiClient); an error status raises."""
 
     def __init__(self, client: Any) -> None:
-        self.kube = Kube(client)
+        self.kube = leadership.KubeApi(client, request_timeout=30)
 
     async def __call__(self, method: str, path: str, body: Any = None,
                        query: list[tuple[str, str]] | None = None) -> Any:
-        return await self.kube.request(method, path, body, query=query)
+        return await self.kube.request(method, path, body=body, query=query)
 
 
 async def gather_limited(n: int, coros: list[Any]) -> None:
@@ -220,28 +220,19 @@ async def measure(api: Api, client: Any, kubeconfig: Path, elections: int, pid: 
             lease["spec"]["leaseTransitions"] += 1
             try:
                 await api("PUT", f"{path}/{name}", lease)
-            except RuntimeError:  # a renewal raced it: try another
+            except leadership.ConflictError:  # a renewal raced it: try another
                 continue
             pending[name] = (new, time.monotonic())
 
     async def label_watch() -> None:
-        result = await api("GET", f"/api/v1/namespaces/{NAMESPACE}/pods",
-                           query=[("limit", "1")])
-        version = result["metadata"]["resourceVersion"]
-        serialized = client.param_serialize(
-            method="GET", resource_path=f"/api/v1/namespaces/{NAMESPACE}/pods",
-            query_params=[("watch", "true"), ("resourceVersion", version)],
-            header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
-        if asyncio.iscoroutine(serialized):
-            serialized = await serialized
-        rest = await client.call_api(*serialized, _preload_content=False,
-                                     _request_timeout=seconds + 60)
-        response = rest.response
-        while not stop_watching.is_set():
-            line = await response.content.readline()
-            if not line:
+        _, version = await api.kube.list_all(f"/api/v1/namespaces/{NAMESPACE}/pods",
+                                             query=[("limit", "1")], page_size=1)
+        events = api.kube.watch(f"/api/v1/namespaces/{NAMESPACE}/pods", version,
+                                seconds=(int(seconds) + 60, int(seconds) + 60))
+        async for event in events:
+            if stop_watching.is_set():
                 return
-            pod = json.loads(line)["object"]
+            pod = event.object
             name = pod["metadata"]["name"]
             election = name.rsplit("-", 1)[0]
             if (pod["metadata"].get("labels") or {}).get(ROLE) == "leader" and (

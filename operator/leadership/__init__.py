@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import sync
 from .candidate import Candidate, Fence, Term
-from .clock import Clock, SystemClock
+from .clock import Clock, SystemClock, wait_until
 from .errors import (
     ConflictError,
     DuplicateIdentityError,
@@ -25,17 +25,20 @@ from .follower import Follower
 from .metrics import CandidateMetrics
 from .observer import ExpiryTracker, LeaseObserver, Observation
 from .record import LeaseRecord, format_microtime, parse_lease, parse_microtime
-from .stores import LeaseStore, WatchEvent
+from .stores import WATCH_SECONDS, LeaseStore, WatchEvent
 from .stores.memory import MemoryLeaseStore
-from .timing import Timing
+from .timing import Timing, backoff
+from .validation import default_identity, is_dns_label, is_dns_subdomain, pod_identity
 
 if TYPE_CHECKING:
+    from .stores.kubeapi import KubeApi
     from .stores.kubernetes import KubernetesLeaseStore
     from .stores.pykube import PykubeLeaseStore
 
 __version__ = "0.1.0"
 
 _LAZY = {
+    "KubeApi": ".stores.kubeapi",
     "KubernetesLeaseStore": ".stores.kubernetes",
     "PykubeLeaseStore": ".stores.pykube",
 }
@@ -50,6 +53,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "WATCH_SECONDS",
     "Candidate",
     "CandidateMetrics",
     "Clock",
@@ -59,6 +63,7 @@ __all__ = [
     "FatalStoreError",
     "Fence",
     "Follower",
+    "KubeApi",
     "KubernetesLeaseStore",
     "LeadershipError",
     "LeaseObserver",
@@ -75,8 +80,14 @@ __all__ = [
     "TransientStoreError",
     "WatchEvent",
     "WatchExpiredError",
+    "backoff",
+    "default_identity",
     "format_microtime",
+    "is_dns_label",
+    "is_dns_subdomain",
     "parse_lease",
     "parse_microtime",
+    "pod_identity",
     "sync",
+    "wait_until",
 ]

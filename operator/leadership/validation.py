@@ -21,21 +21,38 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
+def is_dns_subdomain(value: object) -> bool:
+    """Whether `value` can name a Lease, a namespace's object or a label prefix (RFC 1123
+    subdomain: lowercase letters, digits, '-' and '.', at most 253 characters)."""
+    return isinstance(value, str) and 0 < len(value) <= 253 and bool(_DNS_SUBDOMAIN.match(value))
+
+
+def is_dns_label(value: object) -> bool:
+    """Whether `value` can name a namespace (RFC 1123 label, at most 63 characters)."""
+    return isinstance(value, str) and bool(_DNS_LABEL.match(value))
+
+
+def pod_identity() -> str:
+    """This pod's name: ``POD_NAME`` (the downward API), else the host name (which is the pod's
+    name in a pod). The identity of one candidate per pod, such as the sidecar's."""
+    return os.environ.get("POD_NAME") or socket.gethostname()
+
+
 def default_identity() -> str:
     """``<pod>_<random uuid>``, client-go's convention: unique per process, not per pod.
 
-    The pod name comes from ``POD_NAME`` (the downward API), else the host name. The suffix
-    keeps several processes in one pod (uvicorn or gunicorn workers) from sharing one
-    identity, and therefore one leadership; the operator still finds the pod from the prefix.
+    The pod name is `pod_identity()`. The suffix keeps several processes in one pod (uvicorn
+    or gunicorn workers) from sharing one identity, and therefore one leadership; the
+    operator still finds the pod from the prefix.
     """
-    return f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4()}"
+    return f"{pod_identity()}_{uuid.uuid4()}"
 
 
 def validate_key(key: object, argument: str = "key") -> str:
     """A Lease name: a DNS subdomain."""
     if not isinstance(key, str):
         raise TypeError(f"{argument} must be a str (the Lease name), got {type(key).__name__}")
-    if len(key) > 253 or not _DNS_SUBDOMAIN.match(key):
+    if not is_dns_subdomain(key):
         raise ValueError(f"{argument} must be a valid DNS subdomain name (lowercase letters, "
                          f"digits, '-' and '.', at most 253 characters), got {key!r}")
     return key
@@ -55,7 +72,7 @@ def validate_identity(node: object, argument: str = "node") -> str:
 def validate_namespace(namespace: object, argument: str = "namespace") -> str:
     if not isinstance(namespace, str):
         raise TypeError(f"{argument} must be a str, got {type(namespace).__name__}")
-    if not _DNS_LABEL.match(namespace):
+    if not is_dns_label(namespace):
         raise ValueError(f"{argument} must be a valid DNS label, got {namespace!r}")
     return namespace
 

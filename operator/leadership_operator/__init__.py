@@ -2,10 +2,13 @@
 
 Importing this package loads nothing heavy; kopf and the clients are imported by the modules
 that need them. The decision (`decide`) is a pure function, unit-tested without kopf or a
-cluster; `app` wires it to kopf, the shared Lease watch and the API.
+cluster; `app` wires it to kopf, the Lease cache (`leases`), the members (`pods`) and the
+API server (`kube`, on the library's `KubeApi`).
 """
 
 from .contract import Labels, Role
-from .decide import Member, Problem, Verdict, decide, pod_of_holder
+from .decide import ElectionState, Problem, Verdict, decide, pod_of_holder
+from .pods import Member
 
-__all__ = ["Labels", "Member", "Problem", "Role", "Verdict", "decide", "pod_of_holder"]
+__all__ = ["ElectionState", "Labels", "Member", "Problem", "Role", "Verdict", "decide",
+           "pod_of_holder"]

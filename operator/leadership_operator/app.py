@@ -1,10 +1,10 @@
-"""The operator process: kopf for pods, one shared Lease watch, our own Candidate for HA.
+"""The operator process: kopf for pods, the Lease cache, our own Candidate for HA.
 
 - kopf watches pods through an `on.event` handler only: no state-changing handlers, so it
   writes no annotation and no finalizer onto anything; posting of its own Events is off. The
-  handler feeds `State.pod_event` and wakes the reconciler.
-- Leases come through `LeaseWatch` (one watch per scope), not kopf: a renewal every 2 s on
-  1,000 Leases is 500 events a second, and each must cost microseconds.
+  handler feeds `Members.pod_event` and marks the elections it touches.
+- Leases come through the `LeaseCache` (one list and watch per scope), not kopf: a renewal
+  every 2 s on 1,000 Leases is 500 events a second, and each must cost microseconds.
 - Replicas elect the active one with `leadership.Candidate` on the operator's own Lease. Every
   replica watches and decides (a standby is warm); only the active one writes, and it checks
   `is_leader` right before each write. Becoming active triggers a full resync.
@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,11 +33,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 import leadership
 
 from .contract import Labels
+from .events import Events
+from .kube import ApiKube
 from .kubeclient import api_client
-from .leases import LeaseWatch
+from .leases import LeaseCache
 from .metrics import OperatorMetrics
-from .reconcile import Events, Kube, Reconciler
-from .state import State
+from .pods import Members
+from .reconcile import Reconciler
 from .storage import NowhereDiffBaseStorage, NowhereProgressStorage
 
 log = logging.getLogger("leadership.operator")
@@ -79,9 +80,10 @@ def _connection_info(options: Options) -> kopf.ConnectionInfo:
                                certificate_path=cfg.cert_file, private_key_path=cfg.key_file)
 
 
-def _registry(options: Options, state: State, reconciler: Reconciler) -> kopf.OperatorRegistry:
+def _registry(options: Options, members: Members,
+              reconciler: Reconciler) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
-    keys = state.labels
+    keys = members.labels
 
     def ours(labels: kopf.Labels, **_: Any) -> bool:
         return keys.election in labels or keys.role in labels
@@ -91,11 +93,12 @@ def _registry(options: Options, state: State, reconciler: Reconciler) -> kopf.Op
         return _connection_info(options)
 
     # Async, so that kopf runs it on the event loop: a sync handler would run in a thread
-    # and change the state under the reconciler's feet.
+    # and change the members under the reconciler's feet.
     @kopf.on.event("", "v1", "pods", when=ours, registry=registry)
     async def pod_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
-        state.pod_event(str(event.get("type")), dict(body))
-        reconciler.poke()
+        for key in members.pod_event(str(event.get("type")), dict(body)):
+            reconciler.mark(key)
+        reconciler.wake.set()  # a stray pod touches no election, and needs a look too
 
     return registry
 
@@ -106,24 +109,23 @@ def _settings(options: Options) -> kopf.OperatorSettings:
     # Pods are a built-in resource: no CRD or namespace scanning, which would need RBAC on
     # CRDs and namespaces (without it, kopf never starts the pod watch at all).
     settings.scanning.disabled = True
-    settings.watching.server_timeout = 270
-    settings.watching.client_timeout = 300
+    # The library's watch timeouts, for kopf's pod watch too.
+    settings.watching.server_timeout = leadership.WATCH_SECONDS[0]
+    settings.watching.client_timeout = leadership.WATCH_SECONDS[0] + 30
     settings.watching.inactivity_timeout = 120  # bookmark-based: a stalled watch restarts
     settings.persistence.progress_storage = NowhereProgressStorage()
     settings.persistence.diffbase_storage = NowhereDiffBaseStorage()
     return settings
 
 
-async def serve_http(options: Options, metrics: OperatorMetrics, watches: list[LeaseWatch],
+async def serve_http(options: Options, metrics: OperatorMetrics, leases: LeaseCache,
                      kopf_task: asyncio.Task[None]) -> web.AppRunner:
     async def healthz(_: web.Request) -> web.Response:
-        now = time.monotonic()
-        dead = [w.namespace or "all" for w in watches
-                if now - w.last_activity > options.healthz_silence_seconds]
         if kopf_task.done():
             return web.Response(status=503, text="kopf has stopped\n")
-        if dead:
-            return web.Response(status=503, text=f"lease watch silent: {', '.join(dead)}\n")
+        silent = leases.silent_scopes(options.healthz_silence_seconds)
+        if silent:
+            return web.Response(status=503, text=f"lease watch silent: {', '.join(silent)}\n")
         return web.Response(text="ok\n")
 
     async def metrics_page(_: web.Request) -> web.Response:
@@ -145,22 +147,20 @@ async def run(options: Options) -> None:
     clock = leadership.SystemClock()
     metrics = OperatorMetrics()
     api = await api_client(options.kubeconfig)
-    kube = Kube(api)
-    state = State(clock, labels)
+    kube = ApiKube(leadership.KubeApi(api))
+    members = Members(labels)
     store = leadership.KubernetesLeaseStore(api, options.lease_namespace)
     candidate = leadership.Candidate(store, options.lease_name, options.identity,
                                      ttl=options.lease_seconds)
-    watches: list[LeaseWatch] = []
-
-    def suspect_watches(namespace: str) -> None:
-        for watch in watches:
-            if watch.namespace in (None, namespace):
-                watch.suspect()
-
-    reconciler = Reconciler(state, kube, Events(kube, options.identity), labels, clock,
-                            metrics, lambda: candidate.is_leader, suspect_watches)
     scopes: list[str | None] = [*options.namespaces] or [None]
-    watches.extend(LeaseWatch(api, ns, state, reconciler.poke, metrics) for ns in scopes)
+
+    def lease_changed(key: tuple[str, str]) -> None:
+        reconciler.mark(key)
+
+    leases = LeaseCache(kube, scopes, clock, on_change=lease_changed, metrics=metrics)
+    reconciler = Reconciler(leases, members, kube,
+                            Events(kube, options.identity, clock, metrics), labels, clock,
+                            metrics, lambda: candidate.is_leader)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -170,14 +170,12 @@ async def run(options: Options) -> None:
             log.info("%s: %s", options.identity, "active: resyncing every election"
                      if leading else "standby: not writing")
             if leading:
-                state.mark_all()
-                reconciler.poke()
+                reconciler.mark_all()
 
     async def resync() -> None:
         while True:
-            await asyncio.sleep(options.resync_seconds)
-            state.mark_all()
-            reconciler.poke()
+            await clock.sleep_until(clock.now() + options.resync_seconds)
+            reconciler.mark_all()
 
     # The member pods before the first decision (kopf's own listing arrives in its time):
     # otherwise every holder would briefly match "no member pod".
@@ -185,23 +183,16 @@ async def run(options: Options) -> None:
         for selector in (labels.election, labels.role):
             for pod in await kube.list_pods(namespace, selector):
                 pod.setdefault("metadata", {}).setdefault("namespace", namespace)
-                state.pod_event("ADDED", pod)
+                members.pod_event("ADDED", pod)
     # Our tasks first, and one turn of the loop so that the Candidate has spawned its own:
     # kopf cancels, when it stops, every task created after it started.
-    synced = asyncio.Event()
-
-    async def all_synced() -> None:
-        await asyncio.gather(*(w.synced.wait() for w in watches))
-        synced.set()
-
-    syncing = asyncio.create_task(all_synced())
     tasks = [asyncio.create_task(t) for t in (
-        campaign(), reconciler.run(synced), resync(), *(w.run() for w in watches))]
+        campaign(), reconciler.run(), resync(), leases.run())]
     await asyncio.sleep(0)
     ours = set(asyncio.all_tasks())
     stop_flag: asyncio.Future[None] = loop.create_future()
     kopf_tasks = await kopf.spawn_tasks(
-        registry=_registry(options, state, reconciler), settings=_settings(options),
+        registry=_registry(options, members, reconciler), settings=_settings(options),
         standalone=True, clusterwide=not options.namespaces, namespaces=options.namespaces,
         stop_flag=stop_flag)
     # spawn_tasks installed kopf's SIGTERM/SIGINT handlers; ours replace them, so that a
@@ -210,7 +201,7 @@ async def run(options: Options) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     kopf_task = asyncio.create_task(kopf.run_tasks(kopf_tasks, ignored=ours))
-    runner = await serve_http(options, metrics, watches, kopf_task)
+    runner = await serve_http(options, metrics, leases, kopf_task)
     log.info("operator %s started: scope %s, own lease %s/%s", options.identity,
              ", ".join(options.namespaces) or "all namespaces", options.lease_namespace,
              options.lease_name)
@@ -223,9 +214,9 @@ async def run(options: Options) -> None:
     finally:
         log.info("%s: stopping; releasing the operator's Lease if held", options.identity)
         await candidate.stop()  # release the operator's Lease: a standby takes over at once
-        for task in (*tasks, syncing):  # with their sub-tasks, before kopf waits for those
+        for task in tasks:  # with their sub-tasks, before kopf waits for those
             task.cancel()
-        await asyncio.gather(*tasks, syncing, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if not stop_flag.done():
             stop_flag.set_result(None)
         with contextlib.suppress(Exception, asyncio.CancelledError):

@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import socket
 import sys
-import uuid
 from pathlib import Path
+
+import leadership
 
 from .contract import DEFAULT_PREFIX, Labels, valid_lease_name
 
@@ -33,9 +33,7 @@ def own_namespace() -> str:
 
 
 def _namespace(value: str) -> str:
-    import re
-
-    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value):
+    if not leadership.is_dns_label(value):
         raise argparse.ArgumentTypeError(f"not a valid namespace name: {value!r}")
     return value
 
@@ -219,8 +217,9 @@ def main(argv: list[str] | None = None) -> int:
             kubeconfig=_kubeconfig(args.kubeconfig),
             namespaces=args.namespaces, lease_name=args.lease_name,
             lease_namespace=args.lease_namespace or own_namespace(),
-            identity=args.identity or os.environ.get("POD_NAME")
-            or f"{socket.gethostname()}_{uuid.uuid4()}",
+            # A replica's pod name in a pod; elsewhere unique per process.
+            identity=args.identity or (leadership.pod_identity() if os.environ.get("POD_NAME")
+                                       else leadership.default_identity()),
             label_prefix=args.label_prefix, resync_seconds=args.resync_seconds,
             http_port=args.http_port, lease_seconds=args.lease_seconds,
             healthz_silence_seconds=args.healthz_silence_seconds)
@@ -237,7 +236,7 @@ def _sidecar(args: argparse.Namespace) -> int:
         print(f"leadership sidecar: {exc}; install leadership[operator]", file=sys.stderr)
         return 2
     _logging(args.log_format)
-    identity = args.identity or os.environ.get("POD_NAME") or socket.gethostname()
+    identity = args.identity or leadership.pod_identity()  # the operator matches it to the pod
     options = SidecarOptions(election=args.election, namespace=args.namespace or own_namespace(),
                              identity=identity, kubeconfig=_kubeconfig(args.kubeconfig),
                              port=args.port, lease_seconds=args.lease_seconds)

@@ -14,11 +14,11 @@ The prefix defaults to ``leadership.dev`` and is configurable (``--label-prefix`
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass
 
+import leadership
+
 DEFAULT_PREFIX = "leadership.dev"
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 class Role(enum.StrEnum):
@@ -36,7 +36,7 @@ class Labels:
     def __post_init__(self) -> None:
         if not isinstance(self.prefix, str):
             raise TypeError(f"label prefix must be a str, got {type(self.prefix).__name__}")
-        if len(self.prefix) > 253 or not _DNS_SUBDOMAIN.match(self.prefix):
+        if not leadership.is_dns_subdomain(self.prefix):
             raise ValueError(f"label prefix must be a DNS subdomain (like leadership.dev), "
                              f"got {self.prefix!r}")
 
@@ -55,4 +55,4 @@ class Labels:
 
 def valid_lease_name(name: object) -> bool:
     """Whether an election label's value can name a Lease (a DNS subdomain)."""
-    return isinstance(name, str) and 0 < len(name) <= 253 and bool(_DNS_SUBDOMAIN.match(name))
+    return leadership.is_dns_subdomain(name)

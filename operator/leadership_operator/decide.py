@@ -25,27 +25,32 @@ The rules:
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from leadership import Observation
 
 from .contract import Role
+from .pods import Member
 
 #: A Lease duration above this (seconds) is reported and judged as this long.
 MAX_DURATION = 600
 
 
-@dataclass(frozen=True)
-class Member:
-    """A member pod of an election, as the operator last saw it."""
+class ElectionState(enum.StrEnum):
+    """The state of one election, as the operator, `leadership status` and the metrics name it."""
 
-    name: str
-    uid: str = ""
-    #: its current role label, or None.
-    role: str | None = None
-    #: whether it opted into deletion when its Lease expires under it.
-    delete_on_expiry: bool = False
+    #: the Lease names a live holder that matches one member.
+    LEADING = "leading"
+    #: the holder stopped renewing: its claim ran out (confirmed by a fresh read).
+    EXPIRED = "expired"
+    #: the Lease is held by nobody (a release).
+    FREE = "free"
+    #: there is no Lease (never created, or deleted).
+    MISSING = "missing"
+    #: the holder matches no member, or several.
+    UNMATCHED = "unmatched"
 
 
 @dataclass(frozen=True)
@@ -63,8 +68,7 @@ class Verdict:
     """The roles one election's members should have, and why."""
 
     roles: dict[str, Role]
-    #: "missing", "free", "leading", "expired" or "unmatched".
-    state: str
+    state: ElectionState
     holder: str = ""
     holder_pod: str | None = None
     problems: list[Problem] = field(default_factory=list)
@@ -93,11 +97,11 @@ def decide(lease: Observation | None, members: Iterable[Member], now: float, *,
     names = [m.name for m in members]
     followers = {n: Role.FOLLOWER for n in names}
     if lease is None or lease.lease is None:
-        return Verdict(followers, "missing")
+        return Verdict(followers, ElectionState.MISSING)
     problems = [Problem("MalformedLease", problem) for problem in lease.parsed.problems]
     record = lease.record
     if record.is_free:
-        return Verdict(followers, "free", problems=problems)
+        return Verdict(followers, ElectionState.FREE, problems=problems)
     holder = record.holder_identity
     duration = lease.duration
     if duration > max_duration:
@@ -110,22 +114,22 @@ def decide(lease: Observation | None, members: Iterable[Member], now: float, *,
     if not matches:
         problems.append(Problem("HolderNotFound", f"holder {holder!r} matches no member pod "
                                 "of this election"))
-        return Verdict(followers, "unmatched", holder, problems=problems)
+        return Verdict(followers, ElectionState.UNMATCHED, holder, problems=problems)
     if len(matches) > 1:
         problems.append(Problem("AmbiguousHolder", f"holder {holder!r} matches several member "
                                 f"pods: {', '.join(matches)}; none is labelled leader"))
-        return Verdict(followers, "unmatched", holder, problems=problems)
+        return Verdict(followers, ElectionState.UNMATCHED, holder, problems=problems)
     pod = matches[0]
     expires_at = lease.observed_at + duration
     roles = dict(followers)
     if now < expires_at:
         roles[pod] = Role.LEADER
-        return Verdict(roles, "leading", holder, pod, problems, expires_at=expires_at)
+        return Verdict(roles, ElectionState.LEADING, holder, pod, problems, expires_at=expires_at)
     if not expiry_confirmed:
         roles[pod] = Role.LEADER  # until a fresh read agrees
-        return Verdict(roles, "leading", holder, pod, problems, needs_confirmation=True,
-                       expires_at=expires_at)
+        return Verdict(roles, ElectionState.LEADING, holder, pod, problems,
+                       needs_confirmation=True, expires_at=expires_at)
     roles[pod] = Role.STALE
     member = next(m for m in members if m.name == pod)
-    return Verdict(roles, "expired", holder, pod, problems,
+    return Verdict(roles, ElectionState.EXPIRED, holder, pod, problems,
                    delete=[pod] if member.delete_on_expiry else [])

@@ -1,173 +1,253 @@
-"""One shared watch of every Lease in a scope (a namespace, or the whole cluster).
+"""`LeaseCache`: every Lease of the operator's scopes, as the library's expiry rule sees it.
 
-The operator follows thousands of Leases, so it must not watch each one: this lists the
-Leases once, then watches them all from the list's resourceVersion, with bookmarks, feeding
-each event to `State.lease_event` (one `ExpiryTracker` per Lease). It re-lists after a 410 or
-an error, with backoff, and when a confirming read found a change the watch had not
-delivered and the watch then stays silent (`suspect()`): a busy API server's watch lags
-behind its reads, and re-listing thousands of Leases for that would only slow it further.
-It only reads. `last_activity` (monotonic) tells the health check it is alive.
+The twin of `leadership.LeaseObserver` for many Leases. The operator follows thousands of
+Leases, so it never watches one at a time: per scope (a namespace, or the whole cluster) it
+lists them once, in pages, then watches them all from the list's version, with bookmarks.
+Each event feeds that Lease's `leadership.ExpiryTracker` (expiry judged on this process's
+monotonic clock, never on a remote timestamp). The cache owns its trackers, versions and
+"changed hands at" times; the reconciler only asks (`observation`, `expiry_confirmed`,
+`take_handover_time`) and, before acting on an expiry, calls `confirm_expiry`.
+
+Its rules:
+
+- A watch the server ends is opened again from the last version seen (client-go's
+  reflectors do the same); only a 410 (that version is gone) or an error re-lists. Errors
+  back off, jittered, on the injected clock.
+- `confirm_expiry(key)` reads the Lease afresh. If the read shows the version the watch
+  delivered, the expiry stands. If it shows a change the watch never delivered, the read is
+  taken in and the watch is suspected: it is restarted (a re-list) unless it delivers
+  anything, a bookmark will do, within `SUSPECT_GRACE` seconds, because a watch that still
+  delivers is merely behind a busy API server, and re-listing thousands of Leases for that
+  would only slow it further.
+- `silent_scopes()` names the scopes whose watch has heard nothing for a while (the health
+  check's question).
+
+Every wait and timestamp comes from the injected `Clock`, so the whole cache runs on
+`leadership.testing.ManualClock` in unit tests.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
-import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+import leadership
+from leadership import Clock, ExpiryTracker, Observation
+
+from .kube import Kube
 from .metrics import OperatorMetrics
-from .state import State
+from .pods import Key
 
 log = logging.getLogger("leadership.operator")
-#: The server ends each watch after this long, and the client gives up 30 s later.
-WATCH_SECONDS = (240, 300)
-#: A suspected watch is restarted unless it delivers something (a bookmark will do) within
-#: this many seconds: an ordered stream that delivers anything is alive, merely behind.
+#: A suspected watch is restarted unless it delivers something within this many seconds.
 SUSPECT_GRACE = 5.0
+#: Backoff between failed lists or watches (jittered, doubling): from, to.
+RETRY = (0.2, 5.0)
 
 
-class LeaseWatch:
-    def __init__(self, api: Any, namespace: str | None, state: State,
-                 on_change: Callable[[], None], metrics: OperatorMetrics) -> None:
-        self.api, self.namespace, self.state = api, namespace, state
-        self.on_change, self.metrics = on_change, metrics
-        self.last_activity = time.monotonic()
-        #: set once the first list has been taken in.
-        self.synced = asyncio.Event()
-        self._stream: asyncio.Task[None] | None = None
-        self._suspicion: asyncio.Task[None] | None = None
-        self._rng = random.Random()
+@dataclass
+class _Scope:
+    namespace: str | None
+    #: when the watch last delivered anything (clock.now()), bookmarks included.
+    last_activity: float
+    synced: asyncio.Event = field(default_factory=asyncio.Event)
+    #: the resourceVersion to watch from; "" forces a re-list.
+    version: str = ""
+    stream: asyncio.Task[None] | None = None
+    suspicion: asyncio.Task[None] | None = None
 
     @property
-    def path(self) -> str:
-        base = "/apis/coordination.k8s.io/v1"
-        return f"{base}/namespaces/{self.namespace}/leases" if self.namespace else f"{base}/leases"
+    def name(self) -> str:
+        return self.namespace or "all namespaces"
 
-    def restart(self) -> None:
-        if self._stream is not None:
-            self._stream.cancel()
 
-    def suspect(self, grace: float = SUSPECT_GRACE) -> None:
-        """A read showed a change this watch has not delivered: it is lagging (a busy API
-        server) or dead (a half-open connection). Restart it unless it delivers anything
-        within `grace` seconds."""
-        if self._suspicion is None or self._suspicion.done():
-            self._suspicion = asyncio.ensure_future(self._check(time.monotonic(), grace))
+class LeaseCache:
+    """See the module's doc. `on_change(key)` is called for every Lease whose observation
+    changed (or that appeared or went)."""
 
-    async def _check(self, since: float, grace: float) -> None:
-        await asyncio.sleep(grace)
-        if self.last_activity <= since:
-            self.restart()
+    def __init__(self, kube: Kube, scopes: list[str | None], clock: Clock, *,
+                 on_change: Callable[[Key], None], metrics: OperatorMetrics,
+                 fallback_ttl: int = 15, rng: random.Random | None = None,
+                 suspect_grace: float = SUSPECT_GRACE) -> None:
+        self.kube, self.clock, self.metrics = kube, clock, metrics
+        self.on_change, self.fallback_ttl = on_change, fallback_ttl
+        self.suspect_grace = suspect_grace
+        self._rng = rng or random.Random()
+        now = clock.now()
+        self._scopes = [_Scope(ns, now) for ns in scopes]
+        self._trackers: dict[Key, ExpiryTracker] = {}
+        self._versions: dict[Key, str | None] = {}
+        self._handed_over_at: dict[Key, float] = {}
+        self._confirmed: dict[Key, str | None] = {}
 
-    async def _open(self, query: list[tuple[str, str]], request_timeout: Any) -> Any:
-        serialized = self.api.param_serialize(
-            method="GET", resource_path=self.path, query_params=query,
-            header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
-        if asyncio.iscoroutine(serialized):
-            serialized = await serialized
-        rest = await self.api.call_api(*serialized, _preload_content=False,
-                                       _request_timeout=request_timeout)
-        response = rest.response
-        if response.status >= 400:
-            body = await response.read()
-            response.release()
-            raise WatchError(response.status, body[:300].decode(errors="replace"))
-        return response
+    # --- what the reconciler asks --------------------------------------------------------
 
-    async def _list(self) -> str:
-        response = await self._open([], 30)
-        try:
-            data = json.loads(await response.read())
-        finally:
-            response.release()
-        seen = set()
-        for item in data.get("items") or []:
-            meta = item.setdefault("metadata", {})
-            meta.pop("managedFields", None)
-            meta.setdefault("namespace", self.namespace)
-            key = self.state.lease_event("ADDED", item)
-            if key:
-                seen.add(key)
-        for key in list(self.state.trackers):
-            if key not in seen and (self.namespace is None or key[0] == self.namespace):
-                self.state.forget_lease(key)
-        self.synced.set()
-        self.on_change()
-        return str((data.get("metadata") or {}).get("resourceVersion") or "")
+    def observation(self, key: Key) -> Observation | None:
+        tracker = self._trackers.get(key)
+        return tracker.current if tracker is not None else None
 
-    async def _watch(self, version: str) -> None:
-        import aiohttp
+    def keys(self) -> list[Key]:
+        return sorted(self._trackers)
 
-        seconds = self._rng.randint(*WATCH_SECONDS)
-        response = await self._open(
-            [("watch", "true"), ("allowWatchBookmarks", "true"),
-             ("resourceVersion", version), ("timeoutSeconds", str(seconds))],
-            aiohttp.ClientTimeout(total=seconds + 30, connect=10))
-        try:
-            while True:
-                line = await response.content.readline()
-                if not line:
-                    return
-                self.last_activity = time.monotonic()
-                event = json.loads(line)
-                kind, obj = event.get("type"), event.get("object") or {}
-                if kind == "ERROR":
-                    raise WatchError(int(obj.get("code") or 500), str(obj.get("message")))
-                if kind == "BOOKMARK":
-                    continue
-                obj.get("metadata", {}).pop("managedFields", None)
-                self.state.lease_event(kind, obj)
-                self.on_change()
-        finally:
-            response.close()
+    def expiry_confirmed(self, key: Key) -> bool:
+        """Whether a fresh read agreed with the version the watch delivered last."""
+        return key in self._confirmed and self._confirmed[key] == self._versions.get(key)
+
+    def take_handover_time(self, key: Key) -> float | None:
+        """When the Lease last changed hands (clock.now()), once: for the label latency."""
+        return self._handed_over_at.pop(key, None)
+
+    @property
+    def synced(self) -> bool:
+        return all(scope.synced.is_set() for scope in self._scopes)
+
+    async def wait_synced(self) -> None:
+        """Until every scope has been listed once."""
+        await asyncio.gather(*(scope.synced.wait() for scope in self._scopes))
+
+    def silent_scopes(self, limit: float) -> list[str]:
+        """The scopes whose watch has delivered nothing for `limit` seconds."""
+        now = self.clock.now()
+        return [s.name for s in self._scopes if now - s.last_activity > limit]
+
+    async def confirm_expiry(self, key: Key) -> None:
+        """Read the Lease afresh before anyone acts on its expiry (see the module's doc)."""
+        read_from = self._versions.get(key)
+        fresh = await self.kube.read_lease(*key)
+        if self._versions.get(key) != read_from:
+            return  # the watch delivered something newer meanwhile: it is alive
+        version = (fresh or {}).get("metadata", {}).get("resourceVersion")
+        if version == read_from:
+            self._confirmed[key] = version
+            return
+        log.warning("lease %s/%s: the watch missed an update (delivered %s, a read shows %s)",
+                    key[0], key[1], read_from, version)
+        self._take_in("DELETED" if fresh is None else "MODIFIED",
+                      fresh or {"metadata": {"namespace": key[0], "name": key[1]}})
+        for scope in self._scopes:
+            if scope.namespace in (None, key[0]):
+                self._suspect(scope)
+
+    # --- taking events in ------------------------------------------------------------------
+
+    def _take_in(self, kind: str, lease: dict[str, Any]) -> Key | None:
+        meta = lease.get("metadata") or {}
+        namespace, name = meta.get("namespace"), meta.get("name")
+        if not isinstance(namespace, str) or not isinstance(name, str):
+            return None
+        key = (namespace, name)
+        tracker = self._trackers.get(key)
+        if tracker is None:
+            if kind == "DELETED":
+                return None
+            tracker = self._trackers[key] = ExpiryTracker(self.clock, self.fallback_ttl,
+                                                          f"lease {namespace}/{name}")
+        before = tracker.current.record.holder_identity if tracker.current else None
+        observation, changed = tracker.update(None if kind == "DELETED" else lease)
+        if kind == "DELETED":
+            self._forget(key)
+            self.on_change(key)
+            return key
+        self._versions[key] = meta.get("resourceVersion")
+        if observation.record.holder_identity != before:
+            self._handed_over_at[key] = self.clock.now()
+        if changed:
+            self.on_change(key)
+        return key
+
+    def _forget(self, key: Key) -> None:
+        self._trackers.pop(key, None)
+        self._versions.pop(key, None)
+        self._confirmed.pop(key, None)
+        self._handed_over_at[key] = self.clock.now()
+
+    # --- the watches ---------------------------------------------------------------------
 
     async def run(self) -> None:
+        """List and watch every scope until cancelled."""
+        await asyncio.gather(*(self._follow(scope) for scope in self._scopes))
+
+    async def _list(self, scope: _Scope) -> None:
+        items, version = await self.kube.list_leases(scope.namespace)
+        seen = set()
+        for item in items:
+            (item.setdefault("metadata", {})).setdefault("namespace", scope.namespace)
+            key = self._take_in("ADDED", item)
+            if key is not None:
+                seen.add(key)
+        for key in list(self._trackers):
+            if key not in seen and scope.namespace in (None, key[0]):
+                self._take_in("DELETED", {"metadata": {"namespace": key[0], "name": key[1]}})
+        scope.version = version
+        scope.last_activity = self.clock.now()
+        scope.synced.set()
+
+    async def _watch(self, scope: _Scope) -> None:
+        self.metrics.watches_opened.inc()
+        async for event in self.kube.watch_leases(scope.namespace, scope.version):
+            scope.last_activity = self.clock.now()
+            version = (event.object.get("metadata") or {}).get("resourceVersion")
+            if version:
+                scope.version = str(version)
+            if event.type != "BOOKMARK":
+                event.object.setdefault("metadata", {}).setdefault("namespace", scope.namespace)
+                self._take_in(event.type, event.object)
+
+    async def _follow(self, scope: _Scope) -> None:
         attempt = 0
         while True:
             try:
-                version = await self._list()
-                self.last_activity = time.monotonic()
-                attempt = 0
-                while True:
-                    opened = time.monotonic()
-                    self._stream = asyncio.ensure_future(self._watch(version))
-                    try:
-                        await asyncio.wait([self._stream])
-                    finally:
-                        if not self._stream.done():
-                            self._stream.cancel()
-                            await asyncio.gather(self._stream, return_exceptions=True)
-                    if self._stream.cancelled():
-                        self.metrics.watch_restarts.inc()
-                        log.warning("lease watch (%s): silent since a read showed a change "
-                                    "it had not delivered; restarting it",
-                                    self.namespace or "all")
-                        break  # re-list at once
-                    self._stream.result()  # raises what ended it
-                    # The server ended it: re-list, cheap and always valid.
-                    lasted = time.monotonic() - opened
-                    if lasted < WATCH_SECONDS[0] - 5:  # not its timeout: a server drops
-                        self.metrics.watch_restarts.inc()  # a watcher that falls behind
-                        log.warning("lease watch (%s): ended by the server after %.0fs, "
-                                    "before its timeout; re-listing",
-                                    self.namespace or "all", lasted)
-                    break
+                if not scope.version:
+                    await self._list(scope)
+                opened = self.clock.now()
+                scope.stream = asyncio.ensure_future(self._watch(scope))
+                try:
+                    await asyncio.wait([scope.stream])
+                finally:
+                    if not scope.stream.done():
+                        scope.stream.cancel()
+                        await asyncio.gather(scope.stream, return_exceptions=True)
+                if scope.stream.cancelled():
+                    self.metrics.watch_restarts.inc()
+                    log.warning("lease watch (%s): silent since a read showed a change it had "
+                                "not delivered; re-listing", scope.name)
+                    scope.version = ""
+                    continue
+                scope.stream.result()  # raises what ended it
+                # The server ended it: watch again from the last version seen. One that ended
+                # at once (something between us and the server cuts watches) waits first,
+                # backing off, so that it never spins.
+                if self.clock.now() - opened < 1.0:
+                    delay = leadership.backoff(self._rng, attempt, *RETRY)
+                    attempt += 1
+                    await self.clock.sleep_until(self.clock.now() + delay)
+                else:
+                    attempt = 0
             except asyncio.CancelledError:
                 raise
+            except leadership.WatchExpiredError:
+                self.metrics.watch_restarts.inc()
+                log.info("lease watch (%s): its version is gone (410); re-listing", scope.name)
+                scope.version = ""
             except Exception as exc:
                 self.metrics.watch_restarts.inc()
-                delay = min(5.0, 0.2 * 2 ** attempt) * (0.5 + self._rng.random())
+                delay = leadership.backoff(self._rng, attempt, *RETRY)
                 attempt += 1
-                log.warning("lease watch (%s) failed: %s; re-listing in %.1fs",
-                            self.namespace or "all", exc, delay)
-                await asyncio.sleep(delay)
+                log.warning("lease watch (%s) failed: %s; re-listing in %.1fs", scope.name,
+                            str(exc) or type(exc).__name__, delay)
+                scope.version = ""
+                await self.clock.sleep_until(self.clock.now() + delay)
 
+    def _suspect(self, scope: _Scope) -> None:
+        """Restart `scope`'s watch unless it delivers anything within `suspect_grace`."""
+        if scope.suspicion is None or scope.suspicion.done():
+            scope.suspicion = asyncio.ensure_future(self._check(scope, self.clock.now()))
 
-class WatchError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"HTTP {status}: {message}")
-        self.status = status
+    async def _check(self, scope: _Scope, since: float) -> None:
+        await self.clock.sleep_until(since + self.suspect_grace)
+        if scope.last_activity <= since and scope.stream is not None:
+            scope.stream.cancel()

@@ -14,7 +14,7 @@ class OperatorMetrics:
                             "0 on a standby", registry=r)
         self.elections = Gauge("leadership_operator_elections",
                                "Elections by state (leading, expired, free, missing, "
-                               "unmatched)", ["state"], registry=r)
+                               "unmatched: ElectionState)", ["state"], registry=r)
         self.transitions = Counter("leadership_operator_election_transitions",
                                    "Changes of an election's state or holder, by new state",
                                    ["state"], registry=r)
@@ -27,5 +27,12 @@ class OperatorMetrics:
             "From a Lease changing hands (as observed) to the leader label written",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)
         self.watch_restarts = Counter("leadership_operator_watch_restarts",
-                                      "Restarts of the shared Lease watch (errors, 410s, "
-                                      "a confirming read that found it stale)", registry=r)
+                                      "Re-lists of the Leases of a scope (errors, 410s, "
+                                      "a confirming read that found the watch dead)",
+                                      registry=r)
+        self.watches_opened = Counter("leadership_operator_lease_watches_opened",
+                                      "Lease watches opened (a watch the server ends is "
+                                      "opened again from the last version seen)", registry=r)
+        self.events_posted = Counter("leadership_operator_events_posted",
+                                     "Events created or aggregated (patched), by reason",
+                                     ["reason"], registry=r)

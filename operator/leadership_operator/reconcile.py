@@ -1,131 +1,46 @@
 """Turn verdicts into label writes, Events and deletions, in a safe order.
 
+The reconciler asks the Lease cache and the members, decides (`decide`), and writes:
+
 - The old leader's label goes before the new one is given, each write awaited: at no instant
-  does the API server see two `leader` labels in one election.
-- Right before every write the reconciler asks `is_active()` (this replica holds the
-  operator's own Lease); a standby, or a replica that just lost it, writes nothing.
-- An expiry is acted upon only after a fresh read of the Lease agrees with the watch
-  (`State.confirm`); a disagreement restarts the shared Lease watch.
-- Events are posted on transitions (a new holder, an expiry) and once per new problem, and
-  repeated ones are aggregated (count and lastTimestamp), never one per renewal.
+  does the API server see two `leader` labels in one election. If a write fails, the ones
+  after it are not made, and the election is tried again a second later.
+- Right before every write it asks `is_active()` (this replica holds the operator's own
+  Lease); a standby, or a replica that just lost it, writes nothing.
+- An expiry is acted upon only after the Lease cache's fresh read agrees with its watch
+  (`LeaseCache.confirm_expiry`).
+- Events are posted on transitions (a new holder, an expiry) and once per new problem,
+  after the labels (a flip is what a Service waits for); repeats are aggregated (`Events`).
+
+Elections are marked dirty (`mark`) by the cache and the pod events, and woken by the next
+expiry of any Lease; every wait is on the injected clock.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime
 import heapq
-import json
 import logging
 from collections.abc import Callable
-from typing import Any
 
-import aiohttp
-
+import leadership
 from leadership import Clock
 
 from .contract import Labels, Role
-from .decide import Verdict
+from .decide import MAX_DURATION, ElectionState, Verdict, decide
+from .events import Events
+from .kube import Kube
+from .leases import LeaseCache
 from .metrics import OperatorMetrics
-from .state import Key, PodInfo, State
+from .pods import Key, Member, Members
 
 log = logging.getLogger("leadership.operator")
-COMPONENT = "leadership-operator"
 #: elections reconciled at once (each one's writes stay in order).
 CONCURRENCY = 32
-
-
-def _now_text() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class ApiError(RuntimeError):
-    """The API server answered a request with an error status."""
-
-
-class Kube:
-    """The few API calls the operator makes, raw JSON through a kubernetes.aio ApiClient."""
-
-    def __init__(self, api: Any) -> None:
-        self.api = api
-
-    async def request(self, method: str, path: str, body: Any = None,
-                      content_type: str = "application/json",
-                      query: list[tuple[str, str]] | None = None) -> Any:
-        serialized = self.api.param_serialize(
-            method=method, resource_path=path, query_params=query or [],
-            header_params={"Accept": "application/json", "Content-Type": content_type},
-            body=body, auth_settings=["BearerToken"])
-        if asyncio.iscoroutine(serialized):
-            serialized = await serialized
-        rest = await self.api.call_api(*serialized, _preload_content=False,
-                                       _request_timeout=10)
-        response = rest.response
-        try:
-            data = await response.read()
-        finally:
-            response.release()
-        if response.status == 404:
-            return None
-        if response.status >= 400:
-            raise ApiError(f"{method} {path}: HTTP {response.status}: {data[:300]!r}")
-        return json.loads(data) if data else None
-
-    async def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
-        result: dict[str, Any] | None = await self.request(
-            "GET", f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}")
-        return result
-
-    async def label_pod(self, namespace: str, name: str, key: str, value: str | None) -> None:
-        await self.request("PATCH", f"/api/v1/namespaces/{namespace}/pods/{name}",
-                           {"metadata": {"labels": {key: value}}},
-                           "application/merge-patch+json")
-
-    async def list_pods(self, namespace: str | None, selector: str) -> list[dict[str, Any]]:
-        path = f"/api/v1/namespaces/{namespace}/pods" if namespace else "/api/v1/pods"
-        result = await self.request("GET", path, query=[("labelSelector", selector)])
-        return list((result or {}).get("items") or [])
-
-    async def delete_pod(self, namespace: str, name: str) -> None:
-        await self.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}")
-
-    async def create_event(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = await self.request(
-            "POST", f"/api/v1/namespaces/{namespace}/events", body)
-        return result
-
-    async def patch_event(self, namespace: str, name: str, body: dict[str, Any]) -> None:
-        await self.request("PATCH", f"/api/v1/namespaces/{namespace}/events/{name}", body,
-                           "application/merge-patch+json")
-
-
-class Events:
-    """Posts Events, aggregating repeats of the same (object, reason, message)."""
-
-    def __init__(self, kube: Kube, identity: str) -> None:
-        self.kube, self.identity = kube, identity
-        self._posted: dict[tuple[str, str, str, str], tuple[str, int]] = {}
-
-    async def post(self, obj: dict[str, str], kind: str, reason: str, message: str) -> None:
-        namespace = obj["namespace"]
-        key = (namespace, obj.get("uid") or obj["name"], reason, message)
-        try:
-            if key in self._posted:
-                name, count = self._posted[key]
-                await self.kube.patch_event(namespace, name, {
-                    "count": count + 1, "lastTimestamp": _now_text()})
-                self._posted[key] = (name, count + 1)
-                return
-            created = await self.kube.create_event(namespace, {
-                "metadata": {"generateName": f"{obj['name']}.", "namespace": namespace},
-                "involvedObject": obj, "reason": reason, "message": message, "type": kind,
-                "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
-                "reportingInstance": self.identity, "count": 1,
-                "firstTimestamp": _now_text(), "lastTimestamp": _now_text()})
-            self._posted[key] = (created["metadata"]["name"], 1)
-        except Exception as exc:  # an Event is worth a log line, never a crash
-            log.warning("could not post event %s on %s/%s: %s", reason, namespace,
-                        obj["name"], exc)
+#: seconds before a failed election is tried again.
+RETRY = 1.0
+#: the key under which strays (pods in no election) are reported.
+STRAYS: Key = ("", "")
 
 
 def _lease_ref(key: Key, uid: str = "") -> dict[str, str]:
@@ -133,19 +48,15 @@ def _lease_ref(key: Key, uid: str = "") -> dict[str, str]:
             "name": key[1], "uid": uid}
 
 
-def _pod_ref(pod: PodInfo) -> dict[str, str]:
-    return {"apiVersion": "v1", "kind": "Pod", "namespace": pod.namespace, "name": pod.name,
-            "uid": pod.uid}
-
-
 class Reconciler:
-    def __init__(self, state: State, kube: Kube, events: Events, labels: Labels,
-                 clock: Clock, metrics: OperatorMetrics, is_active: Callable[[], bool],
-                 suspect_lease_watch: Callable[[str], None]) -> None:
-        self.state, self.kube, self.events, self.labels = state, kube, events, labels
-        self.clock, self.metrics, self.is_active = clock, metrics, is_active
-        self.suspect_lease_watch = suspect_lease_watch
+    def __init__(self, leases: LeaseCache, members: Members, kube: Kube, events: Events,
+                 labels: Labels, clock: Clock, metrics: OperatorMetrics,
+                 is_active: Callable[[], bool], *, max_duration: int = MAX_DURATION) -> None:
+        self.leases, self.members, self.kube, self.events = leases, members, kube, events
+        self.labels, self.clock, self.metrics = labels, clock, metrics
+        self.is_active, self.max_duration = is_active, max_duration
         self.wake = asyncio.Event()
+        self._dirty: set[Key] = set()
         self._timers: list[tuple[float, Key]] = []
         # Elections are reconciled concurrently (bounded); one election's writes stay in
         # order, because an election is never reconciled twice at once.
@@ -154,34 +65,50 @@ class Reconciler:
         self._again: set[Key] = set()
         self._reported: dict[Key, set[tuple[str, str]]] = {}  # problems logged
         self._posted: dict[Key, set[tuple[str, str]]] = {}  # problems posted as Events
-        self._last_holder: dict[Key, tuple[str, str]] = {}  # (state, holder) last reported
+        self._last: dict[Key, tuple[ElectionState, str]] = {}  # (state, holder) reported
 
-    def poke(self) -> None:
+    # --- what wakes it ---------------------------------------------------------------------
+
+    def mark(self, key: Key) -> None:
+        """`key`'s Lease or members changed: look at it again."""
+        self._dirty.add(key)
         self.wake.set()
 
-    async def run(self, ready: asyncio.Event | None = None) -> None:
-        """Reconcile dirty elections and due expiries until cancelled. Starts only once
-        `ready` is set (every Lease listed): deciding before that would label members of
+    def mark_all(self) -> None:
+        """Everything needs a look (a resync, or this replica just became active)."""
+        self._dirty.update(self.leases.keys())
+        self._dirty.update(self.members.elections())
+        self.wake.set()
+
+    # --- the loop --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Reconcile dirty elections and due expiries until cancelled. Starts only once the
+        Lease cache has listed every scope: deciding before that would label members of
         Leases not yet seen as followers, a flap on every restart."""
-        if ready is not None:
-            await ready.wait()
+        await self.leases.wait_synced()
         while True:
             now = self.clock.now()
             while self._timers and self._timers[0][0] <= now:
                 _, key = heapq.heappop(self._timers)
-                self.state.mark(key)
-            for key in self.state.take_dirty():
+                self._dirty.add(key)
+            dirty, self._dirty = sorted(self._dirty), set()
+            for key in dirty:
                 if key in self._running:
                     self._again.add(key)  # after the one in flight
                 else:
                     self._running[key] = asyncio.create_task(self._one(key))
             await self._strays()
             self.wake.clear()
-            timeout = self._timers[0][0] - self.clock.now() if self._timers else None
-            try:
-                await asyncio.wait_for(self.wake.wait(), timeout)
-            except TimeoutError:
-                pass
+            if self._dirty:
+                continue  # marked while the strays were handled
+            await leadership.wait_until(self.clock, self._timers[0][0] if self._timers
+                                        else None, self.wake)
+
+    async def idle(self) -> None:
+        """Until no election is being reconciled (for tests)."""
+        while self._running:
+            await asyncio.gather(*self._running.values(), return_exceptions=True)
 
     async def _one(self, key: Key) -> None:
         try:
@@ -190,35 +117,37 @@ class Reconciler:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if isinstance(exc, (TimeoutError, OSError, aiohttp.ClientError, ApiError)):
+            if isinstance(exc, (TimeoutError, OSError, leadership.StoreError)):
                 # The API server is slow, unreachable or refusing: expected in operation,
                 # and retried; a warning with the reason, not a traceback.
-                log.warning("reconciling %s/%s failed: %s; retrying in 1s", *key,
-                            str(exc) or type(exc).__name__)
+                log.warning("reconciling %s/%s failed: %s; retrying in %gs", *key,
+                            str(exc) or type(exc).__name__, RETRY)
             else:
-                log.exception("reconciling %s/%s failed; retrying in 1s", *key)
-            heapq.heappush(self._timers, (self.clock.now() + 1, key))
-            self.poke()
+                log.exception("reconciling %s/%s failed; retrying in %gs", *key, RETRY)
+            heapq.heappush(self._timers, (self.clock.now() + RETRY, key))
+            self.wake.set()
         finally:
             self._running.pop(key, None)
             if key in self._again:
                 self._again.discard(key)
-                self.state.mark(key)
-                self.poke()
+                self.mark(key)
+
+    def verdict(self, key: Key) -> Verdict:
+        return decide(self.leases.observation(key), self.members.of(key), self.clock.now(),
+                      expiry_confirmed=self.leases.expiry_confirmed(key),
+                      max_duration=self.max_duration)
 
     async def reconcile(self, key: Key) -> None:
-        if not self.state.members(key):
+        if not self.members.of(key):
             self._forget(key)  # a Lease no pod is a member of is no election of ours
             return
-        verdict = self.state.verdict(key, self.clock.now())
+        verdict = self.verdict(key)
         if verdict.needs_confirmation:
-            read_from = self.state.versions.get(key)
-            fresh = await self.kube.read_lease(*key)
-            if not self.state.confirm(key, fresh, read_from):
-                self.suspect_lease_watch(key[0])  # lagging, or dead: it will tell
-            verdict = self.state.verdict(key, self.clock.now())
+            await self.leases.confirm_expiry(key)
+            verdict = self.verdict(key)
         if verdict.expires_at is not None and verdict.expires_at > self.clock.now():
             heapq.heappush(self._timers, (verdict.expires_at, key))
+            self.wake.set()  # the loop may be waiting for a later deadline, or none
         # Labels first: a flip is what the Service waits for, and each Event is one more API
         # write; the Events then also describe labels that are already there.
         try:
@@ -228,17 +157,59 @@ class Reconciler:
             await self._report(key, verdict)
 
     def _forget(self, key: Key) -> None:
-        before = self._last_holder.pop(key, None)
+        before = self._last.pop(key, None)
         if before is not None:
-            self.metrics.elections.labels(before[0]).dec()
+            self.metrics.elections.labels(before[0].value).dec()
         self._reported.pop(key, None)
         self._posted.pop(key, None)
 
+    # --- writing ---------------------------------------------------------------------------
+
+    async def _write(self, member: Member, role: Role | None, why: str) -> bool:
+        if not self.is_active():
+            return False
+        value = role.value if role else None
+        await self.kube.label_pod(member.namespace, member.name, self.labels.role, value)
+        log.info("pod %s/%s: role %s -> %s (%s)", member.namespace, member.name,
+                 member.role or "(none)", value or "(none)", why)
+        self.members.wrote_role(member, value)
+        self.metrics.label_writes.inc()
+        return True
+
+    async def _apply(self, key: Key, verdict: Verdict) -> None:
+        members = {m.name: m for m in self.members.of(key)}
+        wrong = [(members[n], r) for n, r in verdict.roles.items()
+                 if n in members and members[n].role != r.value]
+        # Take `leader` away first, awaited, then every other change, the new leader last.
+        first = [(m, r) for m, r in wrong if m.role == Role.LEADER.value]
+        last = [(m, r) for m, r in wrong if r is Role.LEADER]
+        middle = [(m, r) for m, r in wrong if (m, r) not in first and (m, r) not in last]
+        why = f"lease {key[0]}/{key[1]} {verdict.state.value}" + (
+            f", holder {verdict.holder}" if verdict.holder else "")
+        for member, role in [*first, *middle, *last]:
+            if not await self._write(member, role, why):
+                return
+            if role is Role.LEADER:
+                handed_over = self.leases.take_handover_time(key)
+                if handed_over is not None:
+                    self.metrics.label_latency.observe(self.clock.now() - handed_over)
+        for name in verdict.delete:
+            doomed = members.get(name)
+            if doomed is not None and self.is_active():
+                log.warning("deleting %s/%s: its lease expired under it (opted in)",
+                            doomed.namespace, doomed.name)
+                await self.events.post(doomed.ref, "Warning", "DeletingStalePod",
+                                       f"{name} held {key[1]} when it expired; deleting "
+                                       f"it as its {self.labels.on_expiry} annotation asks")
+                await self.kube.delete_pod(doomed.namespace, doomed.name, doomed.uid)
+
+    # --- reporting -------------------------------------------------------------------------
+
     async def _report(self, key: Key, verdict: Verdict) -> None:
-        tracker = self.state.trackers.get(key)
+        observation = self.leases.observation(key)
         uid = ""
-        if tracker and tracker.current and tracker.current.lease:
-            uid = tracker.current.lease.get("metadata", {}).get("uid", "")
+        if observation is not None and observation.lease:
+            uid = str((observation.lease.get("metadata") or {}).get("uid") or "")
         problems = {(p.reason, p.message) for p in verdict.problems}
         for reason, message in sorted(problems - self._reported.get(key, set())):
             log.warning("lease %s/%s: %s: %s", key[0], key[1], reason, message)
@@ -248,66 +219,35 @@ class Reconciler:
                 await self.events.post(_lease_ref(key, uid), "Warning", reason, message)
             self._posted[key] = problems
         now = (verdict.state, verdict.holder)
-        before = self._last_holder.get(key)
+        before = self._last.get(key)
         if before == now:
             return
-        self._last_holder[key] = now
+        self._last[key] = now
         if before is None or before[0] != verdict.state:
             if before is not None:
-                self.metrics.elections.labels(before[0]).dec()
-            self.metrics.elections.labels(verdict.state).inc()
-        self.metrics.transitions.labels(verdict.state).inc()
+                self.metrics.elections.labels(before[0].value).dec()
+            self.metrics.elections.labels(verdict.state.value).inc()
+        self.metrics.transitions.labels(verdict.state.value).inc()
         if not self.is_active():
             return
-        if verdict.state == "leading" and verdict.holder_pod:
+        if verdict.state is ElectionState.LEADING and verdict.holder_pod:
             await self.events.post(_lease_ref(key, uid), "Normal", "LeaderElected",
                                    f"{verdict.holder_pod} leads (holder {verdict.holder})")
-        elif verdict.state == "expired" and verdict.holder_pod:
+        elif verdict.state is ElectionState.EXPIRED and verdict.holder_pod:
             self.metrics.expiries.inc()
             message = (f"the lease held by {verdict.holder} expired: no renewal seen for its "
                        f"duration; {verdict.holder_pod} is labelled stale")
+            log.warning("lease %s/%s: %s", key[0], key[1], message)
             await self.events.post(_lease_ref(key, uid), "Warning", "LeaseExpired", message)
-            pod = next((p for p in self.state.members(key) if p.name == verdict.holder_pod),
+            pod = next((m for m in self.members.of(key) if m.name == verdict.holder_pod),
                        None)
             if pod is not None:
-                await self.events.post(_pod_ref(pod), "Warning", "LeaseExpired", message)
-
-    async def _write(self, pod: PodInfo, role: Role | None) -> bool:
-        if not self.is_active():
-            return False
-        await self.kube.label_pod(pod.namespace, pod.name, self.labels.role,
-                                  role.value if role else None)
-        pod.role = role.value if role else None
-        self.metrics.label_writes.inc()
-        return True
-
-    async def _apply(self, key: Key, verdict: Verdict) -> None:
-        members = {p.name: p for p in self.state.members(key)}
-        wrong = [(members[n], r) for n, r in verdict.roles.items()
-                 if n in members and members[n].role != r.value]
-        # Take `leader` away first, awaited, then every other change, the new leader last.
-        first = [(p, r) for p, r in wrong if p.role == Role.LEADER.value]
-        last = [(p, r) for p, r in wrong if r is Role.LEADER]
-        middle = [(p, r) for p, r in wrong if (p, r) not in first and (p, r) not in last]
-        for pod, role in [*first, *middle, *last]:
-            if not await self._write(pod, role):
-                return
-            if role is Role.LEADER and key in self.state.changed_at:
-                self.metrics.label_latency.observe(
-                    self.clock.now() - self.state.changed_at.pop(key))
-        for name in verdict.delete:
-            doomed = members.get(name)
-            if doomed is not None and self.is_active():
-                log.warning("deleting %s/%s: its lease expired under it (opted in)", *key)
-                await self.events.post(_pod_ref(doomed), "Warning", "DeletingStalePod",
-                                       f"{name} held {key[1]} when it expired; deleting "
-                                       f"it as its {self.labels.on_expiry} annotation asks")
-                await self.kube.delete_pod(doomed.namespace, doomed.name)
+                await self.events.post(pod.ref, "Warning", "LeaseExpired", message)
 
     async def _strays(self) -> None:
-        logged = self._reported.setdefault(("", ""), set())
-        posted = self._posted.setdefault(("", ""), set())
-        for pod in list(self.state.strays()):
+        logged = self._reported.setdefault(STRAYS, set())
+        posted = self._posted.setdefault(STRAYS, set())
+        for pod in self.members.strays():
             if pod.raw_election is not None:
                 problem = ("BadElectionLabel", pod.uid)
                 reason = (f"election label {pod.raw_election!r} is not a valid Lease name; "
@@ -317,6 +257,12 @@ class Reconciler:
                     log.warning("pod %s/%s: %s", pod.namespace, pod.name, reason)
                 if problem not in posted and self.is_active():
                     posted.add(problem)
-                    await self.events.post(_pod_ref(pod), "Warning", "BadElectionLabel", reason)
-            if pod.role is not None and not await self._write(pod, None):
-                return
+                    await self.events.post(pod.ref, "Warning", "BadElectionLabel", reason)
+            if pod.role is not None:
+                try:
+                    if not await self._write(pod, None, "in no election"):
+                        return
+                except (TimeoutError, OSError, leadership.StoreError) as exc:
+                    log.warning("removing the role label of stray pod %s/%s failed: %s",
+                                pod.namespace, pod.name, str(exc) or type(exc).__name__)
+                    return

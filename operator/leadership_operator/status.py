@@ -30,11 +30,9 @@ from typing import Any, TextIO
 import leadership
 
 from .contract import Labels, Role
-from .decide import pod_of_holder
+from .decide import ElectionState, pod_of_holder
+from .kube import ApiKube, Kube
 from .kubeclient import api_client
-from .reconcile import Kube
-
-LEASES = "/apis/coordination.k8s.io/v1"
 
 
 @dataclass
@@ -48,8 +46,8 @@ class Row:
     renewed_seconds_ago: float | None
     transitions: int | None
     members: int
-    #: "live", "expired", "free" or "missing" (no Lease object).
-    lease_state: str
+    #: leading (a live holder), expired, free or missing (no Lease object).
+    lease_state: ElectionState
     disagreement: str = ""
     problems: list[str] = field(default_factory=list)
 
@@ -68,13 +66,13 @@ def election_row(namespace: str, name: str, lease: dict[str, Any] | None,
            else None)
     duration = record.lease_duration_seconds
     if lease is None:
-        state = "missing"
+        state = ElectionState.MISSING
     elif record.is_free:
-        state = "free"
+        state = ElectionState.FREE
     elif age is None or duration is None or age >= duration:
-        state = "expired"
+        state = ElectionState.EXPIRED
     else:
-        state = "live"
+        state = ElectionState.LEADING
     row = Row(namespace, name, record.holder_identity, leaders,
               None if age is None else round(age, 1),
               record.lease_transitions if lease is not None else None, len(pods), state,
@@ -83,7 +81,7 @@ def election_row(namespace: str, name: str, lease: dict[str, Any] | None,
     wrong: list[str] = []
     if len(leaders) > 1:
         wrong.append(f"{len(leaders)} pods labelled leader")
-    if state == "live":
+    if state is ElectionState.LEADING:
         if not matches:
             wrong.append("the holder matches no member pod")
         elif len(matches) > 1:
@@ -103,8 +101,8 @@ async def collect(kube: Kube, namespaces: list[str], labels: Labels, all_leases:
     leases: dict[tuple[str, str], dict[str, Any]] = {}
     members: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for ns in scopes:
-        path = f"{LEASES}/namespaces/{ns}/leases" if ns else f"{LEASES}/leases"
-        for lease in ((await kube.request("GET", path)) or {}).get("items") or []:
+        items, _ = await kube.list_leases(ns)
+        for lease in items:
             meta = lease["metadata"]
             leases[(meta["namespace"], meta["name"])] = lease
         for pod in await kube.list_pods(ns, labels.election):
@@ -127,7 +125,7 @@ def table(rows: list[Row], color: bool) -> str:
     for r in rows:
         renewed = "-" if r.renewed_seconds_ago is None else f"{r.renewed_seconds_ago:.0f}s ago"
         holder = r.holder or f"<{r.lease_state}>"
-        if r.holder and r.lease_state == "expired":
+        if r.holder and r.lease_state is ElectionState.EXPIRED:
             holder += " (expired)"
         cells.append((r.namespace, r.lease, holder, ",".join(r.labelled_leader) or "<none>",
                       renewed, "-" if r.transitions is None else str(r.transitions),
@@ -165,7 +163,7 @@ class StatusOptions:
 async def run(options: StatusOptions, out: TextIO = sys.stdout) -> int:
     """Print once; with `watch`, print again whenever a row changes, until interrupted."""
     api = await api_client(options.kubeconfig)
-    kube = Kube(api)
+    kube = ApiKube(leadership.KubeApi(api))
     color = out.isatty() and options.output == "table"
     last: list[tuple[Any, ...]] | None = None
     try:

@@ -1,44 +1,124 @@
-"""The shared Lease watch's suspicion rule: a watch a read found behind is restarted only if
-it then stays silent (a dead connection), never while it delivers (merely behind)."""
+"""The Lease cache on FakeKube and a manual clock: how it lists, watches, re-watches,
+re-lists, backs off, and confirms an expiry, at exact times."""
 
 from __future__ import annotations
 
-import asyncio
-import time
+import leadership
+from leadership.testing import ManualClock
+from leadership_operator.leases import SUSPECT_GRACE
+from leadership_operator.testing import FakeKube
 
-from leadership_operator.leases import LeaseWatch
+from .inside import NS, Inside
 
-
-def watch_with_stream() -> tuple[LeaseWatch, asyncio.Future[None]]:
-    watch = LeaseWatch(api=None, namespace=None, state=None,  # type: ignore[arg-type]
-                       on_change=lambda: None, metrics=None)  # type: ignore[arg-type]
-    stream: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    watch._stream = stream  # type: ignore[assignment]  # as run() holds its open stream
-    return watch, stream
+TTL = 15
 
 
-async def test_a_suspected_watch_that_stays_silent_is_restarted() -> None:
-    watch, stream = watch_with_stream()
-    watch.suspect(grace=0.05)
-    await asyncio.wait_for(asyncio.wait([stream]), timeout=5)
-    assert stream.cancelled()
+async def inside_with_election(clock: ManualClock) -> Inside:
+    kube = FakeKube(clock)
+    kube.put_lease(NS, "web", "web-0", duration=TTL)
+    op = Inside(clock, kube)
+    op.member("web-0")
+    op.member("web-1")
+    await op.start()
+    return op
 
 
-async def test_a_suspected_watch_that_delivers_anything_is_left_alone() -> None:
-    watch, stream = watch_with_stream()
-    watch.suspect(grace=0.05)
-    watch.last_activity = time.monotonic() + 0.001  # an event (or a bookmark) arrives
-    assert watch._suspicion is not None
-    await asyncio.wait_for(watch._suspicion, timeout=5)
-    assert not stream.done()
-    stream.cancel()
+async def test_a_watch_the_server_ends_is_opened_again_from_where_it_was_without_a_list(
+        clock: ManualClock) -> None:
+    op = await inside_with_election(clock)
+    assert (op.kube.lists, op.metrics.watches_opened._value.get()) == (1, 1)
+    op.kube.end_watches()
+    await clock.advance(1)
+    op.kube.put_lease(NS, "web", "web-1", duration=TTL, transitions=1)  # while re-watching
+    await op.settle()
+    assert op.kube.lists == 1  # no re-list: the thousands of Leases are not fetched again
+    assert op.metrics.watches_opened._value.get() == 2
+    assert op.leases.observation((NS, "web")).record.holder_identity == "web-1"  # type: ignore[union-attr]
+    assert op.role("web-1") == "leader"
+    await op.stop()
 
 
-async def test_suspicions_while_one_is_pending_do_not_pile_up() -> None:
-    watch, stream = watch_with_stream()
-    watch.suspect(grace=0.05)
-    first = watch._suspicion
-    watch.suspect(grace=0.05)
-    assert watch._suspicion is first
-    await asyncio.wait_for(asyncio.wait([stream]), timeout=5)
-    assert stream.cancelled()
+async def test_a_410_re_lists(clock: ManualClock) -> None:
+    op = await inside_with_election(clock)
+    op.kube.silence()
+    await clock.advance(2)
+    op.kube.put_lease(NS, "web", "web-1", duration=TTL, transitions=1)  # unseen
+    op.kube.compact()  # the version the watch was at is gone
+    op.kube.end_watches()
+    await clock.advance(2)
+    assert op.kube.lists == 2
+    assert op.metrics.watch_restarts._value.get() == 1
+    assert op.role("web-1") == "leader"  # the re-list brought the change the watch missed
+    await op.stop()
+
+
+async def test_a_failed_list_is_retried_after_a_backoff_on_the_clock(clock: ManualClock) -> None:
+    kube = FakeKube(clock)
+    kube.fail_next("list_leases", leadership.TransientStoreError("API server down"))
+    op = Inside(clock, kube)
+    await op.start()
+    assert kube.lists == 0 and not op.leases.synced
+    await clock.advance(0.19)  # the first backoff is 0.2 s
+    assert kube.lists == 0
+    await clock.advance(0.02)
+    assert kube.lists == 1 and op.leases.synced
+    await op.stop()
+
+
+async def test_an_expiry_is_acted_on_when_a_fresh_read_agrees(clock: ManualClock) -> None:
+    op = await inside_with_election(clock)
+    reads = op.kube.reads
+    await clock.advance(TTL - 0.001)
+    assert op.role("web-0") == "leader" and op.kube.reads == reads
+    await clock.advance(0.001)
+    assert op.kube.reads == reads + 1  # the confirming read, at the expiry
+    assert op.role("web-0") == "stale" and op.role("web-1") == "follower"
+    await op.stop()
+
+
+async def test_an_expiry_a_fresh_read_contradicts_is_not_acted_on_and_a_silent_watch_restarts(
+        clock: ManualClock) -> None:
+    op = await inside_with_election(clock)  # the cache saw web-0's Lease at T
+    op.kube.silence()  # a half-open watch: the holder's renewals no longer arrive
+    await clock.advance(4)
+    op.kube.put_lease(NS, "web", "web-0", duration=TTL)  # renewed at T+4, unseen
+    await clock.advance(TTL - 4 + 0.001)  # T+15: expired, as far as the watch tells
+    assert op.role("web-0") == "leader"  # the confirming read showed the renewal: no stale
+    lists = op.kube.lists
+    await clock.advance(SUSPECT_GRACE - 0.002)
+    assert op.kube.lists == lists  # suspected at T+15, given its grace
+    await clock.advance(0.002)
+    assert op.kube.lists == lists + 1  # silent throughout: restarted, re-listed at T+20
+    assert op.role("web-0") == "leader"
+    await op.stop()
+
+
+async def test_a_suspected_watch_that_delivers_anything_is_left_alone(
+        clock: ManualClock) -> None:
+    op = await inside_with_election(clock)
+    op.kube.silence()
+    await clock.advance(4)
+    op.kube.put_lease(NS, "web", "web-0", duration=TTL)  # unseen by the watch
+    await clock.advance(TTL - 4 + 0.001)  # the read contradicts the watch: suspected
+    lists, opened = op.kube.lists, op.metrics.watches_opened._value.get()
+    # The server ends the silent watch; the next one, from its version, delivers: it was
+    # behind, not dead.
+    op.kube.end_watches()
+    await clock.advance(1)
+    op.kube.bookmark()
+    await clock.advance(SUSPECT_GRACE)
+    assert op.kube.lists == lists  # re-watched from its version, never re-listed
+    assert op.metrics.watches_opened._value.get() == opened + 1
+    assert op.metrics.watch_restarts._value.get() == 0
+    await op.stop()
+
+
+async def test_silent_scopes_name_a_watch_that_heard_nothing_for_the_limit(
+        clock: ManualClock) -> None:
+    op = await inside_with_election(clock)
+    op.kube.silence()
+    await clock.advance(179)
+    assert op.leases.silent_scopes(180) == []
+    await clock.advance(2)
+    assert op.leases.silent_scopes(180) == ["all namespaces"]
+    await op.stop()

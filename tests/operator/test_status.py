@@ -45,7 +45,7 @@ def row(the_lease: dict[str, Any] | None, members: list[dict[str, Any]]) -> Any:
 def test_an_agreeing_election_has_no_disagreement() -> None:
     r = row(lease("a", 2.5), pods(a="leader", b="follower"))
     assert (r.holder, r.labelled_leader, r.renewed_seconds_ago, r.transitions, r.members,
-            r.lease_state, r.disagreement) == ("a", ["a"], 2.5, 3, 2, "live", "")
+            r.lease_state, r.disagreement) == ("a", ["a"], 2.5, 3, 2, "leading", "")
     client_go = row(lease("a_4f1c", 1), pods(a="leader", b="follower"))
     assert client_go.disagreement == ""
 

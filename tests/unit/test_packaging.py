@@ -36,6 +36,7 @@ def test_import_leadership_loads_no_client_and_no_kopf() -> None:
     ("leadership.stores.pykube", {"pykube", "requests"}),
     # The official client itself pulls in requests (its config loaders), never pykube.
     ("leadership.stores.kubernetes", {"kubernetes", "aiohttp", "requests"}),
+    ("leadership.stores.kubeapi", {"kubernetes", "aiohttp", "requests"}),
 ])
 def test_each_store_imports_only_its_own_client(module: str, allowed: set[str]) -> None:
     assert loaded_after(f"import {module}") == allowed
@@ -78,7 +79,9 @@ LAYERS = {
     "timing": {"validation"},
     "stores._wire": {"errors", "stores"},
     "stores.memory": {"clock", "errors", "record", "stores"},
-    "stores.kubernetes": {"errors", "stores", "stores._wire", "validation"},
+    # The one way to the API server over the official client (the operator's too).
+    "stores.kubeapi": {"errors", "stores", "stores._wire", "validation"},
+    "stores.kubernetes": {"errors", "stores", "stores._wire", "stores.kubeapi", "validation"},
     "stores.pykube": {"errors", "stores", "stores._wire", "validation"},
     "lock": {"clock", "record", "stores"},
     "observer": {"clock", "errors", "record", "stores", "timing"},
@@ -93,8 +96,9 @@ LAYERS = {
 }
 
 
-def imported_modules(path: Path, package: str) -> set[str]:
-    """The package's own modules that `path` imports (relative imports resolved)."""
+def imported_modules(path: Path, package: str, root: str = "leadership") -> set[str]:
+    """The package's own modules that `path` imports (relative imports resolved), as names
+    relative to the package `root`."""
     import ast
 
     tree = ast.parse(path.read_text())
@@ -102,8 +106,8 @@ def imported_modules(path: Path, package: str) -> set[str]:
     found = set()
 
     def module_of(dotted: str) -> str | None:
-        name = dotted.removeprefix("leadership").removeprefix(".")
-        path = ROOT / "operator" / "leadership" / name.replace(".", "/")
+        name = dotted.removeprefix(root).removeprefix(".")
+        path = ROOT / "operator" / root / name.replace(".", "/")
         return name if name and (path.with_suffix(".py").exists() or path.is_dir()) else None
 
     for node in ast.walk(tree):
@@ -132,6 +136,43 @@ def test_imports_point_one_way() -> None:
         assert module in LAYERS, f"{module}: add it to LAYERS with what it may import"
         imports = imported_modules(path, "leadership." + module if module else "leadership")
         assert imports <= LAYERS[module], f"{module} imports {imports - LAYERS[module]}"
+
+
+# The operator's modules likewise: the API layer (`kube`) and the data (`contract`, `pods`)
+# at the bottom, the Lease cache and the Events on them, the decision pure, the reconciler on
+# those, and the process wiring (`app`), the sidecar, `status` and the command on top. No
+# module reaches into another's data: each asks through methods (a test in
+# tests/operator shows the reconciler runs on FakeKube through them alone).
+OPERATOR_LAYERS = {
+    "contract": set(),
+    "metrics": set(),
+    "kube": set(),
+    "kubeclient": set(),
+    "storage": set(),
+    "testing": set(),
+    "pods": {"contract"},
+    "decide": {"contract", "pods"},
+    "events": {"kube", "metrics"},
+    "leases": {"kube", "metrics", "pods"},
+    "reconcile": {"contract", "decide", "events", "kube", "leases", "metrics", "pods"},
+    "app": {"contract", "events", "kube", "kubeclient", "leases", "metrics", "pods",
+            "reconcile", "storage"},
+    "sidecar": {"kubeclient"},
+    "status": {"contract", "decide", "kube", "kubeclient"},
+    "cli": {"app", "contract", "sidecar", "status"},
+    "": {"contract", "decide", "pods"},
+}
+
+
+def test_the_operators_imports_point_one_way() -> None:
+    source = ROOT / "operator" / "leadership_operator"
+    for path in sorted(source.glob("*.py")):
+        module = "" if path.stem == "__init__" else path.stem
+        assert module in OPERATOR_LAYERS, f"{module}: add it to OPERATOR_LAYERS"
+        package = "leadership_operator" + (f".{module}" if module else "")
+        imports = imported_modules(path, package, root="leadership_operator")
+        assert imports <= OPERATOR_LAYERS[module], \
+            f"{module or '__init__'} imports {imports - OPERATOR_LAYERS[module]}"
 
 
 def test_the_operator_uses_only_the_library_face_and_the_library_never_the_operator() -> None:

@@ -1,0 +1,220 @@
+"""What the operator's unit tests run on: `FakeKube`, the operator's `Kube` in memory.
+
+With `leadership.testing.ManualClock` it runs the whole operator inside (the Lease cache,
+the members, the reconciler, the Events) exactly and fast: no API server, no sleeping.
+
+`FakeKube` keeps Leases (each write gives a new resourceVersion and an event to every open
+watch), pods and Events, records every write it is asked for in `writes`, in order, and can
+be made to misbehave like an API server: fail the next calls of a method (`fail_next`), end
+every open watch (`end_watches`, as a server does at its timeout), forget old versions (a
+410 for a watch from before `compact()`), or stop delivering to open watches while keeping
+them open (`silence`, a half-open connection). Reads never lie: `read_lease` answers the
+truth even while watches are silent.
+
+Not for production, and not a model of the API server beyond what the operator asks of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import leadership
+
+JSONDict = dict[str, Any]
+_END = object()
+
+
+@dataclass
+class _Watch:
+    namespace: str | None
+    queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    silenced: bool = False
+
+
+class FakeKube:
+    """The operator's `Kube`, in memory (see the module's doc)."""
+
+    def __init__(self, clock: leadership.Clock) -> None:
+        self.clock = clock
+        self.leases: dict[tuple[str, str], JSONDict] = {}
+        self.pods: dict[tuple[str, str], JSONDict] = {}
+        self.events: dict[tuple[str, str], JSONDict] = {}
+        #: every write asked for, in order: ("label", ns, pod, value), ("event", ns, reason),
+        #: ("patch-event", ns, name), ("delete", ns, pod).
+        self.writes: list[tuple[Any, ...]] = []
+        self.reads = 0  # read_lease calls
+        self.lists = 0  # list_leases calls
+        self._version = itertools.count(1)
+        self._history: deque[tuple[int, str, JSONDict]] = deque()
+        self._compacted = 0
+        self._watches: list[_Watch] = []
+        self._failures: dict[str, list[BaseException]] = {}
+        self._uids = itertools.count(1)
+
+    # --- setting the scene -----------------------------------------------------------------
+
+    def put_lease(self, namespace: str, name: str, holder: str = "", *, duration: int = 15,
+                  transitions: int = 0) -> JSONDict:
+        """Create or write the Lease (a holder's renewal, say); watches see it."""
+        now = leadership.format_microtime(self.clock.wall())
+        existing = self.leases.get((namespace, name))
+        lease = copy.deepcopy(existing) if existing else {
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"namespace": namespace, "name": name, "uid": f"lease-{name}"}}
+        lease["spec"] = {"holderIdentity": holder, "leaseDurationSeconds": duration,
+                         "acquireTime": now, "renewTime": now, "leaseTransitions": transitions}
+        return self._store("MODIFIED" if existing else "ADDED", lease)
+
+    def delete_lease(self, namespace: str, name: str) -> None:
+        lease = self.leases.pop((namespace, name))
+        self._publish("DELETED", lease)
+
+    def put_pod(self, namespace: str, name: str, labels: dict[str, str], *,
+                annotations: dict[str, str] | None = None) -> JSONDict:
+        pod = self.pods.get((namespace, name)) or {"metadata": {
+            "namespace": namespace, "name": name, "uid": f"uid-{next(self._uids)}"}}
+        pod["metadata"]["labels"] = dict(labels)
+        pod["metadata"]["annotations"] = dict(annotations or {})
+        self.pods[(namespace, name)] = pod
+        return copy.deepcopy(pod)
+
+    def role(self, namespace: str, name: str, key: str) -> str | None:
+        return (self.pods[(namespace, name)]["metadata"].get("labels") or {}).get(key)
+
+    def fail_next(self, method: str, error: BaseException, times: int = 1) -> None:
+        """The next `times` calls of `method` (e.g. "label_pod") raise `error`."""
+        self._failures.setdefault(method, []).extend([error] * times)
+
+    def end_watches(self) -> None:
+        """The server ends every open watch (as at its timeout)."""
+        for watch in self._watches:
+            watch.queue.put_nowait(_END)
+
+    def silence(self) -> None:
+        """Open watches stay open and deliver nothing more (a half-open connection)."""
+        for watch in self._watches:
+            watch.silenced = True
+
+    def bookmark(self) -> None:
+        """Every open, unsilenced watch gets a bookmark at the current version."""
+        version = str(self._current())
+        for watch in self._watches:
+            if not watch.silenced:
+                watch.queue.put_nowait(leadership.WatchEvent(
+                    "BOOKMARK", {"metadata": {"resourceVersion": version}}))
+
+    def compact(self) -> None:
+        """Forget the history: a watch from any version seen so far gets a 410."""
+        self._compacted = self._current()
+        self._history.clear()
+
+    @property
+    def open_watches(self) -> int:
+        return len(self._watches)
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _current(self) -> int:
+        return self._history[-1][0] if self._history else self._compacted
+
+    def _store(self, kind: str, lease: JSONDict) -> JSONDict:
+        meta = lease["metadata"]
+        meta["resourceVersion"] = str(next(self._version))
+        self.leases[(meta["namespace"], meta["name"])] = lease
+        self._publish(kind, lease)
+        return copy.deepcopy(lease)
+
+    def _publish(self, kind: str, lease: JSONDict) -> None:
+        version = int(lease["metadata"]["resourceVersion"]) if kind != "DELETED" else next(
+            self._version)
+        self._history.append((version, kind, copy.deepcopy(lease)))
+        for watch in self._watches:
+            if not watch.silenced and watch.namespace in (None, lease["metadata"]["namespace"]):
+                watch.queue.put_nowait(leadership.WatchEvent(kind, copy.deepcopy(lease)))  # type: ignore[arg-type]
+
+    async def _maybe_fail(self, method: str) -> None:
+        await asyncio.sleep(0)  # every call is a turn of the loop, as a request would be
+        failures = self._failures.get(method)
+        if failures:
+            raise failures.pop(0)
+
+    # --- Kube ------------------------------------------------------------------------------
+
+    async def list_leases(self, namespace: str | None) -> tuple[list[JSONDict], str]:
+        await self._maybe_fail("list_leases")
+        self.lists += 1
+        items = [copy.deepcopy(v) for (ns, _), v in sorted(self.leases.items())
+                 if namespace in (None, ns)]
+        return items, str(self._current())
+
+    async def watch_leases(self, namespace: str | None,
+                           version: str) -> AsyncIterator[leadership.WatchEvent]:
+        await self._maybe_fail("watch_leases")
+        since = int(version or 0)
+        if since < self._compacted:
+            raise leadership.WatchExpiredError(f"too old resource version: {since}", status=410)
+        watch = _Watch(namespace)
+        for v, kind, lease in self._history:
+            if v > since and namespace in (None, lease["metadata"]["namespace"]):
+                watch.queue.put_nowait(leadership.WatchEvent(kind, copy.deepcopy(lease)))  # type: ignore[arg-type]
+        self._watches.append(watch)
+        try:
+            while True:
+                item = await watch.queue.get()
+                if item is _END:
+                    return
+                yield item
+        finally:
+            self._watches.remove(watch)
+
+    async def read_lease(self, namespace: str, name: str) -> JSONDict | None:
+        await self._maybe_fail("read_lease")
+        self.reads += 1
+        lease = self.leases.get((namespace, name))
+        return copy.deepcopy(lease) if lease else None
+
+    async def list_pods(self, namespace: str | None, selector: str) -> list[JSONDict]:
+        await self._maybe_fail("list_pods")
+        return [copy.deepcopy(p) for (ns, _), p in sorted(self.pods.items())
+                if namespace in (None, ns) and selector in (p["metadata"].get("labels") or {})]
+
+    async def label_pod(self, namespace: str, name: str, key: str, value: str | None) -> None:
+        await self._maybe_fail("label_pod")
+        self.writes.append(("label", namespace, name, value))
+        labels = self.pods[(namespace, name)]["metadata"].setdefault("labels", {})
+        if value is None:
+            labels.pop(key, None)
+        else:
+            labels[key] = value
+
+    async def delete_pod(self, namespace: str, name: str, uid: str) -> None:
+        await self._maybe_fail("delete_pod")
+        pod = self.pods.get((namespace, name))
+        if pod is None:
+            raise leadership.NotFoundError(f"pods {name} not found", status=404)
+        if pod["metadata"]["uid"] != uid:
+            raise leadership.ConflictError(f"precondition failed: uid {uid}", status=409)
+        self.writes.append(("delete", namespace, name))
+        del self.pods[(namespace, name)]
+
+    async def create_event(self, namespace: str, body: JSONDict) -> JSONDict:
+        await self._maybe_fail("create_event")
+        name = f"{body['metadata']['generateName']}{len(self.events)}"
+        event = {**copy.deepcopy(body), "metadata": {"namespace": namespace, "name": name}}
+        self.events[(namespace, name)] = event
+        self.writes.append(("event", namespace, body["reason"]))
+        return copy.deepcopy(event)
+
+    async def patch_event(self, namespace: str, name: str, body: JSONDict) -> None:
+        await self._maybe_fail("patch_event")
+        event = self.events.get((namespace, name))
+        if event is None:
+            raise leadership.NotFoundError(f"events {name} not found", status=404)
+        event.update(copy.deepcopy(body))
+        self.writes.append(("patch-event", namespace, name))

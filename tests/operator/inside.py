@@ -1,0 +1,67 @@
+"""The operator's inside, assembled as `app.run` assembles it, on `FakeKube` and a manual
+clock: for the unit tests of the Lease cache, the reconciler and the Events."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from leadership.testing import ManualClock
+from leadership_operator.contract import Labels
+from leadership_operator.events import Events
+from leadership_operator.leases import LeaseCache
+from leadership_operator.metrics import OperatorMetrics
+from leadership_operator.pods import Members
+from leadership_operator.reconcile import Reconciler
+from leadership_operator.testing import FakeKube
+
+NS = "apps"
+LABELS = Labels()
+
+
+@dataclass
+class Inside:
+    clock: ManualClock
+    kube: FakeKube
+    active: bool = True
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.members = Members(LABELS)
+        self.leases = LeaseCache(self.kube, [None], self.clock, metrics=self.metrics,
+                                 on_change=lambda key: self.reconciler.mark(key))
+        self.events = Events(self.kube, "operator-0", self.clock, self.metrics)
+        self.reconciler = Reconciler(self.leases, self.members, self.kube, self.events, LABELS,
+                                     self.clock, self.metrics, lambda: self.active)
+
+    def member(self, name: str, election: str = "web", **labels: str) -> None:
+        """A pod in the election `election`, and the pod event kopf would deliver."""
+        pod = self.kube.put_pod(NS, name, {LABELS.election: election, **labels})
+        self.pod_event("ADDED", pod)
+
+    def pod_event(self, kind: str, pod: dict[str, object]) -> None:
+        for key in self.members.pod_event(kind, pod):
+            self.reconciler.mark(key)
+        self.reconciler.wake.set()
+
+    def role(self, name: str) -> str | None:
+        return self.kube.role(NS, name, LABELS.role)
+
+    def labels_written(self) -> list[tuple[str, str | None]]:
+        return [(w[2], w[3]) for w in self.kube.writes if w[0] == "label"]
+
+    async def start(self) -> None:
+        self.tasks = [asyncio.ensure_future(self.leases.run()),
+                      asyncio.ensure_future(self.reconciler.run())]
+        await self.settle()
+
+    async def settle(self) -> None:
+        await self.clock.settle()
+        await self.reconciler.idle()
+        await self.clock.settle()
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
