@@ -17,9 +17,11 @@ from .errors import (
     FatalStoreError,
     LeadershipError,
     NotFoundError,
+    PermissionDeniedError,
     StoreError,
     TransientStoreError,
     WatchExpiredError,
+    describe_error,
 )
 from .follower import Follower
 from .metrics import CandidateMetrics
@@ -72,6 +74,7 @@ __all__ = [
     "MemoryLeaseStore",
     "NotFoundError",
     "Observation",
+    "PermissionDeniedError",
     "PykubeLeaseStore",
     "StoreError",
     "SystemClock",
@@ -82,6 +85,7 @@ __all__ = [
     "WatchExpiredError",
     "backoff",
     "default_identity",
+    "describe_error",
     "format_microtime",
     "is_dns_label",
     "is_dns_subdomain",

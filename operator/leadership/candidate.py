@@ -54,6 +54,7 @@ from .errors import (
     DuplicateIdentityError,
     FatalStoreError,
     NotFoundError,
+    PermissionDeniedError,
     StoreError,
     TransientStoreError,
 )
@@ -72,7 +73,7 @@ T = TypeVar("T")
 
 
 def _why(exc: BaseException) -> str:
-    """An exception as a log line can show it, never empty."""
+    """An exception as a log line can show it, never empty, never its repr."""
     return str(exc) or type(exc).__name__
 
 
@@ -194,6 +195,8 @@ class Candidate:
         self._done = asyncio.Event()
         #: when a Lease held under our identity by another process was first seen.
         self._twin_since: float | None = None
+        #: why the Lease cannot be taken even when free (see `blocked`).
+        self._blocked: str | None = None
         #: counters for export; see `leadership.metrics`.
         self.metrics = CandidateMetrics()
 
@@ -250,6 +253,15 @@ class Candidate:
         """Whether this candidate follows the Lease live: a watch is open and has delivered
         its first event. Followers take a released Lease the moment they see the release."""
         return self._observer.watching
+
+    @property
+    def blocked(self) -> str | None:
+        """Why this candidate cannot take the Lease even once it is free, else None: the Lease
+        does not exist and this candidate may not create it (RBAC without ``create`` on
+        Leases, as with a pre-created Lease that someone deleted). It then waits as a
+        follower, and campaigns again as soon as the Lease exists: a missing Lease never
+        ends the campaign."""
+        return self._blocked
 
     @property
     def fence(self) -> Fence | None:
@@ -388,6 +400,9 @@ class Candidate:
             if seen is None:
                 await self._wait(None, changed)
                 continue
+            if seen.lease is not None and self._blocked is not None:
+                log.info("%s: the lease exists again; campaigning", self._where)
+                self._blocked = None
             now = self.clock.now()
             if not self._may_take(seen, now):
                 await self._wait(seen.expires_at, changed)
@@ -418,6 +433,12 @@ class Candidate:
                 log.debug("%s: lost the race to acquire (%s); re-reading", self._where, exc)
                 attempt = await self._refresh(attempt)
                 continue
+            except PermissionDeniedError as exc:
+                if exc.verb != "create":
+                    raise
+                self._cannot_create(exc)
+                await self._wait(None, changed)  # until the watch sees the Lease (re)created
+                continue
             except NotFoundError as exc:
                 # Leases allow create-on-update, so a 404 on either write means the namespace
                 # itself is missing: no retry can fix that.
@@ -429,6 +450,13 @@ class Candidate:
                 continue
             return sent
         return None
+
+    def _cannot_create(self, exc: PermissionDeniedError) -> None:
+        if self._blocked is None:  # said once per absence, not at every look
+            log.warning("%s: the lease does not exist and this candidate may not create it "
+                        "(%s); waiting for it to be created", self._where, _why(exc))
+        self._blocked = (f"lease {self.store.namespace}/{self.key} does not exist and this "
+                         f"candidate may not create it (RBAC grants no create on leases)")
 
     async def _late(self, sent: float) -> float | None:
         """The Lease is ours, but the write that made it so was answered after renew_deadline:
@@ -484,7 +512,9 @@ class Candidate:
                         "previous run of this one (waited out), or another process with the "
                         "same identity. If its renewals go on for %ds, this candidate stops "
                         "with DuplicateIdentityError: check that every process has its own "
-                        "identity (the default is <pod>_<uuid>)", self._where, self.timing.ttl)
+                        "identity (two replicas given one --identity or node=, or two "
+                        "containers of a pod both using $POD_NAME; the default, "
+                        "<pod>_<uuid>, is unique)", self._where, self.timing.ttl)
         elif seen.observed_at - self._twin_since >= self.timing.ttl:
             raise DuplicateIdentityError(
                 f"{self._where}: another process has renewed the lease under our identity "
@@ -578,6 +608,14 @@ class Candidate:
             return Renewal.RETRY_NOW
         except NotFoundError:
             log.warning("%s: the lease was deleted; stepping down", self._where)
+            return Renewal.LOST
+        except PermissionDeniedError as exc:
+            if exc.verb != "create":
+                raise
+            # The renewal's PUT found no Lease, and re-creating it (create-on-update) is not
+            # ours to do: the Lease was deleted. Lead no longer; wait for it as a follower.
+            log.warning("%s: the lease was deleted and this candidate may not re-create it; "
+                        "stepping down", self._where)
             return Renewal.LOST
         except TransientStoreError as exc:
             self.metrics.renew_failures += 1

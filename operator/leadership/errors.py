@@ -11,6 +11,8 @@ what to retry without importing any client library:
 - `WatchExpiredError` (HTTP 410): a watch's resourceVersion is too old; re-list and re-watch.
 - `FatalStoreError`: anything retrying cannot fix (401, 403, a missing namespace, an invalid
   object). It ends `Candidate.run_for_election()` with this exception.
+- `PermissionDeniedError` (a `FatalStoreError`, HTTP 403): RBAC refused a verb on a resource;
+  `verb` and `resource` say which, when the API server said so.
 - `DuplicateIdentityError` (a `FatalStoreError`): another process renews the Lease under this
   candidate's identity. Identities must be unique per process.
 """
@@ -53,6 +55,16 @@ class FatalStoreError(StoreError):
     """Retrying cannot fix this: unauthorized, forbidden, missing namespace, invalid object."""
 
 
+class PermissionDeniedError(FatalStoreError):
+    """HTTP 403: RBAC does not grant `verb` on `resource` (both "" when the API server's
+    message did not say)."""
+
+    def __init__(self, message: str, *, status: int | None = 403, verb: str = "",
+                 resource: str = "") -> None:
+        super().__init__(message, status=status)
+        self.verb, self.resource = verb, resource
+
+
 class DuplicateIdentityError(FatalStoreError):
     """Another process writes the Lease under our identity: two processes share one identity.
 
@@ -60,7 +72,15 @@ class DuplicateIdentityError(FatalStoreError):
     identity (the default, ``<pod>_<uuid>``, is unique per process)."""
 
 
-_DENIED_VERB = re.compile(r"cannot (\w+) resource")
+def describe_error(exc: BaseException) -> str:
+    """An exception as a message or a log line may show it: its type and its text, never its
+    ``repr`` (some client exceptions carry the request's headers, the bearer token among
+    them, in theirs)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+_DENIED = re.compile(r'cannot (\w+) resource "([^"]+)"(?: in API group "([^"]*)")?')
 _VERBS = {"GET": "get", "PUT": "update", "POST": "create", "DELETE": "delete",
           "PATCH": "patch"}
 
@@ -78,11 +98,15 @@ def error_for_status(status: int, message: str, *,
     the same verb before (`authorized_verbs`): an API server that has just restarted
     answers 403 until its authorizer has loaded the RBAC rules, and that heals. A verb never
     granted (a create-on-update after the Lease was deleted, say) stays fatal."""
+    denied = _DENIED.search(message) if status == 403 else None
     if status in (401, 403) and authorized_verbs:
-        denied = _DENIED_VERB.search(message)
         if status == 401 or (denied is not None and denied.group(1) in authorized_verbs):
             return TransientStoreError(f"{message} (granted before: retried, as after an "
                                        "API server restart)", status=status)
+    if status == 403:
+        verb, resource, group = denied.groups() if denied is not None else ("", "", "")
+        return PermissionDeniedError(message, verb=verb,
+                                     resource=f"{resource}.{group}" if group else resource)
     if status == 409:
         return ConflictError(message, status=status)
     if status == 404:

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .clock import Clock, wait_until
-from .errors import FatalStoreError, StoreError, WatchExpiredError
+from .errors import FatalStoreError, StoreError, WatchExpiredError, describe_error
 from .record import (
     JSONDict,
     LeaseRecord,
@@ -280,7 +280,7 @@ class LeaseObserver:
                 need_list = True
             except Exception as exc:  # a store bug must not end the observer silently
                 log.exception("%s: unexpected error from %r", self.where, self.store)
-                failure = repr(exc)
+                failure = describe_error(exc)
                 need_list = True
             delay = self._backoff(attempt)
             attempt += 1

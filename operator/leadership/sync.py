@@ -211,6 +211,7 @@ class Candidate(_Facade):
     leader: _Mirror[str] = _Mirror()
     leading_until: _Mirror[float | None] = _Mirror()
     watching: _Mirror[bool] = _Mirror()
+    blocked: _Mirror[str | None] = _Mirror()
 
     def run_for_election(self) -> Iterator[bool]:
         """Start campaigning; a blocking iterator over "am I leader?" (see the async one)."""

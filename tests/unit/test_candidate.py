@@ -616,6 +616,48 @@ async def test_deleting_the_lease_does_not_free_it_before_the_holder_expires(
     await b.stop()
 
 
+async def test_a_candidate_that_may_not_create_the_lease_waits_for_it_as_a_follower(
+        clock: ManualClock, store: MemoryLeaseStore, caplog: pytest.LogCaptureFixture) -> None:
+    store.may_create = False  # RBAC without create: the Lease ships with the manifests
+    a = candidate(store, "a", clock)
+    rec = Recorder(a, clock).start()
+    await clock.settle()
+    await clock.advance(60)
+    # Not a crash loop: one attempt, said once, and the campaign goes on as a follower.
+    assert rec.values == [False] and rec.error is None and not rec.finished
+    assert store.requests["create"] == 1
+    assert a.blocked is not None and "may not create it" in a.blocked
+    assert len([r for r in caplog.records if "may not create it" in r.getMessage()]) == 1
+    await store.put_raw({"metadata": {"name": KEY, "uid": "u1"}, "spec": {}})  # re-applied
+    await clock.settle()
+    assert rec.values == [False, True] and a.blocked is None
+    assert spec(store)["holderIdentity"] == "a"
+    await a.stop()
+
+
+async def test_a_lease_deleted_under_a_leader_that_may_not_recreate_it(
+        clock: ManualClock, store: MemoryLeaseStore) -> None:
+    a, b = candidate(store, "a", clock), candidate(store, "b", clock)
+    ra, rb = await leader_then_follower(a, b, clock)
+    old_fence = a.fence
+    assert old_fence is not None
+    store.may_create = False
+    await store.delete(KEY)
+    await clock.advance(5)  # a's renewal finds no Lease and may not re-create it: it steps down
+    assert ra.values == [False, True, False] and not ra.finished and not rb.finished
+    assert a.fence is None and a.blocked is not None and b.blocked is None
+    await clock.advance(60)
+    assert store.peek(KEY) is None and not (a.is_leader or b.is_leader)
+    # Re-applied by an admin: a new uid, and its count starts again.
+    await store.put_raw({"metadata": {"name": KEY, "uid": "u2"}, "spec": {}})
+    await clock.settle()
+    winner = a if a.is_leader else b
+    assert [a.is_leader, b.is_leader].count(True) == 1 and winner.fence is not None
+    assert winner.fence.lease_uid == "u2" != old_fence.lease_uid  # a fence tells them apart
+    await a.stop()
+    await b.stop()
+
+
 async def test_a_404_on_acquiring_means_a_missing_namespace_and_is_fatal(
         clock: ManualClock, store: MemoryLeaseStore) -> None:
     from leadership import NotFoundError

@@ -80,19 +80,24 @@ def test_parse_reports_problems_without_raising() -> None:
 
 
 def test_forbidden_is_transient_only_for_a_verb_granted_before() -> None:
-    from leadership import FatalStoreError, TransientStoreError
+    from leadership import FatalStoreError, PermissionDeniedError, TransientStoreError
     from leadership.errors import error_for_status, request_verb
 
     denied_get = ('leases.coordination.k8s.io "x" is forbidden: User "u" cannot get resource '
                   '"leases" in API group "coordination.k8s.io" in the namespace "n"')
-    assert type(error_for_status(403, denied_get)) is FatalStoreError
+    denied = error_for_status(403, denied_get)
+    assert isinstance(denied, PermissionDeniedError) and isinstance(denied, FatalStoreError)
+    assert (denied.verb, denied.resource) == ("get", "leases.coordination.k8s.io")
     assert type(error_for_status(401, "unauthorized")) is FatalStoreError
     after = error_for_status(403, denied_get, authorized_verbs={"get", "update"})
     assert type(after) is TransientStoreError and after.status == 403
     assert "after an API server restart" in str(after)
     denied_create = denied_get.replace("cannot get", "cannot create")
-    assert type(error_for_status(403, denied_create, authorized_verbs={"get", "update"})) is (
-        FatalStoreError)  # never granted: a create-on-update after a deletion
+    refused = error_for_status(403, denied_create, authorized_verbs={"get", "update"})
+    assert type(refused) is PermissionDeniedError  # never granted: create-on-update after a
+    assert refused.verb == "create"  # deletion
+    unsaid = error_for_status(403, "forbidden")
+    assert type(unsaid) is PermissionDeniedError and (unsaid.verb, unsaid.resource) == ("", "")
     assert type(error_for_status(401, "unauthorized", authorized_verbs={"get"})) is (
         TransientStoreError)
     assert [request_verb("GET"), request_verb("GET", watch=True), request_verb("PUT"),

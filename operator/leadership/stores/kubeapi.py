@@ -25,16 +25,21 @@ and the API server's own message; never a header, so never a token.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import email.utils
 import json
 import random
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import aiohttp.http_exceptions
 from kubernetes.aio.client import ApiClient
 
-from ..errors import TransientStoreError, error_for_status, request_verb
+from ..errors import TransientStoreError, describe_error, error_for_status, request_verb
 from ..validation import check_client, validate_seconds
 from . import WATCH_SECONDS, JSONDict, WatchEvent
 from ._wire import decode_watch_line, status_message
@@ -52,13 +57,6 @@ def resource_of(path: str) -> tuple[str, bool]:
     return (m.group(1), m.group(2) is not None) if m else ("", True)
 
 
-def _why(exc: BaseException) -> str:
-    """An exception as a log line can show it: its type and message, never its repr (some
-    aiohttp exceptions carry the request's headers, the bearer token among them)."""
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 class KubeApi:
     """Requests to the API server through a ``kubernetes.aio`` `ApiClient` the caller owns."""
 
@@ -69,6 +67,17 @@ class KubeApi:
         self._rng = random.Random()
         #: (verb, resource) pairs that succeeded: a 401/403 on them later is transient.
         self._granted: set[tuple[str, str]] = set()
+        self._server_date: tuple[datetime.datetime, float] | None = None
+
+    def server_now(self) -> datetime.datetime | None:
+        """The API server's time as its last answer's ``Date`` header told it (to the second),
+        moved on by this machine's monotonic clock since: a clock to judge remote
+        timestamps against without trusting this machine's wall clock. None before an
+        answer with a Date."""
+        if self._server_date is None:
+            return None
+        date, at = self._server_date
+        return date + datetime.timedelta(seconds=time.monotonic() - at)
 
     @property
     def host(self) -> str:
@@ -93,8 +102,14 @@ class KubeApi:
                 *serialized, _preload_content=False,
                 _request_timeout=request_timeout or self.request_timeout)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise TransientStoreError(f"{method} {path}: {_why(exc)}") from exc
+            raise TransientStoreError(f"{method} {path}: {describe_error(exc)}") from exc
         response: aiohttp.ClientResponse = rest.response
+        date = response.headers.get("Date")
+        if date:
+            with contextlib.suppress(TypeError, ValueError):
+                parsed = email.utils.parsedate_to_datetime(date)
+                if parsed.tzinfo is not None:
+                    self._server_date = (parsed, time.monotonic())
         resource, one = resource_of(path)
         verb = request_verb(method, any(k == "watch" for k, _ in query))
         if verb == "get" and not one:
@@ -121,7 +136,7 @@ class KubeApi:
         try:
             data = await response.read()
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise TransientStoreError(f"{method} {path}: {_why(exc)}") from exc
+            raise TransientStoreError(f"{method} {path}: {describe_error(exc)}") from exc
         finally:
             response.release()
         if not data:
@@ -172,8 +187,11 @@ class KubeApi:
             while True:
                 try:
                     line = await response.content.readline()
-                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                    raise TransientStoreError(f"watch {path}: {_why(exc)}") from exc
+                except (TimeoutError, aiohttp.ClientError, OSError,
+                        aiohttp.http_exceptions.HttpProcessingError) as exc:
+                    # (an event line longer than the client's buffer limit included: the
+                    # watch ends, and is opened again)
+                    raise TransientStoreError(f"watch {path}: {describe_error(exc)}") from exc
                 if not line:
                     return  # the server ended the watch
                 event = decode_watch_line(line)

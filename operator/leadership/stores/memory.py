@@ -6,7 +6,9 @@ It is not a stand-in for Kubernetes in integration tests. For unit tests it can:
 - count requests per operation (`requests`), to show that followers do not poll;
 - store a raw, possibly malformed object without validation (`put_raw`);
 - forget old history (`compact`), so that watches from older versions get 410;
-- end every open watch (`break_watches`), as an API server restart would.
+- end every open watch (`break_watches`), as an API server restart would;
+- refuse to create Leases (`may_create = False`), as RBAC without ``create`` does: a create,
+  and a replace of a missing Lease (create-on-update), raise `PermissionDeniedError`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 
 from ..clock import Clock, SystemClock
-from ..errors import ConflictError, FatalStoreError, WatchExpiredError
+from ..errors import ConflictError, FatalStoreError, PermissionDeniedError, WatchExpiredError
 from ..record import format_microtime
 from . import JSONDict, WatchEvent
 
@@ -36,12 +38,21 @@ class MemoryLeaseStore:
         self._oldest = 0  # history before this revision was compacted away
         self._changed = asyncio.Condition()
         self._generation = 0  # bumped by break_watches()
+        #: False: creating a Lease is forbidden (see the module's doc).
+        self.may_create = True
 
     def __repr__(self) -> str:
         return f"MemoryLeaseStore(namespace={self.namespace!r})"
 
     async def _request(self, operation: str, name: str) -> None:
         self.requests[operation] += 1
+
+    def _check_create(self, name: str) -> None:
+        if not self.may_create:
+            raise PermissionDeniedError(
+                f'leases.coordination.k8s.io "{name}" is forbidden: cannot create resource '
+                '"leases" in API group "coordination.k8s.io"', verb="create",
+                resource="leases.coordination.k8s.io")
 
     async def _commit(self, name: str, event_type: str, obj: JSONDict) -> JSONDict:
         self._revision += 1
@@ -73,6 +84,7 @@ class MemoryLeaseStore:
         await self._request("create", name)
         if name in self._objects:
             raise ConflictError(f"leases {name!r} already exists", status=409)
+        self._check_create(name)
         obj = copy.deepcopy(lease)
         meta = obj.setdefault("metadata", {})
         meta["creationTimestamp"] = format_microtime(self.clock.wall())
@@ -88,7 +100,8 @@ class MemoryLeaseStore:
         current = self._objects.get(name)
         if current is None:
             # Leases allow create-on-update: a PUT to a missing Lease creates it, whatever
-            # resourceVersion it carries (as the API server does).
+            # resourceVersion it carries (as the API server does), if creating is allowed.
+            self._check_create(name)
             obj = copy.deepcopy(lease)
             obj["metadata"]["creationTimestamp"] = format_microtime(self.clock.wall())
             obj["metadata"]["uid"] = str(uuid.uuid4())

@@ -19,7 +19,13 @@ from typing import Any
 import pykube
 import requests
 
-from ..errors import StoreError, TransientStoreError, error_for_status, request_verb
+from ..errors import (
+    StoreError,
+    TransientStoreError,
+    describe_error,
+    error_for_status,
+    request_verb,
+)
 from ..validation import check_client, validate_namespace, validate_seconds
 from . import WATCH_SECONDS, JSONDict, WatchEvent
 from ._wire import (
@@ -52,7 +58,7 @@ class PykubeLeaseStore:
             response: requests.Response = self.http.request(
                 method, version=_VERSION, namespace=self.namespace, url=url, **kwargs)
         except (requests.ConnectionError, requests.Timeout, OSError) as exc:
-            raise TransientStoreError(f"{method} leases/{url}: {exc!r}") from exc
+            raise TransientStoreError(f"{method} leases/{url}: {describe_error(exc)}") from exc
         if response.status_code >= 400:
             body = response.content
             response.close()
