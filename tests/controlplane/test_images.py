@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def copy_context(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
     root.mkdir()
-    for name in ("Dockerfile", ".dockerignore", "pyproject.toml", "constraints.txt",
+    for name in ("Dockerfile", ".dockerignore", "pyproject.toml", "image-lock.txt",
                  "README.md"):
         shutil.copy2(ROOT / name, root / name)
     shutil.copytree(ROOT / "operator", root / "operator",

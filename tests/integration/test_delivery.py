@@ -181,8 +181,12 @@ def test_one_image_name_everywhere_and_its_entrypoint_is_the_tested_command(
 def test_the_dockerfile_is_multi_stage_pinned_non_root_and_lint_clean() -> None:
     text = (ROOT / "Dockerfile").read_text()
     bases = re.findall(r"^ARG PYTHON_IMAGE=(\S+)", text, re.M)
-    assert bases and re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?",
+    # A patch release and the digest of its index: the build resolves exactly one image.
+    assert bases and re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+@sha256:[0-9a-f]{64}",
                                   bases[0]), bases
+    # Dependencies come from the hashed lock only, the project itself without any index.
+    assert "--require-hashes -r image-lock.txt" in text
+    assert re.search(r"pip install .*--no-deps .*--no-index \.", text)
     stages = re.findall(r"^FROM ", text, re.M)
     assert len(stages) == 2
     final = text[text.rindex("FROM "):]
