@@ -34,9 +34,11 @@ class Deployed:
         self.coordination = kubernetes.client.CoordinationV1Api(self.api)
 
     def apply(self) -> list[str]:
-        """`kubectl apply -k` manifests/operator then manifests/example; their output."""
+        """`kubectl apply -k` manifests/operator, the opt-in policy manifests/policies/
+        lease-holder (the example's namespace opts in: its sidecars elect under it), then
+        manifests/example; their output."""
         return [self.cp.kubectl("apply", "-k", str(ROOT / "manifests" / d)).stdout
-                for d in ("operator", "example")]
+                for d in ("operator", "policies/lease-holder", "example")]
 
     def rollout_status(self, namespace: str, deployment: str, timeout: float = 180) -> str:
         return self.cp.kubectl("-n", namespace, "rollout", "status",

@@ -2,9 +2,11 @@
 
 What a user of the project does and sees, each step with the command they would type:
 
-1. `kubectl apply -k manifests/operator` and `-k manifests/example`, as they are: the
-   operator's two pods and the app's three pods (the sidecar beside each app container),
-   all from the image built from the Dockerfile, Running and Ready.
+1. `kubectl apply -k manifests/operator`, `-k manifests/policies/lease-holder` (the opt-in
+   policy the example's namespace opts into: a pod holds the Lease only as itself) and
+   `-k manifests/example`, as they are: the operator's two pods and the app's three pods
+   (the sidecar beside each app container), all from the image built from the Dockerfile,
+   Running and Ready.
 2. `kubectl get lease`, `kubectl get pods -L leadership.dev/role`, `leadership status`.
 3. A client on the node calls the `web-leader` Service every 50 ms: every answer comes
    from the pod the Lease names.
@@ -112,6 +114,7 @@ class Story:
     def deploy(self) -> None:
         say("1. Deploy the operator and the example app, as the manifests are")
         self.run("kubectl", "apply", "-k", "manifests/operator")
+        self.run("kubectl", "apply", "-k", "manifests/policies/lease-holder")
         self.run("kubectl", "apply", "-k", "manifests/example")
         started = time.monotonic()
         self.d.wait_ready()

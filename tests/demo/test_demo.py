@@ -61,7 +61,9 @@ def test_make_demo_tells_the_real_pod_story_and_leaves_nothing() -> None:
     assert proc.returncode == 0, out[-5000:]
     assert "no real node on this machine" not in out, out[:2000]
     assert took < 180, f"the demo took {took:.0f}s"
-    for step in ("$ kubectl apply -k manifests/operator", "$ kubectl apply -k manifests/example",
+    for step in ("$ kubectl apply -k manifests/operator",
+                 "$ kubectl apply -k manifests/policies/lease-holder",
+                 "$ kubectl apply -k manifests/example",
                  "$ kubectl -n leadership-example get lease web",
                  "$ kubectl -n leadership-example get pods -L leadership.dev/role",
                  "$ leadership status -n leadership-example",

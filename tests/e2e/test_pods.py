@@ -269,3 +269,39 @@ def test_the_standby_operator_takes_over_when_the_active_pod_goes(
     print(f"standby active {took:.2f} s after the delete")
     deployed.cp.kubectl("-n", OPERATOR_NS, "rollout", "status",
                         "deployment/leadership-operator", "--timeout=120s", timeout=130)
+
+
+def test_under_the_lease_holder_policy_a_pod_cannot_name_another_holder(
+        deployed: E2ECluster, tmp_path: Path) -> None:
+    """The example's namespace opts into manifests/policies/lease-holder, which the e2e
+    cluster installs, so the sidecars of the tests above elect, hand over and release under
+    it. With a token bound to a follower pod, as that pod's sidecar has, naming any other
+    holder is refused."""
+    import json
+
+    import kubernetes
+
+    from controlplane.cluster import sync_client
+
+    leader = settled(deployed)
+    follower = next(p for p in deployed.pods() if p.metadata.name != leader)
+    token = deployed.v1.create_namespaced_service_account_token("web", APP_NS, {"spec": {
+        "expirationSeconds": 600, "boundObjectRef": {
+            "kind": "Pod", "apiVersion": "v1", "name": follower.metadata.name,
+            "uid": follower.metadata.uid}}}).status.token
+    config = json.loads(deployed.cp.kubeconfig.read_text())
+    config["users"] = [{"name": "pod", "user": {"token": token}}]
+    for context in config["contexts"]:
+        context["context"]["user"] = "pod"
+    path = tmp_path / "as-pod"
+    path.write_text(json.dumps(config))
+    leases = kubernetes.client.CoordinationV1Api(sync_client(path))
+    lease = leases.read_namespaced_lease(ELECTION, APP_NS)
+    lease.spec.holder_identity = "someone-else"
+    try:
+        leases.replace_namespaced_lease(ELECTION, APP_NS, lease)
+    except kubernetes.client.ApiException as exc:
+        assert exc.status == 422 and "only as itself" in exc.body, exc.body
+    else:
+        raise AssertionError("a pod named another holder")
+    assert deployed.holder() == leader

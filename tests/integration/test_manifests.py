@@ -47,6 +47,11 @@ async def test_candidate_rbac_lets_a_candidate_elect_and_nothing_more(
         with pytest.raises(leadership.FatalStoreError) as denied:
             await (await stores()).get("some-other-lease")
         assert denied.value.status == 403
+        # The Lease is created beforehand: a candidate cannot create another election's.
+        with pytest.raises(leadership.FatalStoreError) as denied:
+            await (await stores()).create({"metadata": {"name": "another-election"},
+                                           "spec": {"holderIdentity": "a"}})
+        assert denied.value.status == 403
     finally:
         await stores.close()
 
