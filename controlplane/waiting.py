@@ -12,8 +12,9 @@ for something, with a deadline.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -36,14 +37,17 @@ def eventually(condition: Callable[[], T], within: float, what: str, *,
         time.sleep(every)
 
 
-async def eventually_async(condition: Callable[[], T], within: float, what: str, *,
-                           every: float = 0.005) -> T:
-    """`eventually` on an event loop: polls between turns of the loop."""
+async def eventually_async(condition: Callable[[], T | Awaitable[T]], within: float,
+                           what: str, *, every: float = 0.005) -> T:
+    """`eventually` on an event loop: polls between turns of the loop. The condition may be
+    a coroutine function (one request per look, say)."""
     deadline = time.monotonic() + within
     while True:
         value = condition()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
-            return value
+            return value  # type: ignore[return-value]
         if time.monotonic() > deadline:
             raise _failure(what, within, value)
         await asyncio.sleep(every)

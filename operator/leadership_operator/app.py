@@ -8,9 +8,10 @@
 - Replicas elect the active one with `leadership.Candidate` on the operator's own Lease. Every
   replica watches and decides (a standby is warm); only the active one writes, and it checks
   `is_leader` right before each write. Becoming active triggers a full resync.
-- ``/healthz`` fails when a Lease watch has heard nothing (not even a bookmark) for
-  ``--healthz-silence-seconds`` (default 180), or when kopf has stopped; ``/metrics``
-  serves Prometheus metrics.
+- ``/healthz`` fails (503, saying why) until the Leases are listed, when a Lease watch has
+  heard nothing (not even a bookmark) for ``--healthz-silence-seconds`` (default 180), when
+  kopf has stopped, and while RBAC refuses its label writes; ``/metrics`` serves Prometheus
+  metrics.
 - On SIGTERM it releases its own Lease first (the standby takes over at once), then stops
   its tasks, then kopf. Its signal handlers replace kopf's, and its tasks start before
   kopf's, because kopf cancels at its end every task created after it started.
@@ -22,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,10 +34,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import leadership
 
-from .contract import Labels
+from . import http
+from .contract import Labels, field_manager
+from .errors import CommandError
 from .events import Events
-from .kube import ApiKube
-from .kubeclient import api_client
+from .kube import ApiKube, Kube
+from .kubeclient import api_client, sync_configuration
 from .leases import LeaseCache
 from .metrics import OperatorMetrics
 from .pods import Members
@@ -43,6 +47,8 @@ from .reconcile import Reconciler
 from .storage import NowhereDiffBaseStorage, NowhereProgressStorage
 
 log = logging.getLogger("leadership.operator")
+#: seconds between two looks at the event loop's lag.
+LAG_PROBE = 0.1
 
 
 @dataclass
@@ -58,20 +64,13 @@ class Options:
     lease_seconds: int = 15
     #: a Lease watch silent this long fails /healthz.
     healthz_silence_seconds: float = 180.0
+    #: None: every address, IPv4 and IPv6.
+    bind_address: str | None = None
 
 
 def _connection_info(options: Options) -> kopf.ConnectionInfo:
-    """kopf's credentials from the same configuration the official client uses."""
-    import kubernetes
-
-    if options.kubeconfig is not None:
-        kubernetes.config.load_kube_config(config_file=str(options.kubeconfig))
-    else:
-        try:
-            kubernetes.config.load_incluster_config()
-        except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config()
-    cfg = kubernetes.client.Configuration.get_default_copy()
+    """kopf's credentials: those of every other request (`kubeclient`), read afresh."""
+    cfg = sync_configuration(options.kubeconfig)
     header = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix(
         "authorization")
     scheme, token = (header.split(" ", 1) if header and " " in header else (None, header))
@@ -113,16 +112,23 @@ def _settings(options: Options) -> kopf.OperatorSettings:
     settings.watching.server_timeout = leadership.WATCH_SECONDS[0]
     settings.watching.client_timeout = leadership.WATCH_SECONDS[0] + 30
     settings.watching.inactivity_timeout = 120  # bookmark-based: a stalled watch restarts
+    # Only pods with an election label reach the operator at all (server-side): its cost does
+    # not grow with the cluster's other pods. One that loses the label arrives as DELETED.
+    settings.watching.label_selectors["pods"] = Labels(options.label_prefix).election
     settings.persistence.progress_storage = NowhereProgressStorage()
     settings.persistence.diffbase_storage = NowhereDiffBaseStorage()
     return settings
 
 
 async def serve_http(options: Options, metrics: OperatorMetrics, leases: LeaseCache,
-                     kopf_task: asyncio.Task[None]) -> web.AppRunner:
+                     reconciler: Reconciler, kopf_stopped: Callable[[], bool]) -> http.Served:
     async def healthz(_: web.Request) -> web.Response:
-        if kopf_task.done():
+        if not leases.synced:
+            return web.Response(status=503, text="starting: listing the Leases\n")
+        if kopf_stopped():
             return web.Response(status=503, text="kopf has stopped\n")
+        if reconciler.denied is not None:  # it cannot do its job: let Kubernetes show it
+            return web.Response(status=503, text=f"{reconciler.denied}\n")
         silent = leases.silent_scopes(options.healthz_silence_seconds)
         if silent:
             return web.Response(status=503, text=f"lease watch silent: {', '.join(silent)}\n")
@@ -135,20 +141,40 @@ async def serve_http(options: Options, metrics: OperatorMetrics, leases: LeaseCa
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_page)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "0.0.0.0", options.http_port).start()
-    return runner
+    return await http.serve(app, options.http_port, options.bind_address)
+
+
+async def check_namespaces(kube: Kube, options: Options) -> None:
+    """Refuse a missing namespace for the operator's own Lease (the replicas could never
+    elect an active one); warn of a watched namespace that does not exist (yet)."""
+    if await kube.namespace_exists(options.lease_namespace) is False:
+        raise CommandError(f"namespace {options.lease_namespace} does not exist, and the "
+                           "operator's own Lease goes there: create it, or pass "
+                           "--lease-namespace")
+    for namespace in options.namespaces:
+        if await kube.namespace_exists(namespace) is False:
+            log.warning("namespace %s does not exist (yet): no election there until it does",
+                        namespace)
 
 
 async def run(options: Options) -> None:
     """Run until SIGTERM/SIGINT; then release the operator's Lease and exit."""
+    api = await api_client(options.kubeconfig)
+    try:
+        await operate(options, api)
+    finally:
+        await api.close()
+
+
+async def operate(options: Options, api: Any) -> None:
+    """`run` on an API client the caller closes."""
     labels = Labels(options.label_prefix)
     clock = leadership.SystemClock()
     metrics = OperatorMetrics()
-    api = await api_client(options.kubeconfig)
-    kube = ApiKube(leadership.KubeApi(api))
-    members = Members(labels)
+    manager = field_manager(options.lease_namespace, options.lease_name)
+    kube = ApiKube(leadership.KubeApi(api), field_manager=manager)
+    await check_namespaces(kube, options)
+    members = Members(labels, field_manager=manager)
     store = leadership.KubernetesLeaseStore(api, options.lease_namespace)
     candidate = leadership.Candidate(store, options.lease_name, options.identity,
                                      ttl=options.lease_seconds)
@@ -157,7 +183,9 @@ async def run(options: Options) -> None:
     def lease_changed(key: tuple[str, str]) -> None:
         reconciler.mark(key)
 
-    leases = LeaseCache(kube, scopes, clock, on_change=lease_changed, metrics=metrics)
+    # Only Leases a member pod names are elections: the others are never kept.
+    leases = LeaseCache(kube, scopes, clock, on_change=lease_changed, metrics=metrics,
+                        wanted=members.has)
     reconciler = Reconciler(leases, members, kube,
                             Events(kube, options.identity, clock, metrics), labels, clock,
                             metrics, lambda: candidate.is_leader)
@@ -177,17 +205,33 @@ async def run(options: Options) -> None:
             await clock.sleep_until(clock.now() + options.resync_seconds)
             reconciler.mark_all()
 
-    # The member pods before the first decision (kopf's own listing arrives in its time):
-    # otherwise every holder would briefly match "no member pod".
-    for namespace in scopes:
-        for selector in (labels.election, labels.role):
-            for pod in await kube.list_pods(namespace, selector):
-                pod.setdefault("metadata", {}).setdefault("namespace", namespace)
-                members.pod_event("ADDED", pod)
+    async def loop_lag() -> None:
+        # A busy loop reads its watches late; the API server drops a watcher that falls
+        # behind. This says how busy, as it happens.
+        while True:
+            before = clock.now()
+            await clock.sleep_until(before + LAG_PROBE)
+            metrics.loop_lag.observe(max(0.0, clock.now() - before - LAG_PROBE))
+
+    # The port first: one in use is said before anything has started.
+    kopf_task: asyncio.Task[None] | None = None
+    runner = await serve_http(options, metrics, leases, reconciler,
+                              lambda: kopf_task is not None and kopf_task.done())
+    try:
+        # The member pods before the first decision (kopf's own listing arrives in its
+        # time): otherwise every holder would briefly match "no member pod".
+        for namespace in scopes:
+            for selector in (labels.election, labels.role):
+                for pod in await kube.list_pods(namespace, selector):
+                    pod.setdefault("metadata", {}).setdefault("namespace", namespace)
+                    members.pod_event("ADDED", pod)
+    except BaseException:
+        await runner.close()
+        raise
     # Our tasks first, and one turn of the loop so that the Candidate has spawned its own:
     # kopf cancels, when it stops, every task created after it started.
     tasks = [asyncio.create_task(t) for t in (
-        campaign(), reconciler.run(), resync(), leases.run())]
+        campaign(), reconciler.run(), resync(), loop_lag(), leases.run())]
     await asyncio.sleep(0)
     ours = set(asyncio.all_tasks())
     stop_flag: asyncio.Future[None] = loop.create_future()
@@ -201,7 +245,6 @@ async def run(options: Options) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     kopf_task = asyncio.create_task(kopf.run_tasks(kopf_tasks, ignored=ours))
-    runner = await serve_http(options, metrics, leases, kopf_task)
     log.info("operator %s started: scope %s, own lease %s/%s", options.identity,
              ", ".join(options.namespaces) or "all namespaces", options.lease_namespace,
              options.lease_name)
@@ -221,5 +264,4 @@ async def run(options: Options) -> None:
             stop_flag.set_result(None)
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await asyncio.wait_for(kopf_task, 10)
-        await runner.cleanup()
-        await api.close()
+        await runner.close()

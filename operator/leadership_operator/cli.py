@@ -14,22 +14,26 @@ import argparse
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 import leadership
 
 from .contract import DEFAULT_PREFIX, Labels, valid_lease_name
+from .errors import CommandError, forbidden, one_line
 
 SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+#: where manifests/operator runs the operator, and so where its own Lease is by default.
+OPERATOR_NAMESPACE = "leadership-system"
 
 
-def own_namespace() -> str:
-    """POD_NAMESPACE, else the ServiceAccount's namespace file, else "default"."""
+def own_namespace(otherwise: str = "default") -> str:
+    """POD_NAMESPACE, else the ServiceAccount's namespace file, else `otherwise`."""
     if os.environ.get("POD_NAMESPACE"):
         return os.environ["POD_NAMESPACE"]
     if SA_NAMESPACE.exists():
         return SA_NAMESPACE.read_text().strip()
-    return "default"
+    return otherwise
 
 
 def _namespace(value: str) -> str:
@@ -52,6 +56,13 @@ def _positive(value: str) -> float:
     if not 0 < number < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {value!r}")
     return number
+
+
+def _lease_seconds(value: str) -> int:
+    if not value.isdigit() or not 2 <= int(value) <= 3600:
+        raise argparse.ArgumentTypeError(f"must be a whole number of seconds, 2 to 3600: "
+                                         f"{value!r}")
+    return int(value)
 
 
 def _port(value: str) -> int:
@@ -91,7 +102,7 @@ def _scope_flags(command: argparse.ArgumentParser) -> None:
 
 
 def _lease_seconds_flag(command: argparse.ArgumentParser, what: str) -> None:
-    command.add_argument("--lease-seconds", type=int, default=15, choices=range(2, 3601),
+    command.add_argument("--lease-seconds", type=_lease_seconds, default=15,
                          metavar="SECONDS", help=f"{what}, 2 to 3600 (default: 15)")
 
 
@@ -109,6 +120,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="leadership", description="Leader election on Kubernetes "
                                 "Leases: the operator that labels leader pods, a sidecar for "
                                 "apps in any language, and a status view.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {leadership.__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     op = sub.add_parser(
         "operator", help="label the leader pod of every election, decided from its Lease",
@@ -121,8 +133,10 @@ def parser() -> argparse.ArgumentParser:
                     help="the operator's own Lease, for electing its active replica "
                     "(default: leadership-operator)")
     op.add_argument("--lease-namespace", type=_namespace, default=None,
-                    help="namespace of its own Lease (default: the namespace it runs in: "
-                    "$POD_NAMESPACE, else the ServiceAccount's, else default)")
+                    help="namespace of its own Lease, which must exist (default: the "
+                    "namespace it runs in, $POD_NAMESPACE or the ServiceAccount's; outside a "
+                    f"pod {OPERATOR_NAMESPACE}, as in the manifests, so that an operator run "
+                    "by hand and a deployed one elect one active replica between them)")
     op.add_argument("--identity", default=None,
                     help="this replica's identity (default: $POD_NAME, else "
                     "<hostname>_<uuid>)")
@@ -131,6 +145,9 @@ def parser() -> argparse.ArgumentParser:
                     help="put hand-edited labels right at least this often (default: 60)")
     op.add_argument("--http-port", type=_port, default=8080,
                     help="port of /healthz and /metrics (default: 8080)")
+    op.add_argument("--bind-address", default=None, metavar="ADDRESS",
+                    help="address of /healthz and /metrics (default: every address, IPv4 "
+                         "and IPv6)")
     _lease_seconds_flag(op, "duration of the operator's own Lease")
     op.add_argument("--healthz-silence-seconds", type=_positive, default=180.0,
                     help="/healthz fails once a Lease watch has heard nothing, not even a "
@@ -154,8 +171,11 @@ def parser() -> argparse.ArgumentParser:
     _kubeconfig_flag(sc)
     sc.add_argument("--port", type=_port, default=4040,
                     help="port of /leader, /healthz and /metrics (default: 4040)")
-    _lease_seconds_flag(sc, "leaseDurationSeconds (renew deadline and interval follow "
-                        "client-go's ratios)")
+    sc.add_argument("--bind-address", default=None, metavar="ADDRESS",
+                    help="address of /leader, /healthz and /metrics (default: every "
+                         "address, IPv4 and IPv6)")
+    _lease_seconds_flag(sc, "leaseDurationSeconds; the leader renews every third of it "
+                        "and steps down when no renewal succeeded for two thirds")
     _log_format_flag(sc)
 
     st = sub.add_parser(
@@ -178,52 +198,65 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _kubeconfig(flag: Path | None) -> Path | None:
-    if flag is not None:
-        return flag
-    return Path(os.environ["KUBECONFIG"]) if os.environ.get("KUBECONFIG") else None
-
-
 def _logging(fmt: str) -> None:
+    """Log lines to stderr: JSON objects (``time``, ``level``, ``name``, ``message``) or
+    text, their times in ISO 8601 UTC with milliseconds (2026-12-01T08:10:48.502Z)."""
     handler = logging.StreamHandler(sys.stderr)
+    formatter: logging.Formatter
     if fmt == "json":
         from pythonjsonlogger.json import JsonFormatter
 
-        handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
-                                           rename_fields={"levelname": "level"}))
+        formatter = JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
+                                  rename_fields={"asctime": "time", "levelname": "level"})
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: "
-                                               "%(message)s"))
+        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    formatter.converter = time.gmtime
+    formatter.default_time_format = "%Y-%m-%dT%H:%M:%S"
+    formatter.default_msec_format = "%s.%03dZ"
+    handler.setFormatter(formatter)
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # one line per pod event
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.command == "sidecar":
-        return _sidecar(args)
-    if args.command == "status":
-        return _status(args)
-    if args.command == "operator":
-        try:
-            import asyncio
+    run = {"sidecar": _sidecar, "status": _status, "operator": _operator}[args.command]
+    try:
+        return run(args)
+    except CommandError as exc:
+        print(f"leadership {args.command}: {exc}", file=sys.stderr)
+        return exc.code
+    except leadership.PermissionDeniedError as exc:
+        print(f"leadership {args.command}: {forbidden(exc, args.command)}", file=sys.stderr)
+        return 1
+    except leadership.LeadershipError as exc:
+        print(f"leadership {args.command}: {one_line(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
-            from .app import Options, run
-        except ImportError as exc:
-            print(f"leadership operator: {exc}; install leadership[operator]", file=sys.stderr)
-            return 2
-        _logging(args.log_format)
-        options = Options(
-            kubeconfig=_kubeconfig(args.kubeconfig),
-            namespaces=args.namespaces, lease_name=args.lease_name,
-            lease_namespace=args.lease_namespace or own_namespace(),
-            # A replica's pod name in a pod; elsewhere unique per process.
-            identity=args.identity or (leadership.pod_identity() if os.environ.get("POD_NAME")
-                                       else leadership.default_identity()),
-            label_prefix=args.label_prefix, resync_seconds=args.resync_seconds,
-            http_port=args.http_port, lease_seconds=args.lease_seconds,
-            healthz_silence_seconds=args.healthz_silence_seconds)
-        asyncio.run(run(options))
+
+def _operator(args: argparse.Namespace) -> int:
+    try:
+        import asyncio
+
+        from .app import Options, run
+    except ImportError as exc:
+        print(f"leadership operator: {exc}; install leadership[operator]", file=sys.stderr)
+        return 2
+    _logging(args.log_format)
+    options = Options(
+        kubeconfig=args.kubeconfig,
+        namespaces=args.namespaces, lease_name=args.lease_name,
+        lease_namespace=args.lease_namespace or own_namespace(OPERATOR_NAMESPACE),
+        # A replica's pod name in a pod; elsewhere unique per process.
+        identity=args.identity or (leadership.pod_identity() if os.environ.get("POD_NAME")
+                                   else leadership.default_identity()),
+        label_prefix=args.label_prefix, resync_seconds=args.resync_seconds,
+        http_port=args.http_port, lease_seconds=args.lease_seconds,
+        bind_address=args.bind_address,
+        healthz_silence_seconds=args.healthz_silence_seconds)
+    asyncio.run(run(options))
     return 0
 
 
@@ -238,8 +271,9 @@ def _sidecar(args: argparse.Namespace) -> int:
     _logging(args.log_format)
     identity = args.identity or leadership.pod_identity()  # the operator matches it to the pod
     options = SidecarOptions(election=args.election, namespace=args.namespace or own_namespace(),
-                             identity=identity, kubeconfig=_kubeconfig(args.kubeconfig),
-                             port=args.port, lease_seconds=args.lease_seconds)
+                             identity=identity, kubeconfig=args.kubeconfig,
+                             port=args.port, lease_seconds=args.lease_seconds,
+                             bind_address=args.bind_address)
     return asyncio.run(run(options))
 
 
@@ -251,12 +285,12 @@ def _status(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"leadership status: {exc}; install leadership[operator]", file=sys.stderr)
         return 2
-    options = StatusOptions(kubeconfig=_kubeconfig(args.kubeconfig), namespaces=args.namespaces,
+    options = StatusOptions(kubeconfig=args.kubeconfig, namespaces=args.namespaces,
                             labels=Labels(args.label_prefix), output=args.output,
                             watch=args.watch, interval=args.interval, all_leases=args.all_leases)
     try:
         return asyncio.run(run(options))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # the way out of --watch
         return 0
 
 

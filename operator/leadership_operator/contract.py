@@ -9,6 +9,10 @@
   under it.
 
 The prefix defaults to ``leadership.dev`` and is configurable (``--label-prefix``).
+
+The operator writes the role label as the field manager `field_manager` names: one per
+operator installation (its own Lease), so that a second operator, or a hand edit, shows in a
+pod's ``managedFields`` as another writer.
 """
 
 from __future__ import annotations
@@ -51,6 +55,11 @@ class Labels:
     @property
     def on_expiry(self) -> str:
         return f"{self.prefix}/on-expiry"
+
+
+def field_manager(lease_namespace: str, lease_name: str) -> str:
+    """The field manager of the label writes of the operator whose own Lease this is."""
+    return f"leadership-operator/{lease_namespace}/{lease_name}"[:128]
 
 
 def valid_lease_name(name: object) -> bool:

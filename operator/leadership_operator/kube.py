@@ -6,14 +6,18 @@ timeouts, errors as `leadership.errors`).
 
 - Leases are read only (listed, watched, read); ``kube-node-lease`` (one Lease per node,
   never an election) is left out server-side.
-- Pods are listed by label and labelled with a merge patch of one label; a deletion carries
-  the uid as a precondition, so a new pod of the same name is never the one deleted.
+- Pods are listed by label and labelled with a merge patch of one label, as the operator's
+  field manager (``contract.field_manager``); a deletion carries
+  the uid and the resourceVersion seen as preconditions, so a new pod of the same name (a
+  StatefulSet's replacement), or one changed since, is never the one deleted.
 - Events are created and patched (aggregation); a patch of an Event the API server has
   already dropped (its ``--event-ttl``) raises `leadership.NotFoundError`.
+- A namespace is only asked about (does it exist?), where RBAC allows.
 """
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
@@ -23,6 +27,9 @@ JSONDict = dict[str, Any]
 LEASES = "/apis/coordination.k8s.io/v1"
 #: Leases of nodes (the kubelet's heartbeats): many, busy, and never an election.
 NODE_LEASES = "kube-node-lease"
+#: Leases per page when listing: small, so that a page of hostile Leases (a megabyte of
+#: holderIdentity each, say) is never hundreds of megabytes at once.
+LEASE_PAGE = 50
 
 
 def leases_path(namespace: str | None) -> str:
@@ -45,21 +52,31 @@ class Kube(Protocol):
 
     async def list_pods(self, namespace: str | None, selector: str) -> list[JSONDict]: ...
 
-    async def label_pod(self, namespace: str, name: str, key: str,
-                        value: str | None) -> None: ...
+    async def find_pod(self, namespace: str, name: str) -> JSONDict | None: ...
 
-    async def delete_pod(self, namespace: str, name: str, uid: str) -> None: ...
+    async def label_pod(self, namespace: str, name: str, key: str,
+                        value: str | None) -> str: ...
+
+    async def delete_pod(self, namespace: str, name: str, uid: str,
+                         resource_version: str) -> None: ...
 
     async def create_event(self, namespace: str, body: JSONDict) -> JSONDict: ...
 
     async def patch_event(self, namespace: str, name: str, body: JSONDict) -> None: ...
 
+    def server_now(self) -> datetime.datetime | None: ...
+
+    async def namespace_exists(self, namespace: str) -> bool | None: ...
+
 
 class ApiKube:
     """`Kube` on a `leadership.KubeApi`."""
 
-    def __init__(self, api: leadership.KubeApi) -> None:
+    def __init__(self, api: leadership.KubeApi, field_manager: str = "") -> None:
         self.api = api
+        #: the field manager of label writes (``contract.field_manager``); "" leaves it to
+        #: the API server (derived from the client's user agent).
+        self.field_manager = field_manager
 
     def __repr__(self) -> str:
         return f"ApiKube({self.api.host})"
@@ -70,7 +87,8 @@ class ApiKube:
 
     async def list_leases(self, namespace: str | None) -> tuple[list[JSONDict], str]:
         return await self.api.list_all(leases_path(namespace),
-                                       query=self._lease_query(namespace))
+                                       query=self._lease_query(namespace),
+                                       page_size=LEASE_PAGE)
 
     async def watch_leases(self, namespace: str | None,
                            version: str) -> AsyncIterator[leadership.WatchEvent]:
@@ -89,14 +107,27 @@ class ApiKube:
                                            query=[("labelSelector", selector)])
         return items
 
-    async def label_pod(self, namespace: str, name: str, key: str, value: str | None) -> None:
-        await self.api.request("PATCH", f"{pods_path(namespace)}/{name}",
-                               body={"metadata": {"labels": {key: value}}},
-                               content_type="application/merge-patch+json")
+    async def find_pod(self, namespace: str, name: str) -> JSONDict | None:
+        """One pod, or None: a list by name (``list``, which the operator has; it has no
+        ``get`` on pods)."""
+        items, _ = await self.api.list_all(pods_path(namespace), query=[
+            ("fieldSelector", f"metadata.name={name}")])
+        return items[0] if items else None
 
-    async def delete_pod(self, namespace: str, name: str, uid: str) -> None:
+    async def label_pod(self, namespace: str, name: str, key: str, value: str | None) -> str:
+        """Set (or, with None, remove) one label; the pod's new resourceVersion."""
+        query = [("fieldManager", self.field_manager)] if self.field_manager else []
+        pod = await self.api.request("PATCH", f"{pods_path(namespace)}/{name}", query=query,
+                                     body={"metadata": {"labels": {key: value}}},
+                                     content_type="application/merge-patch+json")
+        return str((pod.get("metadata") or {}).get("resourceVersion") or "")
+
+    async def delete_pod(self, namespace: str, name: str, uid: str,
+                         resource_version: str) -> None:
+        preconditions = {"uid": uid, **({"resourceVersion": resource_version}
+                                        if resource_version else {})}
         await self.api.request("DELETE", f"{pods_path(namespace)}/{name}",
-                               body={"preconditions": {"uid": uid}})
+                               body={"preconditions": preconditions})
 
     async def create_event(self, namespace: str, body: JSONDict) -> JSONDict:
         return await self.api.request("POST", f"/api/v1/namespaces/{namespace}/events",
@@ -105,3 +136,18 @@ class ApiKube:
     async def patch_event(self, namespace: str, name: str, body: JSONDict) -> None:
         await self.api.request("PATCH", f"/api/v1/namespaces/{namespace}/events/{name}",
                                body=body, content_type="application/merge-patch+json")
+
+    def server_now(self) -> datetime.datetime | None:
+        """The API server's time, from its last answer (`leadership.KubeApi.server_now`)."""
+        return self.api.server_now()
+
+    async def namespace_exists(self, namespace: str) -> bool | None:
+        """Whether the namespace exists; None when RBAC does not let us ask (the operator's
+        own manifests grant nothing on namespaces: a check, never a requirement)."""
+        try:
+            await self.api.request("GET", f"/api/v1/namespaces/{namespace}")
+        except leadership.NotFoundError:
+            return False
+        except leadership.PermissionDeniedError:
+            return None
+        return True

@@ -22,6 +22,17 @@ Its rules:
 - `silent_scopes()` names the scopes whose watch has heard nothing for a while (the health
   check's question).
 
+Bounded whatever the Leases hold (anyone who may write a Lease, the built-in `edit` role
+included, can make them hostile):
+
+- It keeps state only for the Leases `wanted` says are elections (a member pod names them);
+  the others' events are decoded and dropped. A Lease that becomes an election later is
+  read when asked for (`track`); one that stops being one is forgotten (`forget`).
+- It keeps the record, never the object: name, uid, version and the election fields.
+- A ``holderIdentity`` no pod can have (longer than `MAX_HOLDER` characters, or with control
+  characters) is replaced by a short placeholder, and `malformed(key)` says what was wrong,
+  cut to `MAX_REPORTED` characters, for the Warning `MalformedLease`.
+
 Every wait and timestamp comes from the injected `Clock`, so the whole cache runs on
 `leadership.testing.ManualClock` in unit tests.
 """
@@ -47,6 +58,28 @@ log = logging.getLogger("leadership.operator")
 SUSPECT_GRACE = 5.0
 #: Backoff between failed lists or watches (jittered, doubling): from, to.
 RETRY = (0.2, 5.0)
+#: The longest holderIdentity a pod can have: a pod name (253) and `_<suffix>` (1 + 63).
+MAX_HOLDER = 253 + 1 + 63
+#: How much of a malformed holderIdentity a message quotes.
+MAX_REPORTED = 64
+
+
+def _slim(lease: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The parts of a Lease an election needs (and a problem, if its holder cannot be any
+    pod's): metadata's name, namespace, uid and resourceVersion, and the spec."""
+    meta = lease.get("metadata") or {}
+    spec = dict(lease.get("spec") or {})
+    problem = None
+    holder = spec.get("holderIdentity")
+    if isinstance(holder, str) and (len(holder) > MAX_HOLDER or any(
+            ord(c) < 32 or ord(c) == 127 for c in holder)):
+        problem = (f"holderIdentity is not an identity a pod can have ({len(holder)} "
+                   f"characters, at most {MAX_HOLDER}, no control characters): "
+                   f"{holder[:MAX_REPORTED]!r}{'...' if len(holder) > MAX_REPORTED else ''}")
+        spec["holderIdentity"] = f"<malformed holderIdentity of {len(holder)} characters>"
+    slim_meta = {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion")
+                 if k in meta}
+    return {"metadata": slim_meta, "spec": spec}, problem
 
 
 @dataclass
@@ -71,10 +104,11 @@ class LeaseCache:
 
     def __init__(self, kube: Kube, scopes: list[str | None], clock: Clock, *,
                  on_change: Callable[[Key], None], metrics: OperatorMetrics,
+                 wanted: Callable[[Key], bool] = lambda key: True,
                  fallback_ttl: int = 15, rng: random.Random | None = None,
                  suspect_grace: float = SUSPECT_GRACE) -> None:
         self.kube, self.clock, self.metrics = kube, clock, metrics
-        self.on_change, self.fallback_ttl = on_change, fallback_ttl
+        self.on_change, self.fallback_ttl, self.wanted = on_change, fallback_ttl, wanted
         self.suspect_grace = suspect_grace
         self._rng = rng or random.Random()
         now = clock.now()
@@ -83,6 +117,9 @@ class LeaseCache:
         self._versions: dict[Key, str | None] = {}
         self._handed_over_at: dict[Key, float] = {}
         self._confirmed: dict[Key, str | None] = {}
+        self._malformed: dict[Key, str] = {}
+        #: elections read and found to have no Lease (so not read again until an event)
+        self._missing: set[Key] = set()
 
     # --- what the reconciler asks --------------------------------------------------------
 
@@ -92,6 +129,35 @@ class LeaseCache:
 
     def keys(self) -> list[Key]:
         return sorted(self._trackers)
+
+    def malformed(self, key: Key) -> str | None:
+        """What is wrong with the Lease's holderIdentity, if anything (bounded)."""
+        return self._malformed.get(key)
+
+    def known(self, key: Key) -> bool:
+        """Whether the cache knows this Lease's state (held, or known to be missing)."""
+        return key in self._trackers or key in self._missing
+
+    async def track(self, key: Key) -> None:
+        """Read a Lease that just became an election (a pod joined it) and keep it."""
+        if self.known(key):
+            return
+        lease = await self.kube.read_lease(*key)
+        if self.known(key):
+            return  # an event brought it meanwhile
+        if lease is None:
+            self._missing.add(key)
+        else:
+            self._take_in("ADDED", lease)
+
+    def forget(self, key: Key) -> None:
+        """An election no pod is a member of any more: drop its state."""
+        self._trackers.pop(key, None)
+        self._versions.pop(key, None)
+        self._confirmed.pop(key, None)
+        self._handed_over_at.pop(key, None)
+        self._malformed.pop(key, None)
+        self._missing.discard(key)
 
     def expiry_confirmed(self, key: Key) -> bool:
         """Whether a fresh read agreed with the version the watch delivered last."""
@@ -140,12 +206,24 @@ class LeaseCache:
         if not isinstance(namespace, str) or not isinstance(name, str):
             return None
         key = (namespace, name)
+        if not self.wanted(key):
+            if key in self._trackers or key in self._missing:
+                self.forget(key)
+            return None
+        self._missing.discard(key)
         tracker = self._trackers.get(key)
         if tracker is None:
             if kind == "DELETED":
+                self._missing.add(key)
                 return None
             tracker = self._trackers[key] = ExpiryTracker(self.clock, self.fallback_ttl,
                                                           f"lease {namespace}/{name}")
+        if kind != "DELETED":
+            lease, problem = _slim(lease)
+            if problem is None:
+                self._malformed.pop(key, None)
+            else:
+                self._malformed[key] = problem
         before = tracker.current.record.holder_identity if tracker.current else None
         observation, changed = tracker.update(None if kind == "DELETED" else lease)
         if kind == "DELETED":
@@ -160,9 +238,9 @@ class LeaseCache:
         return key
 
     def _forget(self, key: Key) -> None:
-        self._trackers.pop(key, None)
-        self._versions.pop(key, None)
-        self._confirmed.pop(key, None)
+        """The Lease was deleted (the election stays: its members are followers now)."""
+        self.forget(key)
+        self._missing.add(key)
         self._handed_over_at[key] = self.clock.now()
 
     # --- the watches ---------------------------------------------------------------------

@@ -33,6 +33,19 @@ class OperatorMetrics:
         self.watches_opened = Counter("leadership_operator_lease_watches_opened",
                                       "Lease watches opened (a watch the server ends is "
                                       "opened again from the last version seen)", registry=r)
+        self.loop_lag = Histogram(
+            "leadership_operator_event_loop_lag_seconds",
+            "How late a timer of 100 ms fires: time the event loop spent busy with something "
+            "else (decoding, handlers) while watches waited to be read",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=r)
         self.events_posted = Counter("leadership_operator_events_posted",
                                      "Events created or aggregated (patched), by reason",
                                      ["reason"], registry=r)
+        self.permission_denied = Counter(
+            "leadership_operator_permission_denied",
+            "Writes RBAC refused (HTTP 403), by verb and resource: the operator cannot do its "
+            "job; /healthz fails meanwhile", ["verb", "resource"], registry=r)
+        self.foreign_role_writes = Counter(
+            "leadership_operator_foreign_role_writes",
+            "Role labels found written by another field manager than this operator's: "
+            "another operator, or a hand edit (each is put right)", registry=r)

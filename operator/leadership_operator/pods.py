@@ -6,10 +6,15 @@ carries the election label (a member, or, with a label that is no Lease name, a 
 report) or a role label (a stray in no election: its role label must go). `Members` keeps
 only what the decision needs, never the pod object. It makes no request; the reconciler
 tells it what it wrote (`wrote_role`).
+
+It also notices a role label written by someone else: the pod's ``managedFields`` name the
+field manager that set the label last, and a manager other than this operator's (another
+operator, a hand edit) is queued in `foreign_writes` for the reconciler to report.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +24,20 @@ from .contract import Labels
 
 #: (namespace, Lease name): one election.
 Key = tuple[str, str]
+#: foreign role writes kept for the reconciler to report, at most.
+MAX_FOREIGN = 100
+
+
+def role_writer(meta: dict[str, Any], role_key: str) -> str:
+    """The field manager that set the pod's role label last ("" when unknown): the one whose
+    ``managedFields`` entry owns it (an update takes a field over from its former owner)."""
+    for entry in meta.get("managedFields") or []:
+        if not isinstance(entry, dict):
+            continue
+        fields = ((entry.get("fieldsV1") or {}).get("f:metadata") or {}).get("f:labels") or {}
+        if isinstance(fields, dict) and f"f:{role_key}" in fields:
+            return str(entry.get("manager") or "")
+    return ""
 
 
 @dataclass
@@ -36,6 +55,10 @@ class Member:
     election: str | None = None
     #: the election label as found (to report one that names no possible Lease).
     raw_election: str | None = None
+    #: the resourceVersion seen last: a deletion is made on this very version only.
+    resource_version: str = ""
+    #: the field manager that set its role label last ("" when unknown).
+    role_writer: str = ""
 
     @property
     def ref(self) -> dict[str, str]:
@@ -47,15 +70,32 @@ class Member:
 class Members:
     """Members by election, and strays; see the module's doc."""
 
-    def __init__(self, labels: Labels) -> None:
+    def __init__(self, labels: Labels, field_manager: str = "") -> None:
         self.labels = labels
+        #: the operator's own field manager: a role label set by any other is foreign.
+        self.field_manager = field_manager
+        #: (pod, the manager that wrote its role label): to report, oldest first.
+        self.foreign_writes: deque[tuple[Member, str]] = deque(maxlen=MAX_FOREIGN)
+        #: (namespace, name, uid) of pods with a role label that left the pod watch: deleted,
+        #: or relabelled out of their election (see `pod_event`); for the reconciler.
+        self.departed: deque[tuple[str, str, str]] = deque(maxlen=MAX_FOREIGN)
         self._by_uid: dict[str, Member] = {}
         self._by_election: dict[Key, dict[str, Member]] = {}
         self._strays: dict[str, Member] = {}
 
     def pod_event(self, kind: str, pod: dict[str, Any]) -> list[Key]:
-        """Take in a pod event; return the elections it touches (now or before)."""
+        """Take in a pod event; return the elections it touches (now or before).
+
+        The operator's pod watch selects pods with an election label, server-side, so a pod
+        whose election label was removed arrives as DELETED, though it still exists, and
+        carrying its *previous* state (the API server's watch cache sends the last object
+        that matched). A DELETED pod that had a role label is therefore queued in
+        `departed`: the reconciler looks it up, and a pod still there is taken in again
+        (`pod_event("MODIFIED", ...)`), as a stray whose role label must go."""
         meta = pod.get("metadata") or {}
+        if kind == "DELETED" and self.labels.role in (meta.get("labels") or {}):
+            self.departed.append((str(meta.get("namespace") or ""), str(meta.get("name")),
+                                  str(meta.get("uid") or "")))
         uid = str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
         old = self._by_uid.pop(uid, None)
         self._strays.pop(uid, None)
@@ -75,7 +115,14 @@ class Members:
                 name=str(meta.get("name")), uid=uid, role=labels.get(self.labels.role),
                 delete_on_expiry=annotations.get(self.labels.on_expiry) == "delete-pod",
                 namespace=str(meta.get("namespace")),
-                election=raw if leadership.is_dns_subdomain(raw) else None, raw_election=raw)
+                election=raw if leadership.is_dns_subdomain(raw) else None, raw_election=raw,
+                resource_version=str(meta.get("resourceVersion") or ""),
+                role_writer=role_writer(meta, self.labels.role))
+            writer = member.role_writer
+            if (self.field_manager and member.role is not None and writer
+                    and writer != self.field_manager
+                    and (old is None or (old.role, old.role_writer) != (member.role, writer))):
+                self.foreign_writes.append((member, writer))
             if member.election is not None or member.role is not None or raw is not None:
                 self._by_uid[uid] = member
                 if member.election is None:
@@ -90,6 +137,10 @@ class Members:
         """The members of one election, by name."""
         return sorted(self._by_election.get(key, {}).values(), key=lambda m: m.name)
 
+    def has(self, key: Key) -> bool:
+        """Whether any pod is a member of this election."""
+        return key in self._by_election
+
     def elections(self) -> list[Key]:
         return sorted(self._by_election)
 
@@ -98,9 +149,16 @@ class Members:
         election label: the role label must go, a bad label be reported."""
         return list(self._strays.values())
 
-    def wrote_role(self, member: Member, role: str | None) -> None:
-        """The reconciler set (or removed) `member`'s role label."""
+    def wrote_role(self, member: Member, role: str | None, resource_version: str) -> None:
+        """The reconciler set (or removed) `member`'s role label; the pod is now at
+        `resource_version`. A stray with nothing left to clean is forgotten (the server-side
+        selector shows no more of it)."""
         member.role = role
+        if resource_version:
+            member.resource_version = resource_version
+        if member.election is None and member.role is None and member.raw_election is None:
+            self._by_uid.pop(member.uid, None)
+            self._strays.pop(member.uid, None)
 
     def __len__(self) -> int:
         return len(self._by_uid)

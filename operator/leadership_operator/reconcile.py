@@ -19,6 +19,7 @@ expiry of any Lease; every wait is on the injected clock.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import logging
 from collections.abc import Callable
@@ -27,8 +28,8 @@ import leadership
 from leadership import Clock
 
 from .contract import Labels, Role
-from .decide import MAX_DURATION, ElectionState, Verdict, decide
-from .events import Events
+from .decide import MAX_DURATION, ElectionState, Problem, Verdict, decide
+from .events import Events, bounded
 from .kube import Kube
 from .leases import LeaseCache
 from .metrics import OperatorMetrics
@@ -39,8 +40,13 @@ log = logging.getLogger("leadership.operator")
 CONCURRENCY = 32
 #: seconds before a failed election is tried again.
 RETRY = 1.0
+#: the longest wait before a failed election is tried again (RBAC refusing, say).
+MAX_RETRY = 60.0
 #: the key under which strays (pods in no election) are reported.
 STRAYS: Key = ("", "")
+#: seconds an election's Lease may be missing before its members are told (a typo in the
+#: election label, or a Lease not created yet; a candidate creating it takes less).
+LEASE_NOT_FOUND_GRACE = 30.0
 
 
 def _lease_ref(key: Key, uid: str = "") -> dict[str, str]:
@@ -66,6 +72,12 @@ class Reconciler:
         self._reported: dict[Key, set[tuple[str, str]]] = {}  # problems logged
         self._posted: dict[Key, set[tuple[str, str]]] = {}  # problems posted as Events
         self._last: dict[Key, tuple[ElectionState, str]] = {}  # (state, holder) reported
+        self._failures: dict[Key, int] = {}  # failed attempts in a row, for the back-off
+        self._missing_since: dict[Key, float] = {}  # when the election's Lease was first missed
+        self._missing_told: dict[Key, set[str]] = {}  # member uids told of it
+        #: why the operator cannot write (RBAC refused it), until a write succeeds again.
+        self.denied: str | None = None
+        self._departed_retry: float | None = None  # when to look up departed pods again
 
     # --- what wakes it ---------------------------------------------------------------------
 
@@ -98,12 +110,15 @@ class Reconciler:
                     self._again.add(key)  # after the one in flight
                 else:
                     self._running[key] = asyncio.create_task(self._one(key))
+            await self._departed()
             await self._strays()
+            await self._foreign_writes()
             self.wake.clear()
             if self._dirty:
                 continue  # marked while the strays were handled
-            await leadership.wait_until(self.clock, self._timers[0][0] if self._timers
-                                        else None, self.wake)
+            due = [t for t in (self._timers[0][0] if self._timers else None,
+                               self._departed_retry) if t is not None]
+            await leadership.wait_until(self.clock, min(due, default=None), self.wake)
 
     async def idle(self) -> None:
         """Until no election is being reconciled (for tests)."""
@@ -114,17 +129,22 @@ class Reconciler:
         try:
             async with self._gate:
                 await self.reconcile(key)
+            self._failures.pop(key, None)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if isinstance(exc, (TimeoutError, OSError, leadership.StoreError)):
+            failures = self._failures[key] = self._failures.get(key, 0) + 1
+            delay = min(RETRY * 2 ** (failures - 1), MAX_RETRY)
+            if isinstance(exc, leadership.PermissionDeniedError):
+                await self._denied(key, exc, delay)
+            elif isinstance(exc, (TimeoutError, OSError, leadership.StoreError)):
                 # The API server is slow, unreachable or refusing: expected in operation,
                 # and retried; a warning with the reason, not a traceback.
                 log.warning("reconciling %s/%s failed: %s; retrying in %gs", *key,
-                            str(exc) or type(exc).__name__, RETRY)
+                            bounded(leadership.describe_error(exc)), delay)
             else:
-                log.exception("reconciling %s/%s failed; retrying in %gs", *key, RETRY)
-            heapq.heappush(self._timers, (self.clock.now() + RETRY, key))
+                log.exception("reconciling %s/%s failed; retrying in %gs", *key, delay)
+            heapq.heappush(self._timers, (self.clock.now() + delay, key))
             self.wake.set()
         finally:
             self._running.pop(key, None)
@@ -133,14 +153,21 @@ class Reconciler:
                 self.mark(key)
 
     def verdict(self, key: Key) -> Verdict:
-        return decide(self.leases.observation(key), self.members.of(key), self.clock.now(),
-                      expiry_confirmed=self.leases.expiry_confirmed(key),
-                      max_duration=self.max_duration)
+        verdict = decide(self.leases.observation(key), self.members.of(key),
+                         self.clock.now(), expiry_confirmed=self.leases.expiry_confirmed(key),
+                         max_duration=self.max_duration)
+        malformed = self.leases.malformed(key)
+        if malformed is not None:
+            verdict = dataclasses.replace(verdict, problems=[
+                *verdict.problems, Problem("MalformedLease", malformed)])
+        return verdict
 
     async def reconcile(self, key: Key) -> None:
         if not self.members.of(key):
             self._forget(key)  # a Lease no pod is a member of is no election of ours
             return
+        if not self.leases.known(key):
+            await self.leases.track(key)  # a pod has just joined this election
         verdict = self.verdict(key)
         if verdict.needs_confirmation:
             await self.leases.confirm_expiry(key)
@@ -157,6 +184,10 @@ class Reconciler:
             await self._report(key, verdict)
 
     def _forget(self, key: Key) -> None:
+        self.leases.forget(key)
+        self._failures.pop(key, None)
+        self._missing_since.pop(key, None)
+        self._missing_told.pop(key, None)
         before = self._last.pop(key, None)
         if before is not None:
             self.metrics.elections.labels(before[0].value).dec()
@@ -165,14 +196,38 @@ class Reconciler:
 
     # --- writing ---------------------------------------------------------------------------
 
+    async def _denied(self, key: Key, exc: leadership.PermissionDeniedError,
+                      delay: float) -> None:
+        """RBAC refused a write: no retry fixes that soon. Back off; say once what is
+        missing (a log line, a Warning Event on the election's Lease), count it, and let
+        /healthz fail until a write succeeds."""
+        verb, resource = exc.verb or "?", exc.resource or "?"
+        self.metrics.permission_denied.labels(verb, resource).inc()
+        first = self.denied is None
+        self.denied = (f"forbidden: RBAC does not grant {verb} on {resource} "
+                       f"({bounded(str(exc))})")
+        if not first:
+            log.debug("reconciling %s/%s: still %s; retrying in %gs", *key, self.denied, delay)
+            return
+        log.error("reconciling %s/%s: %s; the operator cannot label pods until it is "
+                  "granted (manifests/operator); retrying with back-off, /healthz fails",
+                  *key, self.denied)
+        await self.events.post(_lease_ref(key), "Warning", "PermissionDenied",
+                               f"the operator may not {verb} {resource}: it cannot label "
+                               f"this election's pods ({bounded(str(exc))})")
+
     async def _write(self, member: Member, role: Role | None, why: str) -> bool:
         if not self.is_active():
             return False
         value = role.value if role else None
-        await self.kube.label_pod(member.namespace, member.name, self.labels.role, value)
+        version = await self.kube.label_pod(member.namespace, member.name, self.labels.role,
+                                            value)
+        if self.denied is not None:
+            log.info("writing labels works again: %s is over", self.denied)
+            self.denied = None
         log.info("pod %s/%s: role %s -> %s (%s)", member.namespace, member.name,
                  member.role or "(none)", value or "(none)", why)
-        self.members.wrote_role(member, value)
+        self.members.wrote_role(member, value, version)
         self.metrics.label_writes.inc()
         return True
 
@@ -201,18 +256,87 @@ class Reconciler:
                 await self.events.post(doomed.ref, "Warning", "DeletingStalePod",
                                        f"{name} held {key[1]} when it expired; deleting "
                                        f"it as its {self.labels.on_expiry} annotation asks")
-                await self.kube.delete_pod(doomed.namespace, doomed.name, doomed.uid)
+                await self.kube.delete_pod(doomed.namespace, doomed.name, doomed.uid,
+                                           doomed.resource_version)
 
     # --- reporting -------------------------------------------------------------------------
 
+    async def _lease_not_found(self, key: Key, verdict: Verdict) -> None:
+        """Members of an election whose Lease does not exist, after a grace: a Warning
+        ``LeaseNotFound`` on each (once), and a log line."""
+        if verdict.state is not ElectionState.MISSING:
+            self._missing_since.pop(key, None)
+            self._missing_told.pop(key, None)
+            return
+        now = self.clock.now()
+        due = self._missing_since.setdefault(key, now) + LEASE_NOT_FOUND_GRACE
+        if now < due:
+            heapq.heappush(self._timers, (due, key))
+            self.wake.set()
+            return
+        told = self._missing_told.setdefault(key, set())
+        members = [m for m in self.members.of(key) if m.uid not in told]
+        if not members:
+            return
+        message = (f"no Lease {key[0]}/{key[1]} exists, {LEASE_NOT_FOUND_GRACE:.0f}s after "
+                   f"its members joined: check the {self.labels.election} label for a typo, "
+                   "or create the Lease (the pods are followers meanwhile)")
+        if not told:
+            log.warning("election %s/%s: %s (%s)", *key, message,
+                        bounded(", ".join(m.name for m in members)))
+        if self.is_active():
+            for member in members:
+                await self.events.post(member.ref, "Warning", "LeaseNotFound", message)
+                told.add(member.uid)
+
+    async def _departed(self) -> None:
+        """Pods with a role label that left the pod watch: a pod still there (relabelled out
+        of its election, not deleted) is taken in again, as a stray."""
+        if self._departed_retry is not None:
+            if self.clock.now() < self._departed_retry:
+                return
+            self._departed_retry = None
+        while self.members.departed:
+            namespace, name, uid = self.members.departed[0]
+            try:
+                pod = await self.kube.find_pod(namespace, name)
+            except (TimeoutError, OSError, leadership.StoreError) as exc:
+                log.warning("looking up pod %s/%s, which left its election, failed: %s; "
+                            "retrying in %gs", namespace, name,
+                            bounded(leadership.describe_error(exc)), RETRY)
+                self._departed_retry = self.clock.now() + RETRY
+                return
+            self.members.departed.popleft()
+            meta = (pod or {}).get("metadata") or {}
+            if pod is not None and str(meta.get("uid") or "") == uid:
+                meta.setdefault("namespace", namespace)
+                for key in self.members.pod_event("MODIFIED", pod):
+                    self.mark(key)
+
+    async def _foreign_writes(self) -> None:
+        """Role labels another field manager wrote: another operator, or a hand edit. Said in
+        the log and in a Warning Event on the pod, counted; the pod's election is
+        reconciled anyway (and the label put right)."""
+        while self.members.foreign_writes:
+            member, writer = self.members.foreign_writes.popleft()
+            self.metrics.foreign_role_writes.inc()
+            message = bounded(
+                f"role label {self.labels.role}={member.role} was written by {writer!r}, not "
+                f"by this operator ({self.members.field_manager}): another operator "
+                "labelling these pods, or a hand edit; the operator puts it right")
+            log.warning("pod %s/%s: %s", member.namespace, member.name, message)
+            if self.is_active():
+                await self.events.post(member.ref, "Warning", "ForeignRoleWrite", message)
+
     async def _report(self, key: Key, verdict: Verdict) -> None:
+        await self._lease_not_found(key, verdict)
         observation = self.leases.observation(key)
         uid = ""
         if observation is not None and observation.lease:
             uid = str((observation.lease.get("metadata") or {}).get("uid") or "")
         problems = {(p.reason, p.message) for p in verdict.problems}
         for reason, message in sorted(problems - self._reported.get(key, set())):
-            log.warning("lease %s/%s: %s: %s", key[0], key[1], reason, message)
+            log.warning("lease %s/%s: %s: %s", key[0], key[1], reason, bounded(message))
         self._reported[key] = problems
         if self.is_active():  # a standby logs; the active replica also posts, once
             for reason, message in sorted(problems - self._posted.get(key, set())):
@@ -236,7 +360,7 @@ class Reconciler:
         elif verdict.state is ElectionState.EXPIRED and verdict.holder_pod:
             self.metrics.expiries.inc()
             message = (f"the lease held by {verdict.holder} expired: no renewal seen for its "
-                       f"duration; {verdict.holder_pod} is labelled stale")
+                       f"duration; {verdict.holder_pod} is stale")
             log.warning("lease %s/%s: %s", key[0], key[1], message)
             await self.events.post(_lease_ref(key, uid), "Warning", "LeaseExpired", message)
             pod = next((m for m in self.members.of(key) if m.name == verdict.holder_pod),

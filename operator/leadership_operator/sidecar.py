@@ -3,13 +3,17 @@
 Runs one `leadership.Candidate` for its pod (identity ``$POD_NAME``) on the Lease named by
 ``--election`` in the pod's namespace, and serves:
 
-- ``GET /leader``: ``{"leader": <holder or "">, "is_leader": bool, "fencing_token": int|null,
-  "lease": "<ns>/<name>"}``. It reads the candidate's own observation, which follows every
-  watch event, so the answer is never more than one watch event behind the Lease. ``leader``
-  is ``""`` while the Lease is free, before the first read, and once the holder's claim ran
-  out (on this process's monotonic clock).
-- ``GET /healthz``: liveness. 200 while the candidate campaigns; 503 once it has ended (a
-  fatal error such as RBAC refusing the Lease). It never depends on *being* leader.
+- ``GET /leader``: ``{"leader": <holder or "">, "is_leader": bool, "role": "starting" |
+  "follower" | "leader" | "waiting", "fence": {"lease_uid": str, "token": int} | null,
+  "fencing_token": int|null, "lease": "<ns>/<name>", "waiting": <why> | null}``. It reads
+  the candidate's own observation, which follows every watch event, so the answer is never
+  more than one watch event behind the Lease. ``leader`` is ``""`` while the Lease is free,
+  before the first read, and once the holder's claim ran out (on this process's monotonic
+  clock). ``fence`` is what a protected resource must compare: the token alone starts again
+  when the Lease is deleted and re-created, its uid does not repeat.
+- ``GET /healthz``: liveness. 200 while the candidate campaigns, its body saying why when it
+  waits for a deleted Lease it may not create; 503 once the campaign has ended (a fatal
+  error such as RBAC refusing to read the Lease). It never depends on *being* leader.
 - ``GET /metrics``: Prometheus metrics under client-go's names,
   ``leader_election_master_status{name}`` and ``leader_election_slowpath_total{name}``, so
   existing dashboards and alerts work, plus the library's own counters
@@ -24,7 +28,10 @@ Guarantees and non-guarantees:
   operator's ``role`` label instead.
 - ``is_leader`` is the library's promise (docs/library.md): true only while the last renewal
   was sent less than the renew deadline ago. An app that must not act twice passes
-  ``fencing_token`` with its writes.
+  ``fence`` with its writes.
+- A deleted Lease that the pod's RBAC does not let it create (manifests/example pre-creates
+  it) is waited for as a follower, said once in the log and in ``/healthz``: re-applying the
+  Lease resumes the election, no restart needed.
 """
 
 from __future__ import annotations
@@ -45,9 +52,12 @@ from prometheus_client.registry import Collector
 
 import leadership
 
+from . import http
 from .kubeclient import api_client
 
 log = logging.getLogger("leadership.sidecar")
+#: seconds between two looks at what the log has not said yet (see `run`).
+REPORT_SECONDS = 0.5
 
 
 @dataclass
@@ -58,6 +68,8 @@ class SidecarOptions:
     kubeconfig: Path | None = None
     port: int = 4040
     lease_seconds: int = 15
+    #: None: every address, IPv4 and IPv6.
+    bind_address: str | None = None
 
 
 class CandidateCollector(Collector):
@@ -112,23 +124,63 @@ class CandidateCollector(Collector):
                         "The fencing token (leaseTransitions) while leading", token)
 
 
-def leader_answer(candidate: leadership.Candidate) -> dict[str, Any]:
+class Roles:
+    """This sidecar's role as it may be told: ``starting`` until the candidate has read the
+    Lease once (before that, "follower" would be a guess), then ``leader``, ``waiting`` (for a
+    Lease it may not create) or ``follower``."""
+
+    def __init__(self, candidate: leadership.Candidate) -> None:
+        self.candidate = candidate
+        self._read = False
+
+    def now(self) -> str:
+        c = self.candidate
+        if c.is_leader:
+            return "leader"
+        if c.blocked is not None:
+            return "waiting"
+        self._read = self._read or c.watching
+        return "follower" if self._read else "starting"
+
+    def describe(self) -> str:
+        """The log line's words: the role and what goes with it."""
+        c, role = self.candidate, self.now()
+        if role == "leader":
+            fence = c.fence
+            return f"leader (fence: lease uid {fence.lease_uid}, token {fence.token})" if (
+                fence is not None) else "leader"
+        if role == "waiting":
+            return f"waiting: {c.blocked}"
+        if role == "starting":
+            return "starting: reading the Lease"
+        return f"follower (leader: {c.leader or 'nobody'})"
+
+
+def leader_answer(candidate: leadership.Candidate, roles: Roles) -> dict[str, Any]:
     """The body of ``GET /leader``."""
-    return {"leader": candidate.leader, "is_leader": candidate.is_leader,
-            "fencing_token": candidate.fencing_token,
-            "lease": f"{candidate.store.namespace}/{candidate.key}"}
+    fence = candidate.fence
+    return {"leader": candidate.leader, "is_leader": fence is not None,
+            "role": roles.now(),
+            "fence": {"lease_uid": fence.lease_uid, "token": fence.token} if fence else None,
+            "fencing_token": fence.token if fence else None,
+            "lease": f"{candidate.store.namespace}/{candidate.key}",
+            "waiting": candidate.blocked}
 
 
-def http_app(candidate: leadership.Candidate, campaign: asyncio.Task[None]) -> web.Application:
+def http_app(candidate: leadership.Candidate, campaign: asyncio.Task[None],
+             roles: Roles | None = None) -> web.Application:
+    roles = roles or Roles(candidate)
     registry = CollectorRegistry()
     registry.register(CandidateCollector(candidate))
 
     async def leader(_: web.Request) -> web.Response:
-        return web.json_response(leader_answer(candidate))
+        return web.json_response(leader_answer(candidate, roles))
 
     async def healthz(_: web.Request) -> web.Response:
         if campaign.done():
             return web.Response(status=503, text="the election has ended\n")
+        if candidate.blocked is not None:  # alive, and a restart would not help
+            return web.Response(text=f"ok, waiting: {candidate.blocked}\n")
         return web.Response(text="ok\n")
 
     async def metrics(_: web.Request) -> web.Response:
@@ -154,19 +206,35 @@ async def run(options: SidecarOptions) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    roles = Roles(candidate)
+    said = ""
+
+    def say() -> None:
+        nonlocal said
+        words = roles.describe()
+        if words != said:
+            said = words
+            log.info("%s: %s", options.identity, words)
+
     async def campaign() -> None:
-        async for leading in candidate.run_for_election():
-            log.info("%s: %s", options.identity,
-                     f"leader (fencing token {candidate.fencing_token})" if leading
-                     else "follower")
+        async for _ in candidate.run_for_election():
+            say()  # at once: a handover's log line carries its own time
+
+    async def report() -> None:
+        # What no stream value marks: the first read, a new leader elsewhere, a missing Lease.
+        while True:
+            say()
+            await asyncio.sleep(REPORT_SECONDS)
 
     election = asyncio.create_task(campaign())
-    runner = web.AppRunner(http_app(candidate, election), access_log=None)
-    await runner.setup()
+    reporter = asyncio.create_task(report())
+    served: http.Served | None = None
     try:
-        await web.TCPSite(runner, "0.0.0.0", options.port).start()
-        log.info("sidecar %s: election %s/%s, serving on :%d", options.identity,
-                 options.namespace, options.election, options.port)
+        served = await http.serve(http_app(candidate, election, roles), options.port,
+                                  options.bind_address)
+        log.info("sidecar %s: election %s/%s, serving on %s:%d", options.identity,
+                 options.namespace, options.election, options.bind_address or "*",
+                 options.port)
         stopping = asyncio.ensure_future(stop.wait())
         await asyncio.wait([stopping, election], return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
@@ -178,8 +246,11 @@ async def run(options: SidecarOptions) -> int:
         return 0
     finally:
         await candidate.stop()  # releases the Lease if it holds it
+        reporter.cancel()
         election.cancel()
         with contextlib.suppress(BaseException):
             await election
-        await runner.cleanup()
+        await asyncio.gather(reporter, return_exceptions=True)
+        if served is not None:
+            await served.close()
         await api.close()

@@ -8,11 +8,20 @@ member pods, and the disagreement, if any:
 - two or more pods labelled ``leader``;
 - a live holder whose pod is not the one labelled ``leader`` (or no pod is);
 - a pod labelled ``leader`` while the Lease is free, missing, or past its duration;
-- a holder that matches no member pod, or several.
+- a holder that matches no member pod, or several;
+- members of a Lease that does not exist (a typo in the election label, or a Lease not
+  created yet).
 
-Non-guarantees: this is a snapshot taken by two list requests, not an observation over time.
-"Renewed" is ``now - renewTime`` by *this machine's* wall clock (a display only: the operator
-and the candidates judge expiry by their own monotonic clocks), so a skewed clock shifts it,
+Time: "renewed" is ``now - renewTime`` where `now` is the *API server's* clock, as the
+``Date`` header of its answer tells it (to the second), not this machine's: a machine whose
+clock is off shows the same rows. Judged to the second, a Lease is expired only once its
+last renewal is a full second older than its duration. A ``renewTime`` ahead of the API
+server's clock means the holder's clock is ahead: the row says so, and it is no
+disagreement (the operator and the candidates never compare remote times anyway: they
+judge expiry by their own monotonic clocks). Only elections can disagree: a Lease with no
+member pod (``--all-leases``: the operator's own, kube-apiserver's) is listed, never marked.
+
+Non-guarantees: this is a snapshot taken by two list requests, not an observation over time,
 and a disagreement may be the operator's normal sub-second delay; one that persists is real.
 """
 
@@ -65,20 +74,28 @@ def election_row(namespace: str, name: str, lease: dict[str, Any] | None,
     age = ((now - record.renew_time).total_seconds() if record.renew_time is not None
            else None)
     duration = record.lease_duration_seconds
+    problems = list(parsed.problems)
+    if age is not None and age < -SKEW_TOLERANCE:
+        problems.append(f"renewTime is {-age:.0f}s ahead of the API server's clock: the "
+                        "holder's clock is ahead (harmless: nobody compares remote times)")
     if lease is None:
         state = ElectionState.MISSING
     elif record.is_free:
         state = ElectionState.FREE
-    elif age is None or duration is None or age >= duration:
+    elif age is None or duration is None or age >= duration + SKEW_TOLERANCE:
         state = ElectionState.EXPIRED
     else:
         state = ElectionState.LEADING
     row = Row(namespace, name, record.holder_identity, leaders,
               None if age is None else round(age, 1),
               record.lease_transitions if lease is not None else None, len(pods), state,
-              problems=list(parsed.problems))
+              problems=problems)
     matches = pod_of_holder(record.holder_identity, names)
     wrong: list[str] = []
+    if not pods:
+        return row  # a Lease that no pod is a member of is no election: it cannot disagree
+    if lease is None:
+        wrong.append("no such Lease: a typo in the election label, or not created yet")
     if len(leaders) > 1:
         wrong.append(f"{len(leaders)} pods labelled leader")
     if state is ElectionState.LEADING:
@@ -96,7 +113,8 @@ def election_row(namespace: str, name: str, lease: dict[str, Any] | None,
 
 async def collect(kube: Kube, namespaces: list[str], labels: Labels, all_leases: bool,
                   now: datetime.datetime | None = None) -> list[Row]:
-    """Two lists per scope (Leases, member pods); one row per election, sorted."""
+    """Two lists per scope (Leases, member pods); one row per election, sorted. Times are
+    judged against `now`, by default the API server's clock (`Kube.server_now`)."""
     scopes: list[str | None] = [*namespaces] or [None]
     leases: dict[tuple[str, str], dict[str, Any]] = {}
     members: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -108,23 +126,37 @@ async def collect(kube: Kube, namespaces: list[str], labels: Labels, all_leases:
         for pod in await kube.list_pods(ns, labels.election):
             meta = pod["metadata"]
             election = (meta.get("labels") or {}).get(labels.election, "")
+            if not leadership.is_dns_subdomain(election):
+                continue  # a label that names no possible Lease makes no election
             members.setdefault((meta.get("namespace") or ns or "", election), []).append(pod)
     keys = set(members) | (set(leases) if all_leases else set())
-    now = now or datetime.datetime.now(datetime.UTC)
+    now = now or kube.server_now() or datetime.datetime.now(datetime.UTC)
     return [election_row(ns, name, leases.get((ns, name)), members.get((ns, name), []),
                          labels, now) for ns, name in sorted(keys)]
 
 
+#: Remote times are judged to the second: the Date header's resolution.
+SKEW_TOLERANCE = 1.0
 HEADERS = ("NAMESPACE", "LEASE", "HOLDER", "LEADER POD", "RENEWED", "TRANSITIONS", "MEMBERS",
            "DISAGREEMENT")
+
+
+def printable(text: str, limit: int = 80) -> str:
+    """`text` fit for a terminal: control characters escaped (a Lease may hold terminal
+    escape sequences), at most `limit` characters."""
+    escaped = "".join(c if c.isprintable() else c.encode("unicode_escape").decode()
+                      for c in text)
+    return escaped if len(escaped) <= limit else escaped[:limit - 1] + "…"
 
 
 def table(rows: list[Row], color: bool) -> str:
     """Aligned columns; a disagreement row starts with "!" (and is red on a terminal)."""
     cells = [HEADERS]
     for r in rows:
-        renewed = "-" if r.renewed_seconds_ago is None else f"{r.renewed_seconds_ago:.0f}s ago"
-        holder = r.holder or f"<{r.lease_state}>"
+        ago = r.renewed_seconds_ago
+        renewed = ("-" if ago is None else f"in {-ago:.0f}s (holder's clock ahead)"
+                   if ago < -SKEW_TOLERANCE else f"{max(ago, 0):.0f}s ago")
+        holder = printable(r.holder) or f"<{r.lease_state}>"
         if r.holder and r.lease_state is ElectionState.EXPIRED:
             holder += " (expired)"
         cells.append((r.namespace, r.lease, holder, ",".join(r.labelled_leader) or "<none>",
@@ -160,13 +192,17 @@ class StatusOptions:
     all_leases: bool = False
 
 
-async def run(options: StatusOptions, out: TextIO = sys.stdout) -> int:
+async def run(options: StatusOptions, out: TextIO = sys.stdout,
+              err: TextIO = sys.stderr) -> int:
     """Print once; with `watch`, print again whenever a row changes, until interrupted."""
     api = await api_client(options.kubeconfig)
     kube = ApiKube(leadership.KubeApi(api))
     color = out.isatty() and options.output == "table"
     last: list[tuple[Any, ...]] | None = None
     try:
+        for namespace in options.namespaces:
+            if await kube.namespace_exists(namespace) is False:
+                err.write(f"leadership status: namespace {namespace} does not exist\n")
         while True:
             rows = await collect(kube, options.namespaces, options.labels, options.all_leases)
             # What changes, besides the renewal age (which changes every second).

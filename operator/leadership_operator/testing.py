@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import datetime
 import itertools
 from collections import deque
 from collections.abc import AsyncIterator
@@ -56,6 +57,10 @@ class FakeKube:
         self._watches: list[_Watch] = []
         self._failures: dict[str, list[BaseException]] = {}
         self._uids = itertools.count(1)
+        #: the namespaces that exist; None: the question is forbidden.
+        self.namespaces: set[str] | None = None
+        #: the field manager of label writes, as `ApiKube`'s.
+        self.field_manager = ""
 
     # --- setting the scene -----------------------------------------------------------------
 
@@ -76,11 +81,15 @@ class FakeKube:
         self._publish("DELETED", lease)
 
     def put_pod(self, namespace: str, name: str, labels: dict[str, str], *,
-                annotations: dict[str, str] | None = None) -> JSONDict:
+                annotations: dict[str, str] | None = None, writer: str = "kubectl") -> JSONDict:
+        """Create or update a pod as field manager `writer` (which then owns its labels)."""
         pod = self.pods.get((namespace, name)) or {"metadata": {
             "namespace": namespace, "name": name, "uid": f"uid-{next(self._uids)}"}}
         pod["metadata"]["labels"] = dict(labels)
         pod["metadata"]["annotations"] = dict(annotations or {})
+        pod["metadata"]["managedFields"] = [{"manager": writer, "operation": "Update",
+                                             "fieldsV1": {"f:metadata": {"f:labels": {
+                                                 f"f:{k}": {} for k in labels}}}}]
         self.pods[(namespace, name)] = pod
         return copy.deepcopy(pod)
 
@@ -184,22 +193,40 @@ class FakeKube:
         return [copy.deepcopy(p) for (ns, _), p in sorted(self.pods.items())
                 if namespace in (None, ns) and selector in (p["metadata"].get("labels") or {})]
 
-    async def label_pod(self, namespace: str, name: str, key: str, value: str | None) -> None:
+    async def find_pod(self, namespace: str, name: str) -> JSONDict | None:
+        await self._maybe_fail("find_pod")
+        pod = self.pods.get((namespace, name))
+        return copy.deepcopy(pod) if pod is not None else None
+
+    async def label_pod(self, namespace: str, name: str, key: str, value: str | None) -> str:
         await self._maybe_fail("label_pod")
         self.writes.append(("label", namespace, name, value))
-        labels = self.pods[(namespace, name)]["metadata"].setdefault("labels", {})
+        meta = self.pods[(namespace, name)]["metadata"]
+        labels = meta.setdefault("labels", {})
         if value is None:
             labels.pop(key, None)
         else:
             labels[key] = value
+        fields = [e for e in meta.get("managedFields") or [] if e["manager"] != self.field_manager]
+        for entry in fields:  # the write takes the label over from its former owner
+            entry["fieldsV1"]["f:metadata"]["f:labels"].pop(f"f:{key}", None)
+        if value is not None:
+            fields.append({"manager": self.field_manager, "operation": "Update",
+                           "fieldsV1": {"f:metadata": {"f:labels": {f"f:{key}": {}}}}})
+        meta["managedFields"] = fields
+        meta["resourceVersion"] = str(next(self._version))
+        return str(meta["resourceVersion"])
 
-    async def delete_pod(self, namespace: str, name: str, uid: str) -> None:
+    async def delete_pod(self, namespace: str, name: str, uid: str,
+                         resource_version: str) -> None:
         await self._maybe_fail("delete_pod")
         pod = self.pods.get((namespace, name))
         if pod is None:
             raise leadership.NotFoundError(f"pods {name} not found", status=404)
-        if pod["metadata"]["uid"] != uid:
-            raise leadership.ConflictError(f"precondition failed: uid {uid}", status=409)
+        if pod["metadata"]["uid"] != uid or (resource_version and resource_version != pod[
+                "metadata"].get("resourceVersion", resource_version)):
+            raise leadership.ConflictError(f"precondition failed: uid {uid}, resourceVersion "
+                                           f"{resource_version}", status=409)
         self.writes.append(("delete", namespace, name))
         del self.pods[(namespace, name)]
 
@@ -210,6 +237,15 @@ class FakeKube:
         self.events[(namespace, name)] = event
         self.writes.append(("event", namespace, body["reason"]))
         return copy.deepcopy(event)
+
+    def server_now(self) -> datetime.datetime:
+        return self.clock.wall()
+
+    async def namespace_exists(self, namespace: str) -> bool | None:
+        await self._maybe_fail("namespace_exists")
+        if self.namespaces is None:
+            return None  # as when RBAC does not allow the question
+        return namespace in self.namespaces
 
     async def patch_event(self, namespace: str, name: str, body: JSONDict) -> None:
         await self._maybe_fail("patch_event")

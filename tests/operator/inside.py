@@ -7,7 +7,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from leadership.testing import ManualClock
-from leadership_operator.contract import Labels
+from leadership_operator.contract import Labels, field_manager
 from leadership_operator.events import Events
 from leadership_operator.leases import LeaseCache
 from leadership_operator.metrics import OperatorMetrics
@@ -17,6 +17,7 @@ from leadership_operator.testing import FakeKube
 
 NS = "apps"
 LABELS = Labels()
+MANAGER = field_manager("leadership-system", "leadership-operator")
 
 
 @dataclass
@@ -28,9 +29,11 @@ class Inside:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.members = Members(LABELS)
+        self.kube.field_manager = MANAGER
+        self.members = Members(LABELS, field_manager=MANAGER)
         self.leases = LeaseCache(self.kube, [None], self.clock, metrics=self.metrics,
-                                 on_change=lambda key: self.reconciler.mark(key))
+                                 on_change=lambda key: self.reconciler.mark(key),
+                                 wanted=self.members.has)
         self.events = Events(self.kube, "operator-0", self.clock, self.metrics)
         self.reconciler = Reconciler(self.leases, self.members, self.kube, self.events, LABELS,
                                      self.clock, self.metrics, lambda: self.active)

@@ -84,3 +84,27 @@ def test_sidecar_and_status_defaults() -> None:
     args = parser().parse_args(["status"])
     assert (args.namespaces, args.output, args.watch, args.all_leases) == ([], "table", False,
                                                                           False)
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_log_lines_carry_iso_8601_utc_times(fmt: str, capsys: pytest.CaptureFixture[str]
+                                            ) -> None:
+    import json
+    import logging
+    import re
+
+    from leadership_operator.cli import _logging
+
+    root = logging.getLogger()
+    before = (root.handlers[:], root.level)
+    try:
+        _logging(fmt)
+        logging.getLogger("leadership.test").info("hello")
+    finally:
+        root.handlers[:], _ = before
+        root.setLevel(before[1])
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    stamp = json.loads(line)["time"] if fmt == "json" else line.split()[0]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp), line
+    if fmt == "json":
+        assert {"time", "level", "name", "message"} <= set(json.loads(line))

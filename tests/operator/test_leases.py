@@ -122,3 +122,49 @@ async def test_silent_scopes_name_a_watch_that_heard_nothing_for_the_limit(
     await clock.advance(2)
     assert op.leases.silent_scopes(180) == ["all namespaces"]
     await op.stop()
+
+
+async def test_a_lease_no_pod_is_a_member_of_is_never_kept_however_big(
+        clock: ManualClock) -> None:
+    op = await inside_with_election(clock)
+    writes = list(op.kube.writes)
+    for i in range(20):
+        op.kube.put_lease(NS, f"hostile-{i}", "x" * 1_000_000, duration=TTL)
+    await op.settle()
+    assert op.leases.keys() == [(NS, "web")]  # decoded and dropped
+    assert op.kube.writes == writes  # nothing written about them either
+    await op.stop()
+
+
+async def test_a_holder_no_pod_can_have_is_kept_short_and_reported_bounded(
+        clock: ManualClock) -> None:
+    kube = FakeKube(clock)
+    kube.put_lease(NS, "web", "\x1b[31m" + "y" * 1_000_000, duration=TTL)
+    op = Inside(clock, kube)
+    op.member("web-0")
+    await op.start()
+    observation = op.leases.observation((NS, "web"))
+    assert observation is not None
+    assert observation.record.holder_identity == "<malformed holderIdentity of 1000005 characters>"
+    events = [e for e in kube.events.values() if e["reason"] == "MalformedLease"]
+    assert len(events) == 1 and len(events[0]["message"]) < 300
+    assert "1000005 characters" in events[0]["message"]
+    assert op.role("web-0") == "follower"  # matches no member: nobody leads
+    await op.stop()
+
+
+async def test_a_lease_is_read_when_a_pod_joins_its_election_and_forgotten_when_none_is_left(
+        clock: ManualClock) -> None:
+    kube = FakeKube(clock)
+    kube.put_lease(NS, "later", "later-0", duration=TTL)
+    op = Inside(clock, kube)
+    await op.start()
+    assert op.leases.keys() == []
+    reads = kube.reads
+    op.member("later-0", election="later")
+    await op.settle()
+    assert kube.reads == reads + 1 and op.role("later-0") == "leader"
+    op.pod_event("DELETED", kube.pods.pop((NS, "later-0")))
+    await op.settle()
+    assert op.leases.keys() == []
+    await op.stop()

@@ -115,3 +115,133 @@ async def test_every_label_change_is_a_log_line_with_the_reason(
         in lines
     assert "pod apps/web-1: role follower -> leader (lease apps/web leading, holder web-1)" \
         in lines
+
+
+async def opted_in(clock: ManualClock) -> Inside:
+    kube = FakeKube(clock)
+    kube.put_lease(NS, "web", "web-0", duration=TTL)
+    op = Inside(clock, kube)
+    pod = kube.put_pod(NS, "web-0", {LABELS.election: "web"},
+                       annotations={LABELS.on_expiry: "delete-pod"})
+    op.pod_event("ADDED", pod)
+    op.member("web-1")
+    await op.start()
+    assert op.role("web-0") == "leader"
+    return op
+
+
+async def test_an_opted_in_stale_pod_is_deleted_at_its_expiry(clock: ManualClock) -> None:
+    op = await opted_in(clock)
+    await clock.advance(TTL)
+    # Labelled stale first (that write moved its resourceVersion on: the deletion carries
+    # the new one), then deleted.
+    writes = [w for w in op.kube.writes if w[0] in ("label", "delete")]
+    assert writes[-2:] == [("label", NS, "web-0", "stale"), ("delete", NS, "web-0")]
+    assert (NS, "web-0") not in op.kube.pods
+
+
+async def test_a_replacement_pod_of_the_same_name_is_never_the_one_deleted(
+        clock: ManualClock) -> None:
+    op = await opted_in(clock)
+    # A StatefulSet replaced the pod (same name, a new uid) before the operator heard of it.
+    op.kube.pods[(NS, "web-0")]["metadata"]["uid"] = "uid-of-the-replacement"
+    await clock.advance(TTL)
+    assert ("delete", NS, "web-0") not in op.kube.writes  # the uid precondition held
+    assert (NS, "web-0") in op.kube.pods
+
+
+async def test_a_pod_that_leaves_its_election_loses_its_role_label_and_is_forgotten(
+        clock: ManualClock) -> None:
+    op = await election(clock)
+    # The pod watch selects election members server-side: a pod whose election label is
+    # removed arrives as DELETED, though it still exists, carrying its previous state (the
+    # last one that matched). The operator looks it up.
+    before = op.kube.pods[(NS, "web-2")]
+    before_event = {"metadata": {**before["metadata"],
+                                 "labels": dict(before["metadata"]["labels"])}}
+    op.kube.put_pod(NS, "web-2", {LABELS.role: "follower"})  # what the server now has
+    op.pod_event("DELETED", before_event)
+    await op.settle()
+    assert op.role("web-2") is None
+    assert len(op.members) == 2  # cleaned, then forgotten: nothing more will be heard of it
+    # A pod really deleted: looked up, not found, no write to it.
+    writes = list(op.kube.writes)
+    gone = op.kube.pods.pop((NS, "web-1"))
+    op.pod_event("DELETED", gone)
+    await op.settle()
+    assert not [w for w in op.kube.writes[len(writes):] if w[1:3] == (NS, "web-1")]
+    assert len(op.members) == 1
+
+
+async def test_a_failed_look_up_of_a_departed_pod_is_retried(clock: ManualClock) -> None:
+    op = await election(clock)
+    before = op.kube.pods[(NS, "web-2")]
+    before_event = {"metadata": {**before["metadata"],
+                                 "labels": dict(before["metadata"]["labels"])}}
+    op.kube.put_pod(NS, "web-2", {LABELS.role: "follower"})
+    op.kube.fail_next("find_pod", leadership.TransientStoreError("API server busy"))
+    op.pod_event("DELETED", before_event)
+    await op.settle()
+    assert op.role("web-2") == "follower"
+    await clock.advance(1)
+    assert op.role("web-2") is None
+
+
+DENIED = leadership.PermissionDeniedError(
+    'pods "web-0" is forbidden: User "system:serviceaccount:x:op" cannot patch resource "pods" '
+    'in API group "" in the namespace "apps"', verb="patch", resource="pods")
+
+
+async def test_a_write_rbac_refuses_backs_off_is_said_once_and_fails_health(
+        clock: ManualClock, caplog: pytest.LogCaptureFixture) -> None:
+    kube = FakeKube(clock)
+    kube.put_lease(NS, "web", "web-0", duration=600)
+    kube.fail_next("label_pod", DENIED, times=6)
+    op = Inside(clock, kube)
+    op.member("web-0")
+    await op.start()
+    # Retried after 1, 2, 4, 8, 16 s (not twice a second forever), said once, counted.
+    for delay in (1, 2, 4, 8, 16):
+        await clock.advance(delay)
+    assert op.reconciler.denied is not None and "patch on pods" in op.reconciler.denied
+    assert op.metrics.permission_denied.labels("patch", "pods")._value.get() == 6
+    assert op.role("web-0") is None
+    said = [r for r in caplog.records if "cannot label pods" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.ERROR
+    assert [w[2] for w in kube.writes if w[0] == "event"].count("PermissionDenied") == 1
+    await clock.advance(32)  # granted at last: the next try labels, and health recovers
+    assert op.role("web-0") == "leader" and op.reconciler.denied is None
+
+
+async def test_a_role_label_written_by_another_manager_is_reported_and_put_right(
+        clock: ManualClock, caplog: pytest.LogCaptureFixture) -> None:
+    op = await election(clock)
+    assert op.metrics.foreign_role_writes._value.get() == 0  # its own writes are no news
+    # A second operator (or kubectl) labels web-1 leader.
+    pod = op.kube.put_pod(NS, "web-1", {LABELS.election: "web", LABELS.role: "leader"},
+                          writer="leadership-operator/default/leadership-operator")
+    op.pod_event("MODIFIED", pod)
+    await op.settle()
+    assert op.metrics.foreign_role_writes._value.get() == 1
+    assert ("event", NS, "ForeignRoleWrite") in op.kube.writes
+    said = [r.getMessage() for r in caplog.records if "written by" in r.getMessage()]
+    assert len(said) == 1 and "leadership-operator/default/leadership-operator" in said[0]
+    assert op.role("web-1") == "follower"  # put right
+
+
+async def test_members_of_a_lease_that_never_appears_are_told_after_the_grace(
+        clock: ManualClock) -> None:
+    from leadership_operator.reconcile import LEASE_NOT_FOUND_GRACE
+
+    kube = FakeKube(clock)
+    op = Inside(clock, kube)
+    op.member("web-0", election="wbe")  # a typo
+    op.member("web-1", election="wbe")
+    await op.start()
+    assert op.role("web-0") == "follower"
+    await clock.advance(LEASE_NOT_FOUND_GRACE - 0.001)
+    assert ("event", NS, "LeaseNotFound") not in kube.writes
+    await clock.advance(0.001)
+    assert [w for w in kube.writes if w[0] == "event"] == [("event", NS, "LeaseNotFound")] * 2
+    await clock.advance(600)  # once per pod, not at every look
+    assert len([w for w in kube.writes if w[0] == "event"]) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -58,6 +59,7 @@ def test_an_agreeing_election_has_no_disagreement() -> None:
                                                       "expired"),
     (lease("", 1), {"a": "leader"}, "labelled leader but the Lease is free"),
     (None, {"a": "leader"}, "labelled leader but the Lease is missing"),
+    (None, {"a": "follower"}, "no such Lease: a typo in the election label"),
     (lease("zz", 1), {"a": "follower"}, "the holder matches no member pod"),
 ])
 def test_each_disagreement_is_named(the_lease: dict[str, Any] | None,
@@ -143,3 +145,58 @@ def test_watch_prints_again_when_the_election_changes(
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 0
+
+
+def test_a_renew_time_ahead_of_the_servers_clock_is_a_note_not_a_disagreement() -> None:
+    r = row(lease("a", -3600), pods(a="leader", b="follower"))
+    assert (r.lease_state, r.disagreement) == ("leading", "")
+    assert any("3600s ahead of the API server's clock" in p for p in r.problems)
+    assert "in 3600s (holder's clock ahead)" in render([r], "table", color=False)
+    # Within the second of the Date header's resolution: neither expired nor ahead.
+    edge = row(lease("a", 10.5), pods(a="leader"))
+    assert (edge.lease_state, edge.disagreement) == ("leading", "")
+
+
+def test_a_lease_no_pod_is_a_member_of_never_disagrees() -> None:
+    r = row(lease("kube-apiserver-abc", 1), [])
+    assert (r.members, r.disagreement) == (0, "")
+
+
+def test_a_holder_with_terminal_escapes_is_printed_escaped() -> None:
+    text = render([row(lease("\x1b]0;pwned\x07web", 1), pods(web="follower"))], "table",
+                  color=False)
+    assert "\x1b" not in text and "\x07" not in text
+    assert "\\x1b]0;pwned\\x07web" in text
+
+
+async def test_a_pod_whose_election_label_is_no_lease_name_is_no_election() -> None:
+    from leadership.testing import ManualClock
+    from leadership_operator.status import collect
+    from leadership_operator.testing import FakeKube
+
+    kube = FakeKube(ManualClock())
+    kube.put_pod("ns", "typo", {LABELS.election: "Not_A_Lease"})
+    kube.put_pod("ns", "web-0", {LABELS.election: "web"})
+    rows = await collect(kube, ["ns"], LABELS, all_leases=False)
+    assert [(r.lease, r.members) for r in rows] == [("web", 1)]
+
+
+def test_status_judges_time_by_the_api_servers_clock_not_this_machines(
+        cluster: Cluster, namespace: str, core_api: kubernetes.client.ApiClient) -> None:
+    from chaos.run import FAKETIME_LIB
+
+    make_pods(core_api, namespace, ["web-0", "web-1"])
+    put_lease(core_api, namespace, "web-0")
+    v1 = kubernetes.client.CoreV1Api(core_api)
+    v1.patch_namespaced_pod("web-0", namespace, {"metadata": {"labels": {ROLE: "leader"}}})
+    for offset in ("+1h", "-1h"):  # this machine's wall clock an hour off, either way
+        done = subprocess.run(
+            [sys.executable, "-m", "leadership_operator.cli", "status",
+             f"--kubeconfig={cluster.kubeconfig}", "-n", namespace, "-o", "json"],
+            capture_output=True, text=True, timeout=60, cwd=ROOT,
+            env={**os.environ, "LD_PRELOAD": str(FAKETIME_LIB), "FAKETIME": offset,
+                 "FAKETIME_DONT_FAKE_MONOTONIC": "1", "DONT_FAKE_MONOTONIC": "1"})
+        assert done.returncode == 0, done.stderr
+        [election] = json.loads(done.stdout)["elections"]
+        assert (election["lease_state"], election["disagreement"]) == ("leading", ""), offset
+        assert 0 <= election["renewed_seconds_ago"] < 60, (offset, election)

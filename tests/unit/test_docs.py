@@ -153,3 +153,68 @@ def test_every_relative_link_and_anchor_resolves(path: Path, target: str) -> Non
     assert linked.exists(), f"{path.name}: {target}: no such file"
     if anchor and linked.suffix == ".md":
         assert anchor in _anchors(linked), f"{path.name}: {target}: no such heading"
+
+
+# --- measured numbers name their command ------------------------------------------------
+
+#: a number with a unit of time, size or share...
+QUANTITY = re.compile(r"\b\d[\d,]*(?:\.\d+)?\s?(?:ms|µs|s|seconds|minutes|MiB|GiB|KiB|cores?|%)"
+                      r"(?![\w-])")
+#: ...in words that say it was measured, not configured.
+MEASURED = re.compile(r"\b(?:measured|measures|p50|p99|median|took|in about|about \d|"
+                      r"benchmark|averag\w*|hands? over in|handover)|~\d", re.I)
+#: what names a command: a make target, a module run with python -m, a test file, or ours.
+COMMAND = re.compile(r"\bmake [a-z][a-z-]*|python -m [\w.]+|tests/[\w/]+\.py|"
+                     r"`leadership [a-z]+")
+
+
+def blocks(text: str) -> list[tuple[int, str]]:
+    """Paragraphs, list items' paragraphs and tables, with their first line; code fences
+    whole."""
+    found: list[tuple[int, str]] = []
+    current: list[str] = []
+    start, fenced = 1, False
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.startswith("```"):
+            fenced = not fenced
+        if line.strip() or fenced:
+            if not current:
+                start = number
+            current.append(line)
+        elif current:
+            found.append((start, "\n".join(current)))
+            current = []
+    if current:
+        found.append((start, "\n".join(current)))
+    return found
+
+
+def unnamed_measurements(path: Path) -> list[str]:
+    """Blocks quoting a measured figure without naming the command that measured it: in the
+    block itself, in the paragraph that introduces a table, or, for a page that one command
+    writes, in its first paragraph."""
+    found = blocks(path.read_text())
+    prose = [b for _, b in found if not b.startswith(("#", "```"))]
+    page_named = bool(prose) and bool(COMMAND.search(prose[0]))
+    missing, before = [], ""
+    for line, block in found:
+        named = page_named or bool(COMMAND.search(block)) or (
+            block.startswith("|") and bool(COMMAND.search(before)))
+        if not block.startswith("```") and QUANTITY.search(block) and MEASURED.search(block) \
+                and not named:
+            missing.append(f"{path.name}:{line}: {block[:100]!r}")
+        before = block
+    return missing
+
+
+def test_every_measured_number_names_the_command_that_measured_it() -> None:
+    missing = [m for path in DOCS for m in unnamed_measurements(path)]
+    assert not missing, "name the command (make ..., python -m ..., a test):\n" + \
+        "\n".join(missing)
+
+
+def test_the_measurement_check_catches_an_unnamed_figure(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("# Page\n\nIntro.\n\nA handover took 47 ms on this machine.\n\n"
+                    "Named: `make bench-node` measured 47 ms.\n\nA 15 s Lease.\n")
+    assert [m.split(":")[1] for m in unnamed_measurements(page)] == ["5"]

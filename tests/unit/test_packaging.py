@@ -147,19 +147,21 @@ OPERATOR_LAYERS = {
     "contract": set(),
     "metrics": set(),
     "kube": set(),
-    "kubeclient": set(),
+    "errors": set(),
+    "kubeclient": {"errors"},
     "storage": set(),
     "testing": set(),
+    "http": {"errors"},
     "pods": {"contract"},
     "decide": {"contract", "pods"},
     "events": {"kube", "metrics"},
     "leases": {"kube", "metrics", "pods"},
     "reconcile": {"contract", "decide", "events", "kube", "leases", "metrics", "pods"},
-    "app": {"contract", "events", "kube", "kubeclient", "leases", "metrics", "pods",
-            "reconcile", "storage"},
-    "sidecar": {"kubeclient"},
-    "status": {"contract", "decide", "kube", "kubeclient"},
-    "cli": {"app", "contract", "sidecar", "status"},
+    "app": {"contract", "errors", "events", "http", "kube", "kubeclient", "leases", "metrics",
+            "pods", "reconcile", "storage"},
+    "sidecar": {"http", "kubeclient"},
+    "status": {"contract", "decide", "errors", "kube", "kubeclient"},
+    "cli": {"app", "contract", "errors", "sidecar", "status"},
     "": {"contract", "decide", "pods"},
 }
 
@@ -186,3 +188,38 @@ def test_the_operator_uses_only_the_library_face_and_the_library_never_the_opera
     for path in sorted((ROOT / "operator" / "leadership").rglob("*.py")):
         assert "leadership_operator" not in path.read_text(), f"{path} imports the operator"
     assert loaded_after("import leadership_operator") == set()  # kopf only when it runs
+
+
+def pins(text: str) -> dict[str, str]:
+    """`name==version` lines of a requirements file, names normalised (PEP 503)."""
+    import re
+
+    found = {}
+    for line in text.splitlines():
+        m = re.match(r"^([A-Za-z0-9._-]+)==([^\s;\\]+)", line)
+        if m:
+            found[re.sub(r"[-_.]+", "-", m[1]).lower()] = m[2]
+    return found
+
+
+def test_the_image_lock_agrees_with_the_constraints_and_pins_every_hash() -> None:
+    """The image installs image-lock.txt with --require-hashes; `make lock` writes it from
+    pyproject.toml and constraints.txt. A drift between the two would ship an image whose
+    versions no test ran against."""
+    import re
+
+    lock_text = (ROOT / "image-lock.txt").read_text()
+    lock = pins(lock_text)
+    constraints = pins((ROOT / "constraints.txt").read_text())
+    drift = {name: (version, constraints[name]) for name, version in lock.items()
+             if name in constraints and constraints[name] != version}
+    assert not drift, f"image-lock.txt disagrees with constraints.txt: {drift}; run make lock"
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]["operator"]
+    wanted = {re.sub(r"[-_.]+", "-", re.split(r"[\[<>=!~; ]", r)[0]).lower() for r in extras}
+    assert wanted <= set(lock), f"not in image-lock.txt: {wanted - set(lock)}; run make lock"
+    assert {"setuptools", "wheel"} <= set(lock)  # the build backend is hashed too
+    requirements = [r for r in re.split(r"\n(?=\S)", lock_text) if r[:1].isalpha()]
+    assert len(requirements) == len(lock)
+    unhashed = [r.split()[0] for r in requirements if "--hash=sha256:" not in r]
+    assert not unhashed, f"requirements without a hash: {unhashed}"
