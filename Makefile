@@ -9,7 +9,7 @@ IMAGE        ?= leadership:0.1.0
 KIND_CLUSTER ?= leadership
 KUBECTL      ?= kubectl
 
-.PHONY: help venv binaries node-prepare controlplane node gomod lint unit test demo \
+.PHONY: help venv binaries node-prepare controlplane node gomod lock lint unit test demo \
 	demo-processes demo-library bench bench-operator bench-stall bench-node chaos clean image \
 	kind-up kind-load deploy kind-down
 
@@ -22,10 +22,12 @@ help:
 	@echo "make node          the same plus a real node with the project's image; print KUBECONFIG"
 	@echo "make bench         run the benchmarks; writes docs/benchmarks.md"
 	@echo "make bench-operator  the operator at 1,000 elections; writes docs/operator-scale.md"
+	@echo "                    (BENCH_ARGS=\"--baseline DIR\": first the operator of checkout DIR)"
 	@echo "make bench-stall   first-leader time under CPU saturation and slow round trips; docs/stall.md"
 	@echo "make bench-node    traffic following the Lease on real pods, 30 trials; docs/node.md"
 	@echo "make chaos         seeded faults for 5 min, checked for split brain; docs/reliability.md"
 	@echo "make gomod         re-render controlplane/gomod from versions.env"
+	@echo "make lock          re-generate image-lock.txt (the image's hashed dependencies)"
 	@echo "With Docker and kind: make kind-up image kind-load deploy; make kind-down"
 
 venv: $(VENV)/.installed
@@ -54,6 +56,15 @@ node: venv binaries
 gomod:
 	$(PYTHON) -m controlplane.build --render
 
+# The image installs its Python dependencies from image-lock.txt, with hashes, the build
+# backend included (pip install --require-hashes). Regenerate it after changing
+# pyproject.toml's operator extra or constraints.txt; a test checks the two agree.
+lock: venv
+	cd $(CURDIR) && PIP_FIND_LINKS= CUSTOM_COMPILE_COMMAND="make lock" \
+		$(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+		--extra=operator --build-deps-for=wheel --constraint=constraints.txt \
+		--no-emit-find-links --no-emit-index-url --output-file=image-lock.txt pyproject.toml
+
 lint: venv
 	$(PY) -m ruff check operator controlplane tests examples benchmarks chaos
 	$(PY) -m mypy
@@ -81,7 +92,7 @@ bench: venv binaries
 	$(PY) -m benchmarks.run
 
 bench-operator: venv binaries
-	$(PY) -m benchmarks.operator_scale
+	$(PY) -m benchmarks.operator_scale $(BENCH_ARGS)
 
 bench-node: venv binaries
 	$(PY) -m benchmarks.node
