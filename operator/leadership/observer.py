@@ -88,14 +88,18 @@ class ExpiryTracker:
 
     A record expires `leaseDurationSeconds` after this process first saw it (on `clock`), not
     at the remote ``renewTime`` plus duration: remote clocks are never trusted. A Lease
-    deleted while held is waited out from the moment the deletion was seen. A holder whose
-    duration cannot be read is waited out for `fallback_ttl`, never taken at once.
+    deleted while held is waited out from the moment the deletion was seen; and one
+    re-created free (a new uid: re-applied from a manifest, say) while that claim still runs
+    does not end it either: the holder, which may not have noticed, still believes it leads
+    until its next renewal fails. A holder whose duration cannot be read is waited out for
+    `fallback_ttl`, never taken at once.
     """
 
     def __init__(self, clock: Clock, fallback_ttl: int, where: str = "lease") -> None:
         self.clock, self.fallback_ttl, self.where = clock, fallback_ttl, where
         self.current: Observation | None = None
         self._reported: set[str] = set()
+        self._carried_uid: str | None = None  # of a re-created Lease whose old claim runs on
 
     def update(self, lease: JSONDict | None) -> tuple[Observation, bool]:
         """Take in a state of the Lease (None: there is none). Returns the observation now in
@@ -115,6 +119,13 @@ class ExpiryTracker:
                 self._reported.add(problem)
                 log.warning("%s is malformed: %s; its holder %r is waited out, never stolen",
                             self.where, problem, parsed.record.holder_identity)
+        first = self._carried_uid
+        carried = self._carried_claim(prev, lease, parsed)
+        if carried is not None:
+            self.current = carried
+            # A change the first time (the Lease is there again: whoever waited for it wakes,
+            # and now waits for the claim's end), not at each later look at the same Lease.
+            return carried, first != self._carried_uid
         if prev is not None and prev.parsed.spec == parsed.spec and (prev.lease is None) == (
                 lease is None):
             # Same record: keep the expiry clock running, remember the newer object.
@@ -123,6 +134,28 @@ class ExpiryTracker:
         self.current = Observation(lease, parsed, self.clock.now(),
                                    effective_duration(parsed.record, self.fallback_ttl))
         return self.current, True
+
+
+    def _carried_claim(self, prev: Observation | None, lease: JSONDict | None,
+                       parsed: ParsedLease) -> Observation | None:
+        """The claim seen before, still in force on a Lease re-created free; else None."""
+        if (prev is None or prev.record.is_free or lease is None or not parsed.record.is_free
+                or self.clock.now() >= prev.expires_at):
+            self._carried_uid = None
+            return None
+        uid = _uid(lease)
+        if prev.lease is not None and _uid(prev.lease) == uid and self._carried_uid != uid:
+            return None  # the same Lease, released by its holder: free at once
+        if self._carried_uid != uid:
+            self._carried_uid = uid
+            log.warning("%s was re-created free while %r's claim still runs; waiting it out "
+                        "for %.0fs more", self.where, prev.record.holder_identity,
+                        prev.expires_at - self.clock.now())
+        return Observation(lease, prev.parsed, prev.observed_at, prev.duration)
+
+
+def _uid(lease: JSONDict) -> str:
+    return str((lease.get("metadata") or {}).get("uid") or "")
 
 
 class LeaseObserver:

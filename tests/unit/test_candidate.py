@@ -806,3 +806,26 @@ async def test_leading_until_is_the_last_renewal_plus_the_deadline(
     await a.stop()
     await clock.settle()
     assert a.leading_until is None
+
+
+async def test_a_lease_re_created_free_under_a_live_leader_is_not_taken_before_its_claim_ends(
+        clock: ManualClock, store: MemoryLeaseStore) -> None:
+    """An admin deletes the Lease and applies it again at once (kubectl replace --force, a
+    GitOps sync): the leader has not noticed and still leads until its next renewal fails.
+    Nobody may take the fresh, free Lease before the old claim has run out."""
+    crashed = FaultyStore(store)
+    a, b = candidate(crashed, "a", clock), candidate(store, "b", clock)
+    ra, rb = await leader_then_follower(a, b, clock)
+    crashed.hang.add("replace")  # a's renewals never land (it has not noticed anything)
+    await store.delete(KEY)
+    await store.put_raw({"metadata": {"name": KEY, "uid": "re-applied"}, "spec": {}})
+    overlap = []
+    for _ in range(80):
+        await clock.advance(0.25)
+        if a.is_leader and b.is_leader:
+            overlap.append(clock.now())
+    assert overlap == []
+    assert rb.values == [False, True] and rb.times[-1] >= 1015  # a's claim, from the deletion
+    assert ra.values == [False, True, False]
+    await a.stop()
+    await b.stop()
