@@ -8,10 +8,11 @@
 - Replicas elect the active one with `leadership.Candidate` on the operator's own Lease. Every
   replica watches and decides (a standby is warm); only the active one writes, and it checks
   `is_leader` right before each write. Becoming active triggers a full resync.
-- ``/healthz`` fails (503, saying why) until the Leases are listed, when a Lease watch has
-  heard nothing (not even a bookmark) for ``--healthz-silence-seconds`` (default 180), when
-  kopf has stopped, and while RBAC refuses its label writes; ``/metrics`` serves Prometheus
-  metrics.
+- ``/healthz`` (liveness) fails (503, saying why) until the Leases are listed, when a
+  Lease watch has heard nothing (not even a bookmark) for ``--healthz-silence-seconds``
+  (default 180), or when kopf has stopped; ``/readyz`` also while RBAC refuses its label
+  writes or its own Lease is missing (what a restart cannot fix); ``/metrics`` serves
+  Prometheus metrics.
 - On SIGTERM it releases its own Lease first (the standby takes over at once), then stops
   its tasks, then kopf. Its signal handlers replace kopf's, and its tasks start before
   kopf's, because kopf cancels at its end every task created after it started.
@@ -121,17 +122,29 @@ def _settings(options: Options) -> kopf.OperatorSettings:
 
 
 async def serve_http(options: Options, metrics: OperatorMetrics, leases: LeaseCache,
-                     reconciler: Reconciler, kopf_stopped: Callable[[], bool]) -> http.Served:
+                     reconciler: Reconciler, candidate: leadership.Candidate,
+                     kopf_stopped: Callable[[], bool]) -> http.Served:
     async def healthz(_: web.Request) -> web.Response:
+        """Liveness: what a restart can fix."""
         if not leases.synced:
             return web.Response(status=503, text="starting: listing the Leases\n")
         if kopf_stopped():
             return web.Response(status=503, text="kopf has stopped\n")
-        if reconciler.denied is not None:  # it cannot do its job: let Kubernetes show it
-            return web.Response(status=503, text=f"{reconciler.denied}\n")
         silent = leases.silent_scopes(options.healthz_silence_seconds)
         if silent:
             return web.Response(status=503, text=f"lease watch silent: {', '.join(silent)}\n")
+        return web.Response(text="ok\n")
+
+    async def readyz(_: web.Request) -> web.Response:
+        """Readiness: whether it can do its job. What a restart cannot fix (RBAC refusing
+        its writes, its own Lease deleted) shows here, as a pod not ready, not as a
+        restart loop."""
+        if not leases.synced:
+            return web.Response(status=503, text="starting: listing the Leases\n")
+        if reconciler.denied is not None:
+            return web.Response(status=503, text=f"{reconciler.denied}\n")
+        if candidate.blocked is not None:  # no replica can become active
+            return web.Response(status=503, text=f"{candidate.blocked}\n")
         return web.Response(text="ok\n")
 
     async def metrics_page(_: web.Request) -> web.Response:
@@ -140,6 +153,7 @@ async def serve_http(options: Options, metrics: OperatorMetrics, leases: LeaseCa
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)
     return await http.serve(app, options.http_port, options.bind_address)
 
@@ -215,7 +229,7 @@ async def operate(options: Options, api: Any) -> None:
 
     # The port first: one in use is said before anything has started.
     kopf_task: asyncio.Task[None] | None = None
-    runner = await serve_http(options, metrics, leases, reconciler,
+    runner = await serve_http(options, metrics, leases, reconciler, candidate,
                               lambda: kopf_task is not None and kopf_task.done())
     try:
         # The member pods before the first decision (kopf's own listing arrives in its

@@ -58,6 +58,18 @@ def _positive(value: str) -> float:
     return number
 
 
+#: the longest identity a holder can have and still name a pod: a pod name (253), "_", a
+#: suffix (63); the operator calls a longer holder malformed.
+MAX_IDENTITY = 253 + 1 + 63
+
+
+def _identity(value: str) -> str:
+    if not value.strip() or not value.isprintable() or len(value) > MAX_IDENTITY:
+        raise argparse.ArgumentTypeError(
+            f"must be printable, not blank, at most {MAX_IDENTITY} characters: {value!r}")
+    return value
+
+
 def _lease_seconds(value: str) -> int:
     if not value.isdigit() or not 2 <= int(value) <= 3600:
         raise argparse.ArgumentTypeError(f"must be a whole number of seconds, 2 to 3600: "
@@ -137,7 +149,7 @@ def parser() -> argparse.ArgumentParser:
                     "namespace it runs in, $POD_NAMESPACE or the ServiceAccount's; outside a "
                     f"pod {OPERATOR_NAMESPACE}, as in the manifests, so that an operator run "
                     "by hand and a deployed one elect one active replica between them)")
-    op.add_argument("--identity", default=None,
+    op.add_argument("--identity", type=_identity, default=None,
                     help="this replica's identity (default: $POD_NAME, else "
                     "<hostname>_<uuid>)")
     _label_prefix_flag(op, "election, role and on-expiry keys")
@@ -165,7 +177,7 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("--namespace", type=_namespace, default=None,
                     help="namespace of the Lease (default: $POD_NAMESPACE, else the "
                     "ServiceAccount's, else default)")
-    sc.add_argument("--identity", default=None,
+    sc.add_argument("--identity", type=_identity, default=None,
                     help="this candidate's identity (default: $POD_NAME, else the hostname, "
                     "which is the pod name in a pod)")
     _kubeconfig_flag(sc)

@@ -30,8 +30,8 @@ class CommandError(Exception):
 GRANTED_BY = {
     "operator": "manifests/operator (kubectl apply -k manifests/operator, or its "
                 "overlays/namespaced for one namespace)",
-    "status": "a role with get, list and watch on pods and on leases.coordination.k8s.io "
-              "(the operator's ClusterRole in manifests/operator/cluster has them)",
+    "status": "a role with list on pods and on leases.coordination.k8s.io (the operator's "
+              "ClusterRole in manifests/operator/cluster has them)",
     "sidecar": "the Role and RoleBinding of manifests/example/rbac.yaml (get, watch and "
                "update on its one Lease)",
 }

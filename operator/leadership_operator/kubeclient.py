@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from .errors import CommandError, clipped
 
 #: where a pod's ServiceAccount token is mounted.
@@ -61,7 +63,8 @@ async def api_client(kubeconfig: Path | None) -> Any:
             return client.ApiClient()
         return await config.new_client_from_config(  # several: merged, as kubectl does
             config_file=os.pathsep.join(map(str, files)))
-    except (config.ConfigException, OSError, ValueError, TypeError, KeyError) as exc:
+    except (config.ConfigException, OSError, ValueError, TypeError, KeyError,
+            yaml.YAMLError) as exc:
         raise _unusable(files, exc) from exc
 
 
@@ -80,6 +83,6 @@ def sync_configuration(kubeconfig: Path | None) -> Any:
                 config_file=os.pathsep.join(map(str, files)),
                 client_configuration=configuration)
     except (kubernetes.config.ConfigException, OSError, ValueError, TypeError,
-            KeyError) as exc:
+            KeyError, yaml.YAMLError) as exc:
         raise _unusable(files, exc) from exc
     return configuration

@@ -76,9 +76,10 @@ class Members:
         self.field_manager = field_manager
         #: (pod, the manager that wrote its role label): to report, oldest first.
         self.foreign_writes: deque[tuple[Member, str]] = deque(maxlen=MAX_FOREIGN)
-        #: (namespace, name, uid) of pods with a role label that left the pod watch: deleted,
-        #: or relabelled out of their election (see `pod_event`); for the reconciler.
-        self.departed: deque[tuple[str, str, str]] = deque(maxlen=MAX_FOREIGN)
+        #: uid -> (namespace, name) of pods with a role label that left the pod watch:
+        #: deleted, or relabelled out of their election (see `pod_event`); for the
+        #: reconciler. At most one entry per pod the operator followed.
+        self.departed: dict[str, tuple[str, str]] = {}
         self._by_uid: dict[str, Member] = {}
         self._by_election: dict[Key, dict[str, Member]] = {}
         self._strays: dict[str, Member] = {}
@@ -93,9 +94,10 @@ class Members:
         `departed`: the reconciler looks it up, and a pod still there is taken in again
         (`pod_event("MODIFIED", ...)`), as a stray whose role label must go."""
         meta = pod.get("metadata") or {}
-        if kind == "DELETED" and self.labels.role in (meta.get("labels") or {}):
-            self.departed.append((str(meta.get("namespace") or ""), str(meta.get("name")),
-                                  str(meta.get("uid") or "")))
+        if kind == "DELETED" and self.labels.role in (meta.get("labels") or {}) and (
+                meta.get("uid")):
+            self.departed[str(meta["uid"])] = (str(meta.get("namespace") or ""),
+                                               str(meta.get("name")))
         uid = str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
         old = self._by_uid.pop(uid, None)
         self._strays.pop(uid, None)
@@ -119,9 +121,11 @@ class Members:
                 resource_version=str(meta.get("resourceVersion") or ""),
                 role_writer=role_writer(meta, self.labels.role))
             writer = member.role_writer
+            # A change seen happening, not the state found at start: labels written before
+            # (by an older version of this operator, under another manager name) are no news.
             if (self.field_manager and member.role is not None and writer
-                    and writer != self.field_manager
-                    and (old is None or (old.role, old.role_writer) != (member.role, writer))):
+                    and writer != self.field_manager and old is not None
+                    and (old.role, old.role_writer) != (member.role, writer)):
                 self.foreign_writes.append((member, writer))
             if member.election is not None or member.role is not None or raw is not None:
                 self._by_uid[uid] = member
@@ -159,6 +163,21 @@ class Members:
         if member.election is None and member.role is None and member.raw_election is None:
             self._by_uid.pop(member.uid, None)
             self._strays.pop(member.uid, None)
+
+    def follows(self, uid: str) -> bool:
+        """Whether the pod with this uid is followed (a member or a stray)."""
+        return uid in self._by_uid
+
+    def forget(self, member: Member) -> None:
+        """Drop a pod known to be gone (a write found it deleted)."""
+        self._by_uid.pop(member.uid, None)
+        self._strays.pop(member.uid, None)
+        if member.election:
+            key = (member.namespace, member.election)
+            members = self._by_election.get(key, {})
+            members.pop(member.uid, None)
+            if not members:
+                self._by_election.pop(key, None)
 
     def __len__(self) -> int:
         return len(self._by_uid)

@@ -78,6 +78,9 @@ class Reconciler:
         #: why the operator cannot write (RBAC refused it), until a write succeeds again.
         self.denied: str | None = None
         self._departed_retry: float | None = None  # when to look up departed pods again
+        self._strays_retry: float | None = None  # when to clean strays again, after a failure
+        self._missing_logged: set[Key] = set()  # elections whose missing Lease was logged
+        self._denied_key: Key | None = None  # the election whose write RBAC refused
 
     # --- what wakes it ---------------------------------------------------------------------
 
@@ -104,6 +107,9 @@ class Reconciler:
             while self._timers and self._timers[0][0] <= now:
                 _, key = heapq.heappop(self._timers)
                 self._dirty.add(key)
+            # Cleared before anything is awaited: a wake-up while the strays are handled is
+            # a wake-up for the next turn, not lost.
+            self.wake.clear()
             dirty, self._dirty = sorted(self._dirty), set()
             for key in dirty:
                 if key in self._running:
@@ -113,11 +119,10 @@ class Reconciler:
             await self._departed()
             await self._strays()
             await self._foreign_writes()
-            self.wake.clear()
             if self._dirty:
                 continue  # marked while the strays were handled
             due = [t for t in (self._timers[0][0] if self._timers else None,
-                               self._departed_retry) if t is not None]
+                               self._departed_retry, self._strays_retry) if t is not None]
             await leadership.wait_until(self.clock, min(due, default=None), self.wake)
 
     async def idle(self) -> None:
@@ -130,12 +135,16 @@ class Reconciler:
             async with self._gate:
                 await self.reconcile(key)
             self._failures.pop(key, None)
+            if self._denied_key == key:
+                log.info("writing labels works again: %s is over", self.denied)
+                self.denied = self._denied_key = None
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             failures = self._failures[key] = self._failures.get(key, 0) + 1
             delay = min(RETRY * 2 ** (failures - 1), MAX_RETRY)
-            if isinstance(exc, leadership.PermissionDeniedError):
+            if isinstance(exc, leadership.PermissionDeniedError) and (
+                    exc.verb, exc.resource) == ("patch", "pods"):
                 await self._denied(key, exc, delay)
             elif isinstance(exc, (TimeoutError, OSError, leadership.StoreError)):
                 # The API server is slow, unreachable or refusing: expected in operation,
@@ -188,6 +197,7 @@ class Reconciler:
         self._failures.pop(key, None)
         self._missing_since.pop(key, None)
         self._missing_told.pop(key, None)
+        self._missing_logged.discard(key)
         before = self._last.pop(key, None)
         if before is not None:
             self.metrics.elections.labels(before[0].value).dec()
@@ -204,13 +214,14 @@ class Reconciler:
         verb, resource = exc.verb or "?", exc.resource or "?"
         self.metrics.permission_denied.labels(verb, resource).inc()
         first = self.denied is None
+        self._denied_key = key
         self.denied = (f"forbidden: RBAC does not grant {verb} on {resource} "
                        f"({bounded(str(exc))})")
         if not first:
             log.debug("reconciling %s/%s: still %s; retrying in %gs", *key, self.denied, delay)
             return
         log.error("reconciling %s/%s: %s; the operator cannot label pods until it is "
-                  "granted (manifests/operator); retrying with back-off, /healthz fails",
+                  "granted (manifests/operator); retrying with back-off, /readyz fails",
                   *key, self.denied)
         await self.events.post(_lease_ref(key), "Warning", "PermissionDenied",
                                f"the operator may not {verb} {resource}: it cannot label "
@@ -224,7 +235,7 @@ class Reconciler:
                                             value)
         if self.denied is not None:
             log.info("writing labels works again: %s is over", self.denied)
-            self.denied = None
+            self.denied = self._denied_key = None
         log.info("pod %s/%s: role %s -> %s (%s)", member.namespace, member.name,
                  member.role or "(none)", value or "(none)", why)
         self.members.wrote_role(member, value, version)
@@ -256,8 +267,19 @@ class Reconciler:
                 await self.events.post(doomed.ref, "Warning", "DeletingStalePod",
                                        f"{name} held {key[1]} when it expired; deleting "
                                        f"it as its {self.labels.on_expiry} annotation asks")
-                await self.kube.delete_pod(doomed.namespace, doomed.name, doomed.uid,
-                                           doomed.resource_version)
+                try:
+                    await self.kube.delete_pod(doomed.namespace, doomed.name, doomed.uid,
+                                               doomed.resource_version)
+                except leadership.PermissionDeniedError as exc:
+                    # Opting in takes only an annotation; deleting takes the delete-pods
+                    # overlay. Said, not retried: the label already says stale.
+                    message = (f"{name} opted into deletion at expiry, but the operator may "
+                               f"not delete pods (manifests/operator/overlays/delete-pods): "
+                               f"{bounded(str(exc), 300)}")
+                    log.warning("pod %s/%s: %s", doomed.namespace, doomed.name, message)
+                    await self.events.post(doomed.ref, "Warning", "CannotDeletePod", message)
+                except (leadership.NotFoundError, leadership.ConflictError):
+                    pass  # gone already, or replaced since: never delete the replacement
 
     # --- reporting -------------------------------------------------------------------------
 
@@ -267,6 +289,7 @@ class Reconciler:
         if verdict.state is not ElectionState.MISSING:
             self._missing_since.pop(key, None)
             self._missing_told.pop(key, None)
+            self._missing_logged.discard(key)
             return
         now = self.clock.now()
         due = self._missing_since.setdefault(key, now) + LEASE_NOT_FOUND_GRACE
@@ -281,7 +304,8 @@ class Reconciler:
         message = (f"no Lease {key[0]}/{key[1]} exists, {LEASE_NOT_FOUND_GRACE:.0f}s after "
                    f"its members joined: check the {self.labels.election} label for a typo, "
                    "or create the Lease (the pods are followers meanwhile)")
-        if not told:
+        if key not in self._missing_logged:
+            self._missing_logged.add(key)
             log.warning("election %s/%s: %s (%s)", *key, message,
                         bounded(", ".join(m.name for m in members)))
         if self.is_active():
@@ -297,7 +321,7 @@ class Reconciler:
                 return
             self._departed_retry = None
         while self.members.departed:
-            namespace, name, uid = self.members.departed[0]
+            uid, (namespace, name) = next(iter(self.members.departed.items()))
             try:
                 pod = await self.kube.find_pod(namespace, name)
             except (TimeoutError, OSError, leadership.StoreError) as exc:
@@ -306,9 +330,12 @@ class Reconciler:
                             bounded(leadership.describe_error(exc)), RETRY)
                 self._departed_retry = self.clock.now() + RETRY
                 return
-            self.members.departed.popleft()
+            self.members.departed.pop(uid, None)
             meta = (pod or {}).get("metadata") or {}
-            if pod is not None and str(meta.get("uid") or "") == uid:
+            # Unless the watch has taken it in again meanwhile (it re-joined): then the
+            # watch's state is the newer one.
+            if pod is not None and str(meta.get("uid") or "") == uid and (
+                    not self.members.follows(uid)):
                 meta.setdefault("namespace", namespace)
                 for key in self.members.pod_event("MODIFIED", pod):
                     self.mark(key)
@@ -369,9 +396,21 @@ class Reconciler:
                 await self.events.post(pod.ref, "Warning", "LeaseExpired", message)
 
     async def _strays(self) -> None:
+        """Report bad election labels (once a pod) and take the role label off strays. A
+        stray gone meanwhile is forgotten; another failure is retried a second later, the
+        other strays still handled."""
+        now = self.clock.now()
+        if self._strays_retry is not None and now < self._strays_retry:
+            return
+        self._strays_retry = None
+        strays = self.members.strays()
         logged = self._reported.setdefault(STRAYS, set())
         posted = self._posted.setdefault(STRAYS, set())
-        for pod in self.members.strays():
+        # Only pods still strays are remembered: these sets stay as small as the strays.
+        current = {("BadElectionLabel", p.uid) for p in strays}
+        logged &= current
+        posted &= current
+        for pod in strays:
             if pod.raw_election is not None:
                 problem = ("BadElectionLabel", pod.uid)
                 reason = (f"election label {pod.raw_election!r} is not a valid Lease name; "
@@ -386,7 +425,10 @@ class Reconciler:
                 try:
                     if not await self._write(pod, None, "in no election"):
                         return
+                except leadership.NotFoundError:
+                    self.members.forget(pod)  # deleted meanwhile: nothing left to clean
                 except (TimeoutError, OSError, leadership.StoreError) as exc:
-                    log.warning("removing the role label of stray pod %s/%s failed: %s",
-                                pod.namespace, pod.name, str(exc) or type(exc).__name__)
-                    return
+                    log.warning("removing the role label of stray pod %s/%s failed: %s; "
+                                "retrying in %gs", pod.namespace, pod.name,
+                                bounded(leadership.describe_error(exc)), RETRY)
+                    self._strays_retry = self.clock.now() + RETRY

@@ -198,6 +198,14 @@ async def run(options: SidecarOptions) -> int:
     """Campaign and serve until SIGTERM/SIGINT (exit 0, Lease released) or a fatal error
     (exit 1)."""
     api = await api_client(options.kubeconfig)
+    try:
+        return await serve(options, api)
+    finally:
+        await api.close()
+
+
+async def serve(options: SidecarOptions, api: Any) -> int:
+    """`run` on an API client the caller closes."""
     store = leadership.KubernetesLeaseStore(api, options.namespace)
     candidate = leadership.Candidate(store, options.election, options.identity,
                                      ttl=options.lease_seconds)
@@ -253,4 +261,3 @@ async def run(options: SidecarOptions) -> int:
         await asyncio.gather(reporter, return_exceptions=True)
         if served is not None:
             await served.close()
-        await api.close()

@@ -92,8 +92,9 @@ def test_the_operator_deployment_is_hardened(cluster: Cluster) -> None:
     assert security["readOnlyRootFilesystem"] is True
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"]["drop"] == ["ALL"]
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"]["path"] == "/healthz"
+    # Liveness (and start-up) on what a restart fixes; readiness on what it cannot.
+    assert [container[p]["httpGet"]["path"] for p in (
+        "startupProbe", "livenessProbe", "readinessProbe")] == ["/healthz", "/healthz", "/readyz"]
     for kind in ("requests", "limits"):
         assert set(container["resources"][kind]) == {"cpu", "memory"}
     args = parser().parse_args(container["args"])

@@ -216,6 +216,10 @@ async def test_under_the_lease_holder_policy_a_pod_holds_a_lease_only_as_itself(
             {**held, "spec": {**held["spec"], "holderIdentity": "pod-b",
                               "leaseDurationSeconds": 3600}}))
         assert "at most 300" in message
+        message = await refused_async(lambda: store_b.replace(
+            {**held, "spec": {**held["spec"], "holderIdentity": "pod-b",
+                              "leaseTransitions": held["spec"]["leaseTransitions"] - 1}}))
+        assert "leaseTransitions back" in message
         # pod-a releases as the holder; pod-b takes over as itself.
         b = await stores["pod-b"].candidate("web", "pod-b", ttl=3)
         await consume(b)

@@ -101,3 +101,18 @@ def test_a_port_in_use(cluster: Cluster, namespace: str) -> None:
         told(leadership("operator", f"--kubeconfig={cluster.kubeconfig}", "-n", namespace,
                         f"--lease-namespace={namespace}", f"--http-port={port}"),
              1, f"port {port} is in use")
+
+
+def test_a_kubeconfig_that_is_not_yaml(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("apiVersion: v1\nclusters: [unclosed\n")
+    told(leadership("status", f"--kubeconfig={broken}"), 2, "cannot use the credentials of",
+         str(broken))
+
+
+@pytest.mark.parametrize("command", ["operator", "sidecar"])
+def test_a_blank_identity_exits_2_naming_the_flag(command: str) -> None:
+    args = ["sidecar", "--election=web"] if command == "sidecar" else [command]
+    done = leadership(*args, "--identity", " ")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "argument --identity: must be printable, not blank" in done.stderr

@@ -245,3 +245,46 @@ async def test_members_of_a_lease_that_never_appears_are_told_after_the_grace(
     assert [w for w in kube.writes if w[0] == "event"] == [("event", NS, "LeaseNotFound")] * 2
     await clock.advance(600)  # once per pod, not at every look
     assert len([w for w in kube.writes if w[0] == "event"]) == 2
+
+
+async def test_a_stray_deleted_meanwhile_is_forgotten_and_the_others_still_cleaned(
+        clock: ManualClock) -> None:
+    op = await election(clock, active=False)  # a standby: it sees strays but cleans none
+    for name in ("ghost", "left-over"):
+        op.pod_event("ADDED", op.kube.put_pod(NS, name, {LABELS.role: "leader"}))
+    await op.settle()
+    del op.kube.pods[(NS, "ghost")]  # deleted while this replica was a standby: no event
+    op.kube.fail_next("label_pod", leadership.NotFoundError('pods "ghost" not found',
+                                                             status=404))
+    op.active = True
+    op.reconciler.mark_all()
+    await op.settle()
+    assert op.role("left-over") is None
+    before = len(op.kube.writes)
+    for _ in range(5):  # later wake-ups write nothing more
+        op.reconciler.wake.set()
+        await op.settle()
+    assert len(op.kube.writes) == before
+
+
+async def test_a_refused_deletion_is_said_and_leaves_health_alone(clock: ManualClock) -> None:
+    op = await opted_in(clock)
+    op.kube.fail_next("delete_pod", leadership.PermissionDeniedError(
+        'pods "web-0" is forbidden: cannot delete resource "pods"', verb="delete",
+        resource="pods"))
+    await clock.advance(TTL)
+    assert op.role("web-0") == "stale" and (NS, "web-0") in op.kube.pods
+    assert ("event", NS, "CannotDeletePod") in op.kube.writes
+    assert op.reconciler.denied is None
+
+
+async def test_labels_found_at_start_are_no_foreign_write(clock: ManualClock) -> None:
+    kube = FakeKube(clock)
+    kube.put_lease(NS, "web", "web-0", duration=TTL)
+    op = Inside(clock, kube)
+    # Labelled by an earlier version of the operator, under another manager name.
+    op.pod_event("ADDED", kube.put_pod(NS, "web-0", {LABELS.election: "web",
+                                                     LABELS.role: "leader"},
+                                       writer="OpenAPI-Generator/37.0.2/python"))
+    await op.start()
+    assert op.metrics.foreign_role_writes._value.get() == 0

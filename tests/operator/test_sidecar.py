@@ -214,6 +214,9 @@ def test_thousands_of_idle_or_half_sent_connections_do_not_starve_the_leader(
         # Meanwhile the leader renewed every second (a 3 s Lease) and never stepped down.
         assert a.leader() == {**(a.leader() or {}), "is_leader": True, "leader": "web-a"}
         now = a.metric('leadership_candidate_renewals_total{name="web"}') or 0
+        print(f"\n{len(held)} connections (half idle, half half-sent), every one closed "
+              f"{closed:.1f} s after the first opened; {now - renewals:.0f} renewals meanwhile; "
+              f"RSS {before:.0f} -> peak {peak:.0f} MiB")
         assert now - renewals >= int(closed) - 1, (renewals, now, closed)
         assert a.metric('leadership_candidate_step_downs_total{name="web"}') == 0
         assert peak - before < 32, f"the sidecar grew from {before:.0f} to {peak:.0f} MiB"
