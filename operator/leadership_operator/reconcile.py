@@ -63,7 +63,8 @@ class Reconciler:
         self.is_active, self.max_duration = is_active, max_duration
         self.wake = asyncio.Event()
         self._dirty: set[Key] = set()
-        self._timers: list[tuple[float, Key]] = []
+        self._timers: list[tuple[float, Key]] = []  # (when, election): a heap
+        self._scheduled: dict[Key, float] = {}  # the earliest wake-up pending per election
         # Elections are reconciled concurrently (bounded); one election's writes stay in
         # order, because an election is never reconciled twice at once.
         self._gate = asyncio.Semaphore(CONCURRENCY)
@@ -105,7 +106,9 @@ class Reconciler:
         while True:
             now = self.clock.now()
             while self._timers and self._timers[0][0] <= now:
-                _, key = heapq.heappop(self._timers)
+                at, key = heapq.heappop(self._timers)
+                if self._scheduled.get(key) == at:
+                    del self._scheduled[key]
                 self._dirty.add(key)
             # Cleared before anything is awaited: a wake-up while the strays are handled is
             # a wake-up for the next turn, not lost.
@@ -124,6 +127,17 @@ class Reconciler:
             due = [t for t in (self._timers[0][0] if self._timers else None,
                                self._departed_retry, self._strays_retry) if t is not None]
             await leadership.wait_until(self.clock, min(due, default=None), self.wake)
+
+    def _schedule(self, key: Key, at: float) -> None:
+        """Reconcile `key` again at `at`. Only the earliest wake-up per election is kept: the
+        reconcile it starts arms the later ones again. So the heap holds about one entry
+        per election, not one per renewal."""
+        pending = self._scheduled.get(key)
+        if pending is not None and pending <= at:
+            return
+        self._scheduled[key] = at
+        heapq.heappush(self._timers, (at, key))
+        self.wake.set()  # the loop may be waiting for a later deadline, or none
 
     async def idle(self) -> None:
         """Until no election is being reconciled (for tests)."""
@@ -153,8 +167,7 @@ class Reconciler:
                             bounded(leadership.describe_error(exc)), delay)
             else:
                 log.exception("reconciling %s/%s failed; retrying in %gs", *key, delay)
-            heapq.heappush(self._timers, (self.clock.now() + delay, key))
-            self.wake.set()
+            self._schedule(key, self.clock.now() + delay)
         finally:
             self._running.pop(key, None)
             if key in self._again:
@@ -182,8 +195,7 @@ class Reconciler:
             await self.leases.confirm_expiry(key)
             verdict = self.verdict(key)
         if verdict.expires_at is not None and verdict.expires_at > self.clock.now():
-            heapq.heappush(self._timers, (verdict.expires_at, key))
-            self.wake.set()  # the loop may be waiting for a later deadline, or none
+            self._schedule(key, verdict.expires_at)
         # Labels first: a flip is what the Service waits for, and each Event is one more API
         # write; the Events then also describe labels that are already there.
         try:
@@ -294,8 +306,7 @@ class Reconciler:
         now = self.clock.now()
         due = self._missing_since.setdefault(key, now) + LEASE_NOT_FOUND_GRACE
         if now < due:
-            heapq.heappush(self._timers, (due, key))
-            self.wake.set()
+            self._schedule(key, due)
             return
         told = self._missing_told.setdefault(key, set())
         members = [m for m in self.members.of(key) if m.uid not in told]

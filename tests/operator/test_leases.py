@@ -168,3 +168,32 @@ async def test_a_lease_is_read_when_a_pod_joins_its_election_and_forgotten_when_
     await op.settle()
     assert op.leases.keys() == []
     await op.stop()
+
+
+async def test_a_renewal_by_the_holder_is_nothing_to_reconcile_and_its_expiry_still_counts(
+        clock: ManualClock) -> None:
+    op = await inside_with_election(clock)
+    changes: list[tuple[str, str]] = []
+    mark = op.reconciler.mark
+    op.leases.on_change = lambda key: (changes.append(key), mark(key))  # type: ignore[method-assign]
+    for _ in range(20):  # renewals every 2 s, past the first term's end (t = 15)
+        await clock.advance(2)
+        op.kube.put_lease(NS, "web", "web-0", duration=TTL)
+        await op.settle()
+    assert changes == []  # 20 renewals: not one reconcile of their own
+    # One wake-up pending for the election, not one per renewal (the heap stays small).
+    assert len(op.reconciler._timers) == 1
+    await clock.advance(TTL - 0.001)  # the last renewal (t = 40) counts: the claim ends at 55
+    assert op.role("web-0") == "leader"
+    await clock.advance(0.001)
+    assert op.role("web-0") == "stale"
+    op.kube.put_lease(NS, "web", "web-0", duration=TTL)  # a renewal after the expiry
+    await op.settle()
+    assert changes == [(NS, "web")] and op.role("web-0") == "leader"
+    op.kube.put_lease(NS, "web", "web-0", duration=2 * TTL)  # a longer term: decided anew
+    await op.settle()
+    op.kube.put_lease(NS, "web", "web-1", duration=2 * TTL, transitions=1)  # a new holder
+    await op.settle()
+    assert len(changes) == 3
+    assert op.role("web-1") == "leader" and op.role("web-0") == "follower"
+    await op.stop()
