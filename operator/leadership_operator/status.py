@@ -87,7 +87,8 @@ def election_row(namespace: str, name: str, lease: dict[str, Any] | None,
     else:
         state = ElectionState.LEADING
     row = Row(namespace, name, record.holder_identity, leaders,
-              None if age is None else round(age, 1),
+              # Within the Date header's second a renewal "after now" is its rounding: 0.
+              None if age is None else round(0.0 if -SKEW_TOLERANCE < age < 0 else age, 1),
               record.lease_transitions if lease is not None else None, len(pods), state,
               problems=problems)
     matches = pod_of_holder(record.holder_identity, names)

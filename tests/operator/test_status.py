@@ -155,6 +155,8 @@ def test_a_renew_time_ahead_of_the_servers_clock_is_a_note_not_a_disagreement() 
     # Within the second of the Date header's resolution: neither expired nor ahead.
     edge = row(lease("a", 10.5), pods(a="leader"))
     assert (edge.lease_state, edge.disagreement) == ("leading", "")
+    just = row(lease("a", -0.4), pods(a="leader"))  # renewed in the Date header's second
+    assert (just.renewed_seconds_ago, just.problems) == (0.0, [])
 
 
 def test_a_lease_no_pod_is_a_member_of_never_disagrees() -> None:
