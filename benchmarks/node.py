@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from benchmarks import pages
 from controlplane import build
 from controlplane.deployed import APP_NS, ELECTION, Deployed
 from controlplane.launcher import ControlPlane
@@ -295,10 +296,6 @@ def run(scenarios: list[str], trials: int,
             bench.rec.close()
 
 
-#: the hand-written reading of a run, below the table: kept when the table is rewritten.
-ANALYSIS = "\n## What the figures say\n"
-
-
 def main() -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.node", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -328,9 +325,7 @@ def main() -> int:
     if args.no_write:
         return 0
     versions = build.load_versions()
-    previous = OUT.read_text() if OUT.exists() else ""
-    kept = previous[previous.index(ANALYSIS):] if ANALYSIS in previous else ""
-    OUT.write_text(
+    pages.write_keeping_analysis(OUT,
         "# Traffic follows the Lease: real pods, stage by stage\n\n"
         f"`make bench-node` (`python -m benchmarks.node {' '.join(sys.argv[1:])}`), run "
         f"{datetime.date.today()} on {os.cpu_count()} cores, {platform.machine()}, Linux "
@@ -347,7 +342,7 @@ def main() -> int:
         f"every {INTERVAL * 1000:.0f} ms on a new connection; the stages are watch events "
         "and answers on one monotonic clock. Percentiles are nearest-rank (with 30 trials "
         "p99 is the largest). The scenarios are described in `benchmarks/node.py`.\n\n"
-        + body + "\n" + kept)
+        + body)
     print(f"wrote {OUT}")
     return 0
 

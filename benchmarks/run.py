@@ -42,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks import pages
 from controlplane import build
 from controlplane.cluster import audit_events, service_account_kubeconfig
 from controlplane.launcher import ControlPlane, free_port
@@ -385,10 +386,12 @@ def main() -> int:
         return 0
     versions = build.load_versions()
     body = table(results)
-    operator = (ROOT / "docs" / "operator-scale.md").read_text().split("\n\n", 2)
+    # Its figures, not its hand-written reading (that stays on its own page).
+    operator = (ROOT / "docs" / "operator-scale.md").read_text().split(
+        pages.ANALYSIS)[0].rstrip("\n").split("\n\n", 2)
     body += ("\nTargets:\n\n" + targets(results) + "\nThe operator at 1,000 elections (from "
              "`make bench-operator`, docs/operator-scale.md; target: label flip p99 < 250 ms):"
-             "\n\n" + operator[-1])
+             "\n\n" + operator[-1] + "\n")
     print("\n" + body)
     if not args.no_write:
         OUT.write_text(
