@@ -11,6 +11,7 @@ Every test that uses the `cluster` fixture, directly or not, is marked ``integra
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -31,6 +32,14 @@ from controlplane.cluster import (
     service_account_kubeconfig as make_service_account_kubeconfig,
 )
 from controlplane.launcher import ControlPlane
+
+
+# A test suite started in the background of a non-interactive shell (`cmd &`, nohup) inherits
+# SIGINT ignored, and so would every process it starts: the tests that press Ctrl-C on a
+# candidate, an example or `status --watch` would find it ignored (seen on a CI-like run).
+# Ctrl-C's default for the processes the tests start, as in a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
