@@ -183,13 +183,18 @@ async def run_one(args: argparse.Namespace, source: Path | None) -> tuple[dict[s
                 if time.monotonic() - t0 > 300:
                     raise RuntimeError(f"not every election labelled in 300s; see {op_log}")
                 await asyncio.sleep(0.5)
-            print(f"operator labelled every election in {time.monotonic() - t0:.1f}s",
-                  flush=True)
+            labelled_s = time.monotonic() - t0
+            print(f"operator labelled every election in {labelled_s:.1f}s", flush=True)
+            # Its event loop's lag so far: the initial lists and labels, where a replica
+            # may lose its own Lease (the step-downs counted below).
+            setup_lag = histogram_summary(
+                latency_buckets(18181, "leadership_operator_event_loop_lag_seconds"))
             warm_up.kill()
             await warm_up.wait()
             result = await measure(api, client, cp.kubeconfig, args.elections, operator.pid,
                                    args.seconds)
             result.update(await pod_churn(api, operator.pid, args.pods))
+            result.update(labelled_s=labelled_s, setup_lag=setup_lag)
         finally:
             if warm_up.returncode is None:
                 warm_up.kill()
@@ -388,6 +393,9 @@ def rows_of(r: dict[str, Any]) -> list[tuple[str, str, float | None, str]]:
          f"{r['lease_lists_cluster_wide']} ({r.get('lease_list_pages_cluster_wide', '-')})",
          r["lease_lists_cluster_wide"], "1 per scope"),
         ("operator event loop lag p99 / max, ms (its own metric)", r["loop_lag"], None, ""),
+        ("initial labelling (operator started to every election's leader labelled), s",
+         f"{r['labelled_s']:.1f}", r["labelled_s"], ""),
+        ("... operator event loop lag meanwhile, p99 / max, ms", r["setup_lag"], None, ""),
         ("the operator lost its own Lease (no renewal answered within the renew deadline), "
          "times, set-up included", str(r["step_downs"]), None, "0"),
         (f"{r['churn_pods']:,} pods in no election created and deleted: operator CPU, s "
