@@ -33,7 +33,6 @@ from controlplane.cluster import (
 )
 from controlplane.launcher import ControlPlane
 
-
 # A test suite started in the background of a non-interactive shell (`cmd &`, nohup) inherits
 # SIGINT ignored, and so would every process it starts: the tests that press Ctrl-C on a
 # candidate, an example or `status --watch` would find it ignored (seen on a CI-like run).
