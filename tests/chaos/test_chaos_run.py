@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,10 +25,12 @@ def test_a_seed_replays_the_same_schedule() -> None:
             "restart-apiserver", "restart-etcd", "starve-cpu"} <= kinds
 
 
-def test_a_short_seeded_chaos_run_finds_no_split_brain() -> None:
+def test_a_short_seeded_chaos_run_finds_no_split_brain(tmp_path: Path) -> None:
+    # Its logs go under pytest's own temporary directory (kept for the last few sessions,
+    # then removed), not into /tmp for good.
     done = subprocess.run([sys.executable, "-m", "chaos.run", "--seconds=40", "--seed=3",
                            "--no-write"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, env={**os.environ, "TMPDIR": str(tmp_path)})
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
     assert "**No violation**: 0 violations, 0 unasked exits, 0 processes left running" in (
         done.stdout)
