@@ -150,8 +150,7 @@ class Reconciler:
                 await self.reconcile(key)
             self._failures.pop(key, None)
             if self._denied_key == key:
-                log.info("writing labels works again: %s is over", self.denied)
-                self.denied = self._denied_key = None
+                self._writes_work_again()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -207,9 +206,7 @@ class Reconciler:
     def _forget(self, key: Key) -> None:
         self.leases.forget(key)
         self._failures.pop(key, None)
-        self._missing_since.pop(key, None)
-        self._missing_told.pop(key, None)
-        self._missing_logged.discard(key)
+        self._lease_found(key)
         before = self._last.pop(key, None)
         if before is not None:
             self.metrics.elections.labels(before[0].value).dec()
@@ -246,8 +243,7 @@ class Reconciler:
         version = await self.kube.label_pod(member.namespace, member.name, self.labels.role,
                                             value)
         if self.denied is not None:
-            log.info("writing labels works again: %s is over", self.denied)
-            self.denied = self._denied_key = None
+            self._writes_work_again()
         log.info("pod %s/%s: role %s -> %s (%s)", member.namespace, member.name,
                  member.role or "(none)", value or "(none)", why)
         self.members.wrote_role(member, value, version)
@@ -295,13 +291,21 @@ class Reconciler:
 
     # --- reporting -------------------------------------------------------------------------
 
+    def _lease_found(self, key: Key) -> None:
+        """Forget that `key`'s Lease was missing (it exists, or the election is gone)."""
+        self._missing_since.pop(key, None)
+        self._missing_told.pop(key, None)
+        self._missing_logged.discard(key)
+
+    def _writes_work_again(self) -> None:
+        log.info("writing labels works again: %s is over", self.denied)
+        self.denied = self._denied_key = None
+
     async def _lease_not_found(self, key: Key, verdict: Verdict) -> None:
         """Members of an election whose Lease does not exist, after a grace: a Warning
         ``LeaseNotFound`` on each (once), and a log line."""
         if verdict.state is not ElectionState.MISSING:
-            self._missing_since.pop(key, None)
-            self._missing_told.pop(key, None)
-            self._missing_logged.discard(key)
+            self._lease_found(key)
             return
         now = self.clock.now()
         due = self._missing_since.setdefault(key, now) + LEASE_NOT_FOUND_GRACE
