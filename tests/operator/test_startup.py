@@ -40,9 +40,23 @@ async def test_a_watched_namespace_that_does_not_exist_is_warned_about(
     assert said == ["namespace typo does not exist (yet): no election there until it does"]
 
 
-async def test_without_rights_to_ask_nothing_is_refused(clock: ManualClock) -> None:
+async def test_without_rights_to_ask_nothing_is_refused(
+        clock: ManualClock, caplog: pytest.LogCaptureFixture) -> None:
+    """Where RBAC does not let the operator ask (the answer is None, not False), it neither
+    refuses to start nor warns of namespaces it cannot see: it asked, and goes on."""
     kube = FakeKube(clock)  # namespaces None: RBAC does not let the operator ask
-    await check_namespaces(kube, options("anything", "else"))
+    asked: list[str] = []
+    answer = kube.namespace_exists
+
+    async def counted(namespace: str) -> bool | None:
+        asked.append(namespace)
+        return await answer(namespace)
+
+    kube.namespace_exists = counted  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING):
+        await check_namespaces(kube, options("anything", "else"))
+    assert asked == ["anything", "else"]
+    assert [r.getMessage() for r in caplog.records] == []
 
 
 async def test_the_sidecar_says_starting_until_it_has_read_the_lease(
