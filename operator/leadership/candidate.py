@@ -57,6 +57,7 @@ from .errors import (
     PermissionDeniedError,
     StoreError,
     TransientStoreError,
+    describe_error,
 )
 from .lock import LeaseLock
 from .metrics import CandidateMetrics
@@ -70,11 +71,6 @@ log = logging.getLogger("leadership.candidate")
 
 StepDown = Literal["stop", "resign", "lost"]
 T = TypeVar("T")
-
-
-def _why(exc: BaseException) -> str:
-    """An exception as a log line can show it, never empty, never its repr."""
-    return str(exc) or type(exc).__name__
 
 
 class Fence(NamedTuple):
@@ -385,7 +381,8 @@ class Candidate:
 
     async def _back_off(self, what: str, exc: BaseException, attempt: int) -> int:
         delay = backoff(self._rng, attempt, self.timing.retry_min, self.timing.retry_max)
-        log.warning("%s: %s failed (%s); retrying in %.2fs", self._where, what, _why(exc), delay)
+        log.warning("%s: %s failed (%s); retrying in %.2fs", self._where, what,
+                    describe_error(exc), delay)
         await self._wait(self.clock.now() + delay)
         return attempt + 1
 
@@ -454,7 +451,7 @@ class Candidate:
     def _cannot_create(self, exc: PermissionDeniedError) -> None:
         if self._blocked is None:  # said once per absence, not at every look
             log.warning("%s: the lease does not exist and this candidate may not create it "
-                        "(%s); waiting for it to be created", self._where, _why(exc))
+                        "(%s); waiting for it to be created", self._where, describe_error(exc))
         self._blocked = (f"lease {self.store.namespace}/{self.key} does not exist and this "
                          f"candidate may not create it (RBAC grants no create on leases)")
 
@@ -593,7 +590,8 @@ class Candidate:
             except DeadlineExceeded:
                 return Renewal.RETRY_NOW
             except TransientStoreError as exc:
-                log.warning("%s: re-reading after a conflict failed (%s)", self._where, _why(exc))
+                log.warning("%s: re-reading after a conflict failed (%s)", self._where,
+                            describe_error(exc))
                 return Renewal.RETRY_LATER
             if record is None or record.holder_identity != self.node:
                 log.warning("%s: the lease was taken by %r; stepping down", self._where,
@@ -619,7 +617,7 @@ class Candidate:
             return Renewal.LOST
         except TransientStoreError as exc:
             self.metrics.renew_failures += 1
-            log.warning("%s: renewing failed (%s)", self._where, _why(exc))
+            log.warning("%s: renewing failed (%s)", self._where, describe_error(exc))
             return Renewal.RETRY_LATER
         self.metrics.renewals += 1
         self.metrics.last_renewal_latency = self.clock.now() - sent
@@ -668,16 +666,18 @@ class Candidate:
                 try:
                     record = await race(self.clock, self._lock.reread(), deadline)
                 except (DeadlineExceeded, StoreError) as exc:
-                    log.warning("%s: could not release the lease: %s", self._where, _why(exc))
+                    log.warning("%s: could not release the lease: %s", self._where,
+                                describe_error(exc))
                     return
                 if record is None or record.holder_identity != self.node:
                     return  # no longer ours: nothing to release
             except (NotFoundError, DeadlineExceeded, FatalStoreError) as exc:
-                log.warning("%s: could not release the lease: %s", self._where, _why(exc))
+                log.warning("%s: could not release the lease: %s", self._where,
+                                describe_error(exc))
                 return
             except TransientStoreError as exc:
                 delay = backoff(self._rng, attempt, t.retry_min, t.retry_max)
                 attempt += 1
                 log.warning("%s: releasing failed (%s); retrying in %.2fs", self._where,
-                            _why(exc), delay)
+                            describe_error(exc), delay)
                 await wait_until(self.clock, min(deadline, self.clock.now() + delay))

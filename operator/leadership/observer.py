@@ -309,7 +309,7 @@ class LeaseObserver:
             except FatalStoreError:
                 raise
             except StoreError as exc:
-                failure = str(exc) or type(exc).__name__
+                failure = describe_error(exc)
                 need_list = True
             except Exception as exc:  # a store bug must not end the observer silently
                 log.exception("%s: unexpected error from %r", self.where, self.store)

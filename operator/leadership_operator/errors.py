@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import leadership
 
-#: the longest message the command prints for an error from the API server.
-MAX_MESSAGE = 600
+from . import text
 
 
 class CommandError(Exception):
@@ -37,21 +36,15 @@ GRANTED_BY = {
 }
 
 
-def clipped(text: str, limit: int = MAX_MESSAGE) -> str:
-    """`text` on one line and at most `limit` characters."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
 def forbidden(exc: leadership.PermissionDeniedError, command: str) -> str:
     """A 403 as the command's one line: what is missing, and what grants it."""
     what = (f"{exc.verb} on {exc.resource}" if exc.verb and exc.resource
             else "a permission it needs")
-    return clipped(f"forbidden: RBAC does not grant {what}; the API server said: {exc}. "
-                   f"Grant it with {GRANTED_BY.get(command, 'a Role or ClusterRole')}.",
-                   2 * MAX_MESSAGE)
+    return text.cut(f"forbidden: RBAC does not grant {what}; the API server said: {exc}. "
+                    f"Grant it with {GRANTED_BY.get(command, 'a Role or ClusterRole')}.",
+                    2 * text.LINE, one_line=True)
 
 
 def one_line(exc: BaseException) -> str:
     """Any other error as the command's one line."""
-    return clipped(leadership.describe_error(exc))
+    return text.error(exc, text.LINE)

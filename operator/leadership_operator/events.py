@@ -7,7 +7,7 @@
   is never lost.
 - The cache holds at most `MAX_KEYS` entries (least recently used go first): hostile input
   that makes a new message every time cannot grow it.
-- A message is at most `MAX_MESSAGE` characters; failing to post is a log line, never an
+- A message is at most `text.EVENT` characters; failing to post is a log line, never an
   exception for the caller.
 
 Timestamps come from the injected clock's `wall()`.
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import leadership
 from leadership import Clock
 
+from . import text
 from .kube import Kube
 from .metrics import OperatorMetrics
 
@@ -30,16 +31,6 @@ COMPONENT = "leadership-operator"
 #: How long a posted Event is aggregated into (seconds); below the API server's 1 h TTL.
 TTL = 55 * 60
 MAX_KEYS = 4096
-#: Every message the operator writes into an Event is at most this long.
-MAX_MESSAGE = 1024
-
-
-def bounded(text: str, limit: int = MAX_MESSAGE) -> str:
-    """`text`, cut to `limit` characters with a marker saying so."""
-    if len(text) <= limit:
-        return text
-    marker = f"... ({len(text) - limit + 40} more characters)"
-    return text[:limit - len(marker)] + marker
 
 
 @dataclass
@@ -68,7 +59,7 @@ class Events:
 
     async def post(self, obj: dict[str, str], kind: str, reason: str, message: str) -> None:
         """A `kind` ("Normal" or "Warning") Event about `obj` (an involvedObject)."""
-        namespace, message = obj["namespace"], bounded(message)
+        namespace, message = obj["namespace"], text.cut(message, text.EVENT)
         key = (namespace, obj.get("uid") or obj["name"], reason, message)
         try:
             posted = self._posted.get(key)
@@ -97,7 +88,7 @@ class Events:
             self._count(reason)
         except Exception as exc:  # an Event is worth a log line, never a crash
             log.warning("could not post event %s on %s/%s: %s", reason, namespace,
-                        obj["name"], bounded(str(exc) or type(exc).__name__, 300))
+                        obj["name"], text.error(exc))
 
     def _count(self, reason: str) -> None:
         if self.metrics is not None:

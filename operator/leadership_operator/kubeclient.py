@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-from .errors import CommandError, clipped
+from . import text
+from .errors import CommandError
 
 #: where a pod's ServiceAccount token is mounted.
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
@@ -49,7 +50,8 @@ def kubeconfig_files(flag: Path | None) -> list[Path] | None:
 
 def _unusable(files: list[Path] | None, exc: Exception) -> CommandError:
     where = ", ".join(map(str, files)) if files else "the in-cluster ServiceAccount"
-    return CommandError(clipped(f"cannot use the credentials of {where}: {exc}"), code=2)
+    return CommandError(text.cut(f"cannot use the credentials of {where}: {exc}", text.LINE,
+                                 one_line=True), code=2)
 
 
 async def api_client(kubeconfig: Path | None) -> Any:

@@ -31,7 +31,7 @@ included, can make them hostile):
 - It keeps the record, never the object: name, uid, version and the election fields.
 - A ``holderIdentity`` no pod can have (longer than `MAX_HOLDER` characters, or with control
   characters) is replaced by a short placeholder, and `malformed(key)` says what was wrong,
-  cut to `MAX_REPORTED` characters, for the Warning `MalformedLease`.
+  cut to `text.QUOTE` characters, for the Warning `MalformedLease`.
 
 Every wait and timestamp comes from the injected `Clock`, so the whole cache runs on
 `leadership.testing.ManualClock` in unit tests.
@@ -49,6 +49,7 @@ from typing import Any
 import leadership
 from leadership import Clock, ExpiryTracker, Observation
 
+from . import text
 from .kube import Kube
 from .metrics import OperatorMetrics
 from .pods import Key
@@ -60,8 +61,6 @@ SUSPECT_GRACE = 5.0
 RETRY = (0.2, 5.0)
 #: The longest holderIdentity a pod can have: a pod name (253) and `_<suffix>` (1 + 63).
 MAX_HOLDER = 253 + 1 + 63
-#: How much of a malformed holderIdentity a message quotes.
-MAX_REPORTED = 64
 
 
 def _slim(lease: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
@@ -75,7 +74,7 @@ def _slim(lease: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
             ord(c) < 32 or ord(c) == 127 for c in holder)):
         problem = (f"holderIdentity is not an identity a pod can have ({len(holder)} "
                    f"characters, at most {MAX_HOLDER}, no control characters): "
-                   f"{holder[:MAX_REPORTED]!r}{'...' if len(holder) > MAX_REPORTED else ''}")
+                   f"{text.cut(holder, text.QUOTE, escape=True)!r}")
         spec["holderIdentity"] = f"<malformed holderIdentity of {len(holder)} characters>"
     slim_meta = {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion")
                  if k in meta}
@@ -330,7 +329,7 @@ class LeaseCache:
                 delay = leadership.backoff(self._rng, attempt, *RETRY)
                 attempt += 1
                 log.warning("lease watch (%s) failed: %s; re-listing in %.1fs", scope.name,
-                            str(exc) or type(exc).__name__, delay)
+                            text.error(exc), delay)
                 scope.version = ""
                 await self.clock.sleep_until(self.clock.now() + delay)
 

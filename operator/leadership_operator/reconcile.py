@@ -27,9 +27,10 @@ from collections.abc import Callable
 import leadership
 from leadership import Clock
 
+from . import text
 from .contract import Labels, Role
 from .decide import MAX_DURATION, ElectionState, Problem, Verdict, decide
-from .events import Events, bounded
+from .events import Events
 from .kube import Kube
 from .leases import LeaseCache
 from .metrics import OperatorMetrics
@@ -163,7 +164,7 @@ class Reconciler:
                 # The API server is slow, unreachable or refusing: expected in operation,
                 # and retried; a warning with the reason, not a traceback.
                 log.warning("reconciling %s/%s failed: %s; retrying in %gs", *key,
-                            bounded(leadership.describe_error(exc)), delay)
+                            text.error(exc), delay)
             else:
                 log.exception("reconciling %s/%s failed; retrying in %gs", *key, delay)
             self._schedule(key, self.clock.now() + delay)
@@ -225,7 +226,7 @@ class Reconciler:
         first = self.denied is None
         self._denied_key = key
         self.denied = (f"forbidden: RBAC does not grant {verb} on {resource} "
-                       f"({bounded(str(exc))})")
+                       f"({text.error(exc)})")
         if not first:
             log.debug("reconciling %s/%s: still %s; retrying in %gs", *key, self.denied, delay)
             return
@@ -234,7 +235,7 @@ class Reconciler:
                   *key, self.denied)
         await self.events.post(_lease_ref(key), "Warning", "PermissionDenied",
                                f"the operator may not {verb} {resource}: it cannot label "
-                               f"this election's pods ({bounded(str(exc))})")
+                               f"this election's pods ({text.error(exc)})")
 
     async def _write(self, member: Member, role: Role | None, why: str) -> bool:
         if not self.is_active():
@@ -283,7 +284,7 @@ class Reconciler:
                     # overlay. Said, not retried: the label already says stale.
                     message = (f"{name} opted into deletion at expiry, but the operator may "
                                f"not delete pods (manifests/operator/overlays/delete-pods): "
-                               f"{bounded(str(exc), 300)}")
+                               f"{text.error(exc)}")
                     log.warning("pod %s/%s: %s", doomed.namespace, doomed.name, message)
                     await self.events.post(doomed.ref, "Warning", "CannotDeletePod", message)
                 except (leadership.NotFoundError, leadership.ConflictError):
@@ -322,7 +323,7 @@ class Reconciler:
         if key not in self._missing_logged:
             self._missing_logged.add(key)
             log.warning("election %s/%s: %s (%s)", *key, message,
-                        bounded(", ".join(m.name for m in members)))
+                        text.cut(", ".join(m.name for m in members), text.EVENT))
         if self.is_active():
             for member in members:
                 await self.events.post(member.ref, "Warning", "LeaseNotFound", message)
@@ -342,7 +343,7 @@ class Reconciler:
             except (TimeoutError, OSError, leadership.StoreError) as exc:
                 log.warning("looking up pod %s/%s, which left its election, failed: %s; "
                             "retrying in %gs", namespace, name,
-                            bounded(leadership.describe_error(exc)), RETRY)
+                            text.error(exc), RETRY)
                 self._departed_retry = self.clock.now() + RETRY
                 return
             self.members.departed.pop(uid, None)
@@ -362,10 +363,10 @@ class Reconciler:
         while self.members.foreign_writes:
             member, writer = self.members.foreign_writes.popleft()
             self.metrics.foreign_role_writes.inc()
-            message = bounded(
+            message = text.cut(
                 f"role label {self.labels.role}={member.role} was written by {writer!r}, not "
                 f"by this operator ({self.members.field_manager}): another operator "
-                "labelling these pods, or a hand edit; the operator puts it right")
+                "labelling these pods, or a hand edit; the operator puts it right", text.EVENT)
             log.warning("pod %s/%s: %s", member.namespace, member.name, message)
             if self.is_active():
                 await self.events.post(member.ref, "Warning", "ForeignRoleWrite", message)
@@ -378,7 +379,8 @@ class Reconciler:
             uid = str((observation.lease.get("metadata") or {}).get("uid") or "")
         problems = {(p.reason, p.message) for p in verdict.problems}
         for reason, message in sorted(problems - self._reported.get(key, set())):
-            log.warning("lease %s/%s: %s: %s", key[0], key[1], reason, bounded(message))
+            log.warning("lease %s/%s: %s: %s", key[0], key[1], reason,
+                        text.cut(message, text.EVENT))
         self._reported[key] = problems
         if self.is_active():  # a standby logs; the active replica also posts, once
             for reason, message in sorted(problems - self._posted.get(key, set())):
@@ -445,5 +447,5 @@ class Reconciler:
                 except (TimeoutError, OSError, leadership.StoreError) as exc:
                     log.warning("removing the role label of stray pod %s/%s failed: %s; "
                                 "retrying in %gs", pod.namespace, pod.name,
-                                bounded(leadership.describe_error(exc)), RETRY)
+                                text.error(exc), RETRY)
                     self._strays_retry = self.clock.now() + RETRY

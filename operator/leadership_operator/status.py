@@ -38,6 +38,7 @@ from typing import Any, TextIO
 
 import leadership
 
+from . import text
 from .contract import Labels, Role
 from .decide import ElectionState, pod_of_holder
 from .kube import ApiKube, Kube
@@ -142,12 +143,9 @@ HEADERS = ("NAMESPACE", "LEASE", "HOLDER", "LEADER POD", "RENEWED", "TRANSITIONS
            "DISAGREEMENT")
 
 
-def printable(text: str, limit: int = 80) -> str:
-    """`text` fit for a terminal: control characters escaped (a Lease may hold terminal
-    escape sequences), at most `limit` characters."""
-    escaped = "".join(c if c.isprintable() else c.encode("unicode_escape").decode()
-                      for c in text)
-    return escaped if len(escaped) <= limit else escaped[:limit - 1] + "…"
+def printable(value: str) -> str:
+    """`value` fit for a terminal cell: control characters escaped, at most `text.CELL`."""
+    return text.cut(value, text.CELL, escape=True)
 
 
 def table(rows: list[Row], color: bool) -> str:

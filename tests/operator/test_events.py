@@ -5,7 +5,8 @@ messages."""
 from __future__ import annotations
 
 from leadership.testing import ManualClock
-from leadership_operator.events import MAX_MESSAGE, TTL, Events
+from leadership_operator import text
+from leadership_operator.events import TTL, Events
 from leadership_operator.testing import FakeKube
 
 POD = {"apiVersion": "v1", "kind": "Pod", "namespace": "apps", "name": "web-0", "uid": "u0"}
@@ -59,7 +60,7 @@ async def test_a_message_is_bounded(clock: ManualClock) -> None:
     events = Events(kube, "operator-0", clock)
     await events.post(POD, "Warning", "MalformedLease", "x" * 100_000)
     (event,) = kube.events.values()
-    assert len(event["message"]) == MAX_MESSAGE
+    assert len(event["message"]) == text.EVENT
     assert event["message"].endswith("more characters)")
 
 
