@@ -31,7 +31,6 @@ from typing import Any
 
 import kopf
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import leadership
 
@@ -147,14 +146,7 @@ async def serve_http(options: Options, metrics: OperatorMetrics, leases: LeaseCa
             return web.Response(status=503, text=f"{candidate.blocked}\n")
         return web.Response(text="ok\n")
 
-    async def metrics_page(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(metrics.registry),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_page)
+    app = http.application({"/healthz": healthz, "/readyz": readyz}, metrics.registry)
     return await http.serve(app, options.http_port, options.bind_address)
 
 

@@ -11,10 +11,13 @@ missing extra is reported as such.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import leadership
@@ -248,16 +251,21 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _operator(args: argparse.Namespace) -> int:
+@contextlib.contextmanager
+def _operator_extra() -> Iterator[None]:
+    """Around a subcommand's imports: without the operator's extra (kopf, aiohttp, the
+    official client), an error that says what to install (exit 2)."""
     try:
-        import asyncio
-
-        from .app import Options, run
+        yield
     except ImportError as exc:
-        print(f"leadership operator: {exc}; install leadership[operator]", file=sys.stderr)
-        return 2
+        raise CommandError(f"{exc}; install leadership[operator]", code=2) from exc
+
+
+def _operator(args: argparse.Namespace) -> int:
+    with _operator_extra():
+        from . import app
     _logging(args.log_format)
-    options = Options(
+    options = app.Options(
         kubeconfig=args.kubeconfig,
         namespaces=args.namespaces, lease_name=args.lease_name,
         lease_namespace=args.lease_namespace or own_namespace(OPERATOR_NAMESPACE),
@@ -268,40 +276,31 @@ def _operator(args: argparse.Namespace) -> int:
         http_port=args.http_port, lease_seconds=args.lease_seconds,
         bind_address=args.bind_address,
         healthz_silence_seconds=args.healthz_silence_seconds)
-    asyncio.run(run(options))
+    asyncio.run(app.run(options))
     return 0
 
 
 def _sidecar(args: argparse.Namespace) -> int:
-    import asyncio
-
-    try:
-        from .sidecar import SidecarOptions, run
-    except ImportError as exc:
-        print(f"leadership sidecar: {exc}; install leadership[operator]", file=sys.stderr)
-        return 2
+    with _operator_extra():
+        from . import sidecar
     _logging(args.log_format)
     identity = args.identity or leadership.pod_identity()  # the operator matches it to the pod
-    options = SidecarOptions(election=args.election, namespace=args.namespace or own_namespace(),
-                             identity=identity, kubeconfig=args.kubeconfig,
-                             port=args.port, lease_seconds=args.lease_seconds,
-                             bind_address=args.bind_address)
-    return asyncio.run(run(options))
+    options = sidecar.SidecarOptions(
+        election=args.election, namespace=args.namespace or own_namespace(),
+        identity=identity, kubeconfig=args.kubeconfig, port=args.port,
+        lease_seconds=args.lease_seconds, bind_address=args.bind_address)
+    return int(asyncio.run(sidecar.run(options)))
 
 
 def _status(args: argparse.Namespace) -> int:
-    import asyncio
-
+    with _operator_extra():
+        from . import status
+    options = status.StatusOptions(
+        kubeconfig=args.kubeconfig, namespaces=args.namespaces,
+        labels=Labels(args.label_prefix), output=args.output, watch=args.watch,
+        interval=args.interval, all_leases=args.all_leases)
     try:
-        from .status import StatusOptions, run
-    except ImportError as exc:
-        print(f"leadership status: {exc}; install leadership[operator]", file=sys.stderr)
-        return 2
-    options = StatusOptions(kubeconfig=args.kubeconfig, namespaces=args.namespaces,
-                            labels=Labels(args.label_prefix), output=args.output,
-                            watch=args.watch, interval=args.interval, all_leases=args.all_leases)
-    try:
-        return asyncio.run(run(options))
+        return int(asyncio.run(status.run(options)))
     except KeyboardInterrupt:  # the way out of --watch
         return 0
 

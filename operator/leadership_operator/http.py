@@ -7,6 +7,8 @@ the process that holds a Lease.
 - A connection idle, or whose request has not fully arrived, for `IDLE_TIMEOUT` seconds is
   closed (aiohttp would keep an idle one for an hour), and request lines and headers are
   bounded in size.
+- `application` is the one shell both serve: their GET routes and ``/metrics`` from a
+  registry (prometheus-client's own aiohttp handler: text or OpenMetrics, gzip on request).
 - Bound to `bind_address`: by default every address, IPv4 and IPv6 (an IPv6-only cluster's
   probes reach it too), or one address given with ``--bind-address``.
 """
@@ -16,15 +18,28 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
+from prometheus_client import CollectorRegistry
+from prometheus_client.aiohttp import make_aiohttp_handler
 
 from .errors import CommandError
 
 MAX_CONNECTIONS = 64
 IDLE_TIMEOUT = 5.0
 MAX_LINE = 4096
+
+
+def application(routes: Mapping[str, Handler], registry: CollectorRegistry) -> web.Application:
+    """An app answering GET on each of `routes`, and ``/metrics`` from `registry`."""
+    app = web.Application()
+    for path, handler in routes.items():
+        app.router.add_get(path, handler)
+    app.router.add_get("/metrics", make_aiohttp_handler(registry))
+    return app
 
 
 class _Refused(asyncio.Protocol):

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -183,15 +183,7 @@ def http_app(candidate: leadership.Candidate, campaign: asyncio.Task[None],
             return web.Response(text=f"ok, waiting: {candidate.blocked}\n")
         return web.Response(text="ok\n")
 
-    async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(registry),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    app = web.Application()
-    app.router.add_get("/leader", leader)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
-    return app
+    return http.application({"/leader": leader, "/healthz": healthz}, registry)
 
 
 async def run(options: SidecarOptions) -> int:
