@@ -95,9 +95,7 @@ def _registry(options: Options, members: Members,
     # and change the members under the reconciler's feet.
     @kopf.on.event("", "v1", "pods", when=ours, registry=registry)
     async def pod_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
-        for key in members.pod_event(str(event.get("type")), dict(body)):
-            reconciler.mark(key)
-        reconciler.wake.set()  # a stray pod touches no election, and needs a look too
+        reconciler.pods_changed(members.pod_event(str(event.get("type")), dict(body)))
 
     return registry
 

@@ -148,6 +148,9 @@ class Members:
     def elections(self) -> list[Key]:
         return sorted(self._by_election)
 
+    def has_strays(self) -> bool:
+        return bool(self._strays)
+
     def strays(self) -> list[Member]:
         """Pods in no election (no valid election label) that carry a role label or a bad
         election label: the role label must go, a bad label be reported."""

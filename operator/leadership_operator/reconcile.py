@@ -12,17 +12,21 @@ The reconciler asks the Lease cache and the members, decides (`decide`), and wri
 - Events are posted on transitions (a new holder, an expiry) and once per new problem,
   after the labels (a flip is what a Service waits for); repeats are aggregated (`Events`).
 
-Elections are marked dirty (`mark`) by the cache and the pod events, and woken by the next
-expiry of any Lease; every wait is on the injected clock.
+Its work comes from one queue (`workqueue.WorkQueue`): elections marked by the Lease cache
+and the pod events, woken at their next expiry, and three chores (strays, departed pods,
+foreign role writes) as items like them; one item is never worked on twice at once, and
+failed work comes back after one jittered back-off. What was said of an election is one
+record (`Said`), dropped with it. Every wait is on the injected clock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import heapq
 import logging
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import leadership
 from leadership import Clock
@@ -35,19 +39,57 @@ from .kube import Kube
 from .leases import LeaseCache
 from .metrics import OperatorMetrics
 from .pods import Key, Member, Members
+from .workqueue import WorkQueue
 
 log = logging.getLogger("leadership.operator")
 #: elections reconciled at once (each one's writes stay in order).
 CONCURRENCY = 32
-#: seconds before a failed election is tried again.
-RETRY = 1.0
-#: the longest wait before a failed election is tried again (RBAC refusing, say).
-MAX_RETRY = 60.0
-#: the key under which strays (pods in no election) are reported.
-STRAYS: Key = ("", "")
 #: seconds an election's Lease may be missing before its members are told (a typo in the
 #: election label, or a Lease not created yet; a candidate creating it takes less).
 LEASE_NOT_FOUND_GRACE = 30.0
+
+
+@dataclass(frozen=True)
+class Chore:
+    """Work on the pods that is not one election's: an item of the queue like an election."""
+
+    name: str
+
+
+#: Strays (pods in no election): report a bad election label, take the role label off.
+STRAYS = Chore("strays")
+#: Pods with a role label that left the pod watch: look them up (a stray, or gone).
+DEPARTED = Chore("departed pods")
+#: Role labels another field manager wrote: report them.
+FOREIGN_WRITES = Chore("foreign role writes")
+CHORES = (DEPARTED, STRAYS, FOREIGN_WRITES)
+#: What the work queue holds: an election, or a chore.
+Item = Key | Chore
+
+
+def _order(item: Item) -> tuple[int, tuple[str, str]]:
+    """The chores first (a departed pod may turn out a stray; a stray's label must go before
+    its former election is looked at), then the elections by namespace and name."""
+    return (CHORES.index(item), ("", "")) if isinstance(item, Chore) else (len(CHORES), item)
+
+
+@dataclass
+class Said:
+    """What was said of one election (or of the strays), so that each thing is said once:
+    one record per election, dropped with it."""
+
+    #: problems logged, and posted as Events (by the active replica).
+    logged: set[tuple[str, str]] = field(default_factory=set)
+    posted: set[tuple[str, str]] = field(default_factory=set)
+    #: (state, holder) reported last: transitions are counted and posted once.
+    last: tuple[ElectionState, str] | None = None
+    #: when its Lease was first found missing; the member uids told; whether it was logged.
+    missing_since: float | None = None
+    missing_told: set[str] = field(default_factory=set)
+    missing_logged: bool = False
+
+    def lease_found(self) -> None:
+        self.missing_since, self.missing_told, self.missing_logged = None, set(), False
 
 
 def _lease_ref(key: Key, uid: str = "") -> dict[str, str]:
@@ -58,121 +100,101 @@ def _lease_ref(key: Key, uid: str = "") -> dict[str, str]:
 class Reconciler:
     def __init__(self, leases: LeaseCache, members: Members, kube: Kube, events: Events,
                  labels: Labels, clock: Clock, metrics: OperatorMetrics,
-                 is_active: Callable[[], bool], *, max_duration: int = MAX_DURATION) -> None:
+                 is_active: Callable[[], bool], *, max_duration: int = MAX_DURATION,
+                 rng: random.Random | None = None) -> None:
         self.leases, self.members, self.kube, self.events = leases, members, kube, events
         self.labels, self.clock, self.metrics = labels, clock, metrics
         self.is_active, self.max_duration = is_active, max_duration
-        self.wake = asyncio.Event()
-        self._dirty: set[Key] = set()
-        self._timers: list[tuple[float, Key]] = []  # (when, election): a heap
-        self._scheduled: dict[Key, float] = {}  # the earliest wake-up pending per election
-        # Elections are reconciled concurrently (bounded); one election's writes stay in
-        # order, because an election is never reconciled twice at once.
+        self.queue: WorkQueue[Item] = WorkQueue(clock, order=_order, rng=rng)
+        # Items are worked on concurrently (bounded); one election's writes stay in order,
+        # because the queue never hands out an item that is in flight.
         self._gate = asyncio.Semaphore(CONCURRENCY)
-        self._running: dict[Key, asyncio.Task[None]] = {}
-        self._again: set[Key] = set()
-        self._reported: dict[Key, set[tuple[str, str]]] = {}  # problems logged
-        self._posted: dict[Key, set[tuple[str, str]]] = {}  # problems posted as Events
-        self._last: dict[Key, tuple[ElectionState, str]] = {}  # (state, holder) reported
-        self._failures: dict[Key, int] = {}  # failed attempts in a row, for the back-off
-        self._missing_since: dict[Key, float] = {}  # when the election's Lease was first missed
-        self._missing_told: dict[Key, set[str]] = {}  # member uids told of it
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._said: dict[Item, Said] = {}
         #: why the operator cannot write (RBAC refused it), until a write succeeds again.
         self.denied: str | None = None
-        self._departed_retry: float | None = None  # when to look up departed pods again
-        self._strays_retry: float | None = None  # when to clean strays again, after a failure
-        self._missing_logged: set[Key] = set()  # elections whose missing Lease was logged
-        self._denied_key: Key | None = None  # the election whose write RBAC refused
+        self._denied_key: Item | None = None  # the item whose write RBAC refused
 
     # --- what wakes it ---------------------------------------------------------------------
 
     def mark(self, key: Key) -> None:
         """`key`'s Lease or members changed: look at it again."""
-        self._dirty.add(key)
-        self.wake.set()
+        self.queue.add(key)
+
+    def pods_changed(self, touched: Iterable[Key]) -> None:
+        """After a pod event: the elections it touched, and the chores it may have made."""
+        for key in touched:
+            self.queue.add(key)
+        if self.members.departed:
+            self.queue.add(DEPARTED)
+        if self.members.foreign_writes:
+            self.queue.add(FOREIGN_WRITES)
+        if self.members.has_strays():
+            self.queue.add(STRAYS)
 
     def mark_all(self) -> None:
         """Everything needs a look (a resync, or this replica just became active)."""
-        self._dirty.update(self.leases.keys())
-        self._dirty.update(self.members.elections())
-        self.wake.set()
+        for key in {*self.leases.keys(), *self.members.elections()}:
+            self.queue.add(key)
+        for chore in CHORES:
+            self.queue.add(chore)
 
     # --- the loop --------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Reconcile dirty elections and due expiries until cancelled. Starts only once the
-        Lease cache has listed every scope: deciding before that would label members of
-        Leases not yet seen as followers, a flap on every restart."""
+        """Work on what the queue hands out until cancelled. Starts only once the Lease
+        cache has listed every scope: deciding before that would label members of Leases
+        not yet seen as followers, a flap on every restart."""
         await self.leases.wait_synced()
+        for chore in CHORES:  # what the pods listed before the start may need
+            self.queue.add(chore)
         while True:
-            now = self.clock.now()
-            while self._timers and self._timers[0][0] <= now:
-                at, key = heapq.heappop(self._timers)
-                if self._scheduled.get(key) == at:
-                    del self._scheduled[key]
-                self._dirty.add(key)
-            # Cleared before anything is awaited: a wake-up while the strays are handled is
-            # a wake-up for the next turn, not lost.
-            self.wake.clear()
-            dirty, self._dirty = sorted(self._dirty), set()
-            for key in dirty:
-                if key in self._running:
-                    self._again.add(key)  # after the one in flight
-                else:
-                    self._running[key] = asyncio.create_task(self._one(key))
-            await self._departed()
-            await self._strays()
-            await self._foreign_writes()
-            if self._dirty:
-                continue  # marked while the strays were handled
-            due = [t for t in (self._timers[0][0] if self._timers else None,
-                               self._departed_retry, self._strays_retry) if t is not None]
-            await leadership.wait_until(self.clock, min(due, default=None), self.wake)
-
-    def _schedule(self, key: Key, at: float) -> None:
-        """Reconcile `key` again at `at`. Only the earliest wake-up per election is kept: the
-        reconcile it starts arms the later ones again. So the heap holds about one entry
-        per election, not one per renewal."""
-        pending = self._scheduled.get(key)
-        if pending is not None and pending <= at:
-            return
-        self._scheduled[key] = at
-        heapq.heappush(self._timers, (at, key))
-        self.wake.set()  # the loop may be waiting for a later deadline, or none
+            for item in self.queue.take():
+                task = asyncio.create_task(self._work(item))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            await self.queue.wait()
 
     async def idle(self) -> None:
-        """Until no election is being reconciled (for tests)."""
-        while self._running:
-            await asyncio.gather(*self._running.values(), return_exceptions=True)
+        """Until nothing is being worked on (for tests)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _one(self, key: Key) -> None:
+    async def _work(self, item: Item) -> None:
         try:
             async with self._gate:
-                await self.reconcile(key)
-            self._failures.pop(key, None)
-            if self._denied_key == key:
+                finished = await (self._chore(item) if isinstance(item, Chore)
+                                  else self.reconcile(item))
+            if finished:
+                self.queue.succeeded(item)
+            if self._denied_key == item:
                 self._writes_work_again()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            failures = self._failures[key] = self._failures.get(key, 0) + 1
-            delay = min(RETRY * 2 ** (failures - 1), MAX_RETRY)
+            delay = self.queue.failed(item)
+            what = item.name if isinstance(item, Chore) else f"{item[0]}/{item[1]}"
             if isinstance(exc, leadership.PermissionDeniedError) and (
                     exc.verb, exc.resource) == ("patch", "pods"):
-                await self._denied(key, exc, delay)
+                await self._denied(item, what, exc, delay)
             elif isinstance(exc, (TimeoutError, OSError, leadership.StoreError)):
                 # The API server is slow, unreachable or refusing: expected in operation,
                 # and retried; a warning with the reason, not a traceback.
-                log.warning("reconciling %s/%s failed: %s; retrying in %gs", *key,
+                log.warning("reconciling %s failed: %s; retrying in %.1fs", what,
                             text.error(exc), delay)
             else:
-                log.exception("reconciling %s/%s failed; retrying in %gs", *key, delay)
-            self._schedule(key, self.clock.now() + delay)
+                log.exception("reconciling %s failed; retrying in %.1fs", what, delay)
         finally:
-            self._running.pop(key, None)
-            if key in self._again:
-                self._again.discard(key)
-                self.mark(key)
+            self.queue.done(item)
+
+    async def _chore(self, chore: Item) -> bool:
+        """Do one chore; False when part of it failed (it is then retried with back-off)."""
+        if chore == DEPARTED:
+            return await self._departed()
+        if chore == STRAYS:
+            return await self._strays()
+        await self._foreign_writes()
+        return True
 
     def verdict(self, key: Key) -> Verdict:
         verdict = decide(self.leases.observation(key), self.members.of(key),
@@ -184,10 +206,11 @@ class Reconciler:
                 *verdict.problems, Problem("MalformedLease", malformed)])
         return verdict
 
-    async def reconcile(self, key: Key) -> None:
+    async def reconcile(self, key: Key) -> bool:
+        """Decide one election and write what the verdict needs; True (it is finished)."""
         if not self.members.of(key):
             self._forget(key)  # a Lease no pod is a member of is no election of ours
-            return
+            return True
         if not self.leases.known(key):
             await self.leases.track(key)  # a pod has just joined this election
         verdict = self.verdict(key)
@@ -195,7 +218,7 @@ class Reconciler:
             await self.leases.confirm_expiry(key)
             verdict = self.verdict(key)
         if verdict.expires_at is not None and verdict.expires_at > self.clock.now():
-            self._schedule(key, verdict.expires_at)
+            self.queue.add_at(key, verdict.expires_at)
         # Labels first: a flip is what the Service waits for, and each Event is one more API
         # write; the Events then also describe labels that are already there.
         try:
@@ -203,20 +226,25 @@ class Reconciler:
                 await self._apply(key, verdict)
         finally:
             await self._report(key, verdict)
+        return True
 
     def _forget(self, key: Key) -> None:
+        """`key` is no election of ours any more: drop what is kept of it."""
         self.leases.forget(key)
-        self._failures.pop(key, None)
-        self._lease_found(key)
-        before = self._last.pop(key, None)
-        if before is not None:
-            self.metrics.elections.labels(before[0].value).dec()
-        self._reported.pop(key, None)
-        self._posted.pop(key, None)
+        self.queue.forget(key)
+        said = self._said.pop(key, None)
+        if said is not None and said.last is not None:
+            self.metrics.elections.labels(said.last[0].value).dec()
+
+    def _record(self, item: Item) -> Said:
+        said = self._said.get(item)
+        if said is None:
+            said = self._said[item] = Said()
+        return said
 
     # --- writing ---------------------------------------------------------------------------
 
-    async def _denied(self, key: Key, exc: leadership.PermissionDeniedError,
+    async def _denied(self, item: Item, what: str, exc: leadership.PermissionDeniedError,
                       delay: float) -> None:
         """RBAC refused a write: no retry fixes that soon. Back off; say once what is
         missing (a log line, a Warning Event on the election's Lease), count it, and let
@@ -224,18 +252,19 @@ class Reconciler:
         verb, resource = exc.verb or "?", exc.resource or "?"
         self.metrics.permission_denied.labels(verb, resource).inc()
         first = self.denied is None
-        self._denied_key = key
+        self._denied_key = item
         self.denied = (f"forbidden: RBAC does not grant {verb} on {resource} "
                        f"({text.error(exc)})")
         if not first:
-            log.debug("reconciling %s/%s: still %s; retrying in %gs", *key, self.denied, delay)
+            log.debug("reconciling %s: still %s; retrying in %.1fs", what, self.denied, delay)
             return
-        log.error("reconciling %s/%s: %s; the operator cannot label pods until it is "
+        log.error("reconciling %s: %s; the operator cannot label pods until it is "
                   "granted (manifests/operator); retrying with back-off, /readyz fails",
-                  *key, self.denied)
-        await self.events.post(_lease_ref(key), "Warning", "PermissionDenied",
-                               f"the operator may not {verb} {resource}: it cannot label "
-                               f"this election's pods ({text.error(exc)})")
+                  what, self.denied)
+        if not isinstance(item, Chore):
+            await self.events.post(_lease_ref(item), "Warning", "PermissionDenied",
+                                   f"the operator may not {verb} {resource}: it cannot "
+                                   f"label this election's pods ({text.error(exc)})")
 
     async def _write(self, member: Member, role: Role | None, why: str) -> bool:
         if not self.is_active():
@@ -292,12 +321,6 @@ class Reconciler:
 
     # --- reporting -------------------------------------------------------------------------
 
-    def _lease_found(self, key: Key) -> None:
-        """Forget that `key`'s Lease was missing (it exists, or the election is gone)."""
-        self._missing_since.pop(key, None)
-        self._missing_told.pop(key, None)
-        self._missing_logged.discard(key)
-
     def _writes_work_again(self) -> None:
         log.info("writing labels works again: %s is over", self.denied)
         self.denied = self._denied_key = None
@@ -305,23 +328,26 @@ class Reconciler:
     async def _lease_not_found(self, key: Key, verdict: Verdict) -> None:
         """Members of an election whose Lease does not exist, after a grace: a Warning
         ``LeaseNotFound`` on each (once), and a log line."""
+        said = self._record(key)
         if verdict.state is not ElectionState.MISSING:
-            self._lease_found(key)
+            said.lease_found()
             return
         now = self.clock.now()
-        due = self._missing_since.setdefault(key, now) + LEASE_NOT_FOUND_GRACE
+        if said.missing_since is None:
+            said.missing_since = now
+        due = said.missing_since + LEASE_NOT_FOUND_GRACE
         if now < due:
-            self._schedule(key, due)
+            self.queue.add_at(key, due)
             return
-        told = self._missing_told.setdefault(key, set())
+        told = said.missing_told
         members = [m for m in self.members.of(key) if m.uid not in told]
         if not members:
             return
         message = (f"no Lease {key[0]}/{key[1]} exists, {LEASE_NOT_FOUND_GRACE:.0f}s after "
                    f"its members joined: check the {self.labels.election} label for a typo, "
                    "or create the Lease (the pods are followers meanwhile)")
-        if key not in self._missing_logged:
-            self._missing_logged.add(key)
+        if not said.missing_logged:
+            said.missing_logged = True
             log.warning("election %s/%s: %s (%s)", *key, message,
                         text.cut(", ".join(m.name for m in members), text.EVENT))
         if self.is_active():
@@ -329,23 +355,19 @@ class Reconciler:
                 await self.events.post(member.ref, "Warning", "LeaseNotFound", message)
                 told.add(member.uid)
 
-    async def _departed(self) -> None:
+    async def _departed(self) -> bool:
         """Pods with a role label that left the pod watch: a pod still there (relabelled out
-        of its election, not deleted) is taken in again, as a stray."""
-        if self._departed_retry is not None:
-            if self.clock.now() < self._departed_retry:
-                return
-            self._departed_retry = None
+        of its election, not deleted) is taken in again, as a stray. False when a look-up
+        failed (the rest wait for the retry)."""
         while self.members.departed:
             uid, (namespace, name) = next(iter(self.members.departed.items()))
             try:
                 pod = await self.kube.find_pod(namespace, name)
             except (TimeoutError, OSError, leadership.StoreError) as exc:
                 log.warning("looking up pod %s/%s, which left its election, failed: %s; "
-                            "retrying in %gs", namespace, name,
-                            text.error(exc), RETRY)
-                self._departed_retry = self.clock.now() + RETRY
-                return
+                            "retrying in %.1fs", namespace, name, text.error(exc),
+                            self.queue.failed(DEPARTED))
+                return False
             self.members.departed.pop(uid, None)
             meta = (pod or {}).get("metadata") or {}
             # Unless the watch has taken it in again meanwhile (it re-joined): then the
@@ -353,8 +375,8 @@ class Reconciler:
             if pod is not None and str(meta.get("uid") or "") == uid and (
                     not self.members.follows(uid)):
                 meta.setdefault("namespace", namespace)
-                for key in self.members.pod_event("MODIFIED", pod):
-                    self.mark(key)
+                self.pods_changed(self.members.pod_event("MODIFIED", pod))
+        return True
 
     async def _foreign_writes(self) -> None:
         """Role labels another field manager wrote: another operator, or a hand edit. Said in
@@ -373,24 +395,25 @@ class Reconciler:
 
     async def _report(self, key: Key, verdict: Verdict) -> None:
         await self._lease_not_found(key, verdict)
+        said = self._record(key)
         observation = self.leases.observation(key)
         uid = ""
         if observation is not None and observation.lease:
             uid = str((observation.lease.get("metadata") or {}).get("uid") or "")
         problems = {(p.reason, p.message) for p in verdict.problems}
-        for reason, message in sorted(problems - self._reported.get(key, set())):
+        for reason, message in sorted(problems - said.logged):
             log.warning("lease %s/%s: %s: %s", key[0], key[1], reason,
                         text.cut(message, text.EVENT))
-        self._reported[key] = problems
+        said.logged = problems
         if self.is_active():  # a standby logs; the active replica also posts, once
-            for reason, message in sorted(problems - self._posted.get(key, set())):
+            for reason, message in sorted(problems - said.posted):
                 await self.events.post(_lease_ref(key, uid), "Warning", reason, message)
-            self._posted[key] = problems
+            said.posted = problems
         now = (verdict.state, verdict.holder)
-        before = self._last.get(key)
+        before = said.last
         if before == now:
             return
-        self._last[key] = now
+        said.last = now
         if before is None or before[0] != verdict.state:
             if before is not None:
                 self.metrics.elections.labels(before[0].value).dec()
@@ -412,17 +435,14 @@ class Reconciler:
             if pod is not None:
                 await self.events.post(pod.ref, "Warning", "LeaseExpired", message)
 
-    async def _strays(self) -> None:
+    async def _strays(self) -> bool:
         """Report bad election labels (once a pod) and take the role label off strays. A
-        stray gone meanwhile is forgotten; another failure is retried a second later, the
-        other strays still handled."""
-        now = self.clock.now()
-        if self._strays_retry is not None and now < self._strays_retry:
-            return
-        self._strays_retry = None
+        stray gone meanwhile is forgotten; another failure is retried with back-off, the
+        other strays still handled (then False)."""
         strays = self.members.strays()
-        logged = self._reported.setdefault(STRAYS, set())
-        posted = self._posted.setdefault(STRAYS, set())
+        said = self._record(STRAYS)
+        logged, posted = said.logged, said.posted
+        finished = True
         # Only pods still strays are remembered: these sets stay as small as the strays.
         current = {("BadElectionLabel", p.uid) for p in strays}
         logged &= current
@@ -441,11 +461,14 @@ class Reconciler:
             if pod.role is not None:
                 try:
                     if not await self._write(pod, None, "in no election"):
-                        return
+                        return finished  # a standby: becoming active marks every chore
                 except leadership.NotFoundError:
                     self.members.forget(pod)  # deleted meanwhile: nothing left to clean
                 except (TimeoutError, OSError, leadership.StoreError) as exc:
+                    if finished:  # one retry for the pass, however many strays failed
+                        finished = False
+                        delay = self.queue.failed(STRAYS)
                     log.warning("removing the role label of stray pod %s/%s failed: %s; "
-                                "retrying in %gs", pod.namespace, pod.name,
-                                text.error(exc), RETRY)
-                    self._strays_retry = self.clock.now() + RETRY
+                                "retrying in %.1fs", pod.namespace, pod.name,
+                                text.error(exc), delay)
+        return finished

@@ -4,6 +4,7 @@ clock: for the unit tests of the Lease cache, the reconciler and the Events."""
 from __future__ import annotations
 
 import asyncio
+import random
 from dataclasses import dataclass, field
 
 from leadership.testing import ManualClock
@@ -27,6 +28,8 @@ class Inside:
     active: bool = True
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    #: the work queue's jitter (None: a seeded one, so a run replays exactly).
+    rng: random.Random | None = None
 
     def __post_init__(self) -> None:
         self.kube.field_manager = MANAGER
@@ -36,7 +39,8 @@ class Inside:
                                  wanted=self.members.has)
         self.events = Events(self.kube, "operator-0", self.clock, self.metrics)
         self.reconciler = Reconciler(self.leases, self.members, self.kube, self.events, LABELS,
-                                     self.clock, self.metrics, lambda: self.active)
+                                     self.clock, self.metrics, lambda: self.active,
+                                     rng=self.rng or random.Random(0))
 
     def member(self, name: str, election: str = "web", **labels: str) -> None:
         """A pod in the election `election`, and the pod event kopf would deliver."""
@@ -44,9 +48,7 @@ class Inside:
         self.pod_event("ADDED", pod)
 
     def pod_event(self, kind: str, pod: dict[str, object]) -> None:
-        for key in self.members.pod_event(kind, pod):
-            self.reconciler.mark(key)
-        self.reconciler.wake.set()
+        self.reconciler.pods_changed(self.members.pod_event(kind, pod))
 
     def role(self, name: str) -> str | None:
         return self.kube.role(NS, name, LABELS.role)

@@ -182,7 +182,7 @@ async def test_a_renewal_by_the_holder_is_nothing_to_reconcile_and_its_expiry_st
         await op.settle()
     assert changes == []  # 20 renewals: not one reconcile of their own
     # One wake-up pending for the election, not one per renewal (the heap stays small).
-    assert len(op.reconciler._timers) == 1
+    assert op.reconciler.queue.timers() == 1
     await clock.advance(TTL - 0.001)  # the last renewal (t = 40) counts: the claim ends at 55
     assert op.role("web-0") == "leader"
     await clock.advance(0.001)

@@ -4,6 +4,7 @@ write leaves, the standby, strays, expiries, resyncs, and what it logs."""
 from __future__ import annotations
 
 import logging
+import random
 
 import pytest
 
@@ -187,6 +188,13 @@ async def test_a_failed_look_up_of_a_departed_pod_is_retried(clock: ManualClock)
     assert op.role("web-2") is None
 
 
+class TopOfTheJitter(random.Random):
+    """The back-off's jitter at its top: each delay (just under) twice the last."""
+
+    def random(self) -> float:
+        return 1 - 1e-9
+
+
 DENIED = leadership.PermissionDeniedError(
     'pods "web-0" is forbidden: User "system:serviceaccount:x:op" cannot patch resource "pods" '
     'in API group "" in the namespace "apps"', verb="patch", resource="pods")
@@ -197,10 +205,11 @@ async def test_a_write_rbac_refuses_backs_off_is_said_once_and_fails_health(
     kube = FakeKube(clock)
     kube.put_lease(NS, "web", "web-0", duration=600)
     kube.fail_next("label_pod", DENIED, times=6)
-    op = Inside(clock, kube)
+    op = Inside(clock, kube, rng=TopOfTheJitter())
     op.member("web-0")
     await op.start()
-    # Retried after 1, 2, 4, 8, 16 s (not twice a second forever), said once, counted.
+    # With the jitter at its top: retried after 1, 2, 4, 8, 16 s (not twice a second
+    # forever), said once, counted.
     for delay in (1, 2, 4, 8, 16):
         await clock.advance(delay)
     assert op.reconciler.denied is not None and "patch on pods" in op.reconciler.denied
@@ -261,8 +270,8 @@ async def test_a_stray_deleted_meanwhile_is_forgotten_and_the_others_still_clean
     await op.settle()
     assert op.role("left-over") is None
     before = len(op.kube.writes)
-    for _ in range(5):  # later wake-ups write nothing more
-        op.reconciler.wake.set()
+    for _ in range(5):  # later looks write nothing more
+        op.reconciler.mark_all()
         await op.settle()
     assert len(op.kube.writes) == before
 
