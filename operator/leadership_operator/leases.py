@@ -1,9 +1,9 @@
 """`LeaseCache`: every Lease of the operator's scopes, as the library's expiry rule sees it.
 
-The twin of `leadership.LeaseObserver` for many Leases. The operator follows thousands of
+The twin of `toolkit.LeaseObserver` for many Leases. The operator follows thousands of
 Leases, so it never watches one at a time: per scope (a namespace, or the whole cluster) it
 lists them once, in pages, then watches them all from the list's version, with bookmarks.
-Each event feeds that Lease's `leadership.ExpiryTracker` (expiry judged on this process's
+Each event feeds that Lease's `toolkit.ExpiryTracker` (expiry judged on this process's
 monotonic clock, never on a remote timestamp). The cache owns its trackers, versions and
 "changed hands at" times; the reconciler only asks (`observation`, `expiry_confirmed`,
 `take_handover_time`) and, before acting on an expiry, calls `confirm_expiry`.
@@ -47,7 +47,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import leadership
-from leadership import Clock, ExpiryTracker, Observation
+from leadership import Clock, toolkit
+from leadership.toolkit import ExpiryTracker, Observation
 
 from . import text
 from .kube import Kube
@@ -95,6 +96,21 @@ def _only_renewed(before: Observation | None, after: Observation, now: float) ->
 
 
 @dataclass
+class _Election:
+    """What the cache keeps of one election's Lease: one entry, dropped whole."""
+
+    #: the Lease's expiry, judged on this process's clock; None: known to have no Lease.
+    tracker: ExpiryTracker | None = None
+    #: the resourceVersion delivered last, and whether a fresh read agreed with it.
+    version: str | None = None
+    confirmed: bool = False
+    #: when the Lease last changed hands (clock.now()), until the label latency takes it.
+    handed_over_at: float | None = None
+    #: what is wrong with its holderIdentity, if anything (bounded).
+    malformed: str | None = None
+
+
+@dataclass
 class _Scope:
     namespace: str | None
     #: when the watch last delivered anything (clock.now()), bookmarks included.
@@ -125,30 +141,28 @@ class LeaseCache:
         self._rng = rng or random.Random()
         now = clock.now()
         self._scopes = [_Scope(ns, now) for ns in scopes]
-        self._trackers: dict[Key, ExpiryTracker] = {}
-        self._versions: dict[Key, str | None] = {}
-        self._handed_over_at: dict[Key, float] = {}
-        self._confirmed: dict[Key, str | None] = {}
-        self._malformed: dict[Key, str] = {}
-        #: elections read and found to have no Lease (so not read again until an event)
-        self._missing: set[Key] = set()
+        #: one entry per election: with a Lease, or read and found to have none (so not
+        #: read again until an event brings one).
+        self._elections: dict[Key, _Election] = {}
 
     # --- what the reconciler asks --------------------------------------------------------
 
     def observation(self, key: Key) -> Observation | None:
-        tracker = self._trackers.get(key)
-        return tracker.current if tracker is not None else None
+        entry = self._elections.get(key)
+        return entry.tracker.current if entry is not None and entry.tracker else None
 
     def keys(self) -> list[Key]:
-        return sorted(self._trackers)
+        """The elections that have a Lease."""
+        return sorted(k for k, e in self._elections.items() if e.tracker is not None)
 
     def malformed(self, key: Key) -> str | None:
         """What is wrong with the Lease's holderIdentity, if anything (bounded)."""
-        return self._malformed.get(key)
+        entry = self._elections.get(key)
+        return entry.malformed if entry is not None else None
 
     def known(self, key: Key) -> bool:
         """Whether the cache knows this Lease's state (held, or known to be missing)."""
-        return key in self._trackers or key in self._missing
+        return key in self._elections
 
     async def track(self, key: Key) -> None:
         """Read a Lease that just became an election (a pod joined it) and keep it."""
@@ -158,26 +172,26 @@ class LeaseCache:
         if self.known(key):
             return  # an event brought it meanwhile
         if lease is None:
-            self._missing.add(key)
+            self._elections[key] = _Election()
         else:
             self._take_in("ADDED", lease)
 
     def forget(self, key: Key) -> None:
-        """An election no pod is a member of any more: drop its state."""
-        self._trackers.pop(key, None)
-        self._versions.pop(key, None)
-        self._confirmed.pop(key, None)
-        self._handed_over_at.pop(key, None)
-        self._malformed.pop(key, None)
-        self._missing.discard(key)
+        """An election no pod is a member of any more: drop its entry."""
+        self._elections.pop(key, None)
 
     def expiry_confirmed(self, key: Key) -> bool:
         """Whether a fresh read agreed with the version the watch delivered last."""
-        return key in self._confirmed and self._confirmed[key] == self._versions.get(key)
+        entry = self._elections.get(key)
+        return entry is not None and entry.confirmed
 
     def take_handover_time(self, key: Key) -> float | None:
         """When the Lease last changed hands (clock.now()), once: for the label latency."""
-        return self._handed_over_at.pop(key, None)
+        entry = self._elections.get(key)
+        if entry is None:
+            return None
+        at, entry.handed_over_at = entry.handed_over_at, None
+        return at
 
     @property
     def synced(self) -> bool:
@@ -194,13 +208,15 @@ class LeaseCache:
 
     async def confirm_expiry(self, key: Key) -> None:
         """Read the Lease afresh before anyone acts on its expiry (see the module's doc)."""
-        read_from = self._versions.get(key)
+        entry = self._elections.get(key)
+        read_from = entry.version if entry is not None else None
         fresh = await self.kube.read_lease(*key)
-        if self._versions.get(key) != read_from:
+        if self._elections.get(key) is not entry or entry is None or (
+                entry.version != read_from):
             return  # the watch delivered something newer meanwhile: it is alive
         version = (fresh or {}).get("metadata", {}).get("resourceVersion")
         if version == read_from:
-            self._confirmed[key] = version
+            entry.confirmed = True
             return
         log.warning("lease %s/%s: the watch missed an update (delivered %s, a read shows %s)",
                     key[0], key[1], read_from, version)
@@ -219,42 +235,32 @@ class LeaseCache:
             return None
         key = (namespace, name)
         if not self.wanted(key):
-            if key in self._trackers or key in self._missing:
-                self.forget(key)
+            self.forget(key)
             return None
-        self._missing.discard(key)
-        tracker = self._trackers.get(key)
-        if tracker is None:
+        entry = self._elections.setdefault(key, _Election())
+        if entry.tracker is None:
             if kind == "DELETED":
-                self._missing.add(key)
-                return None
-            tracker = self._trackers[key] = ExpiryTracker(self.clock, self.fallback_ttl,
-                                                          f"lease {namespace}/{name}")
+                return None  # known to have no Lease, as before
+            entry.tracker = ExpiryTracker(self.clock, self.fallback_ttl,
+                                          f"lease {namespace}/{name}")
         if kind != "DELETED":
-            lease, problem = _slim(lease)
-            if problem is None:
-                self._malformed.pop(key, None)
-            else:
-                self._malformed[key] = problem
-        previous = tracker.current
+            lease, entry.malformed = _slim(lease)
+        previous = entry.tracker.current
         before = previous.record.holder_identity if previous else None
-        observation, changed = tracker.update(None if kind == "DELETED" else lease)
+        observation, changed = entry.tracker.update(None if kind == "DELETED" else lease)
         if kind == "DELETED":
-            self._forget(key)
+            # The election stays (its members are followers now), its Lease gone.
+            self._elections[key] = _Election(handed_over_at=self.clock.now())
             self.on_change(key)
             return key
-        self._versions[key] = meta.get("resourceVersion")
+        version = meta.get("resourceVersion")
+        if version != entry.version:
+            entry.version, entry.confirmed = version, False
         if observation.record.holder_identity != before:
-            self._handed_over_at[key] = self.clock.now()
+            entry.handed_over_at = self.clock.now()
         if changed and not _only_renewed(previous, observation, self.clock.now()):
             self.on_change(key)
         return key
-
-    def _forget(self, key: Key) -> None:
-        """The Lease was deleted (the election stays: its members are followers now)."""
-        self.forget(key)
-        self._missing.add(key)
-        self._handed_over_at[key] = self.clock.now()
 
     # --- the watches ---------------------------------------------------------------------
 
@@ -270,7 +276,7 @@ class LeaseCache:
             key = self._take_in("ADDED", item)
             if key is not None:
                 seen.add(key)
-        for key in list(self._trackers):
+        for key in self.keys():
             if key not in seen and scope.namespace in (None, key[0]):
                 self._take_in("DELETED", {"metadata": {"namespace": key[0], "name": key[1]}})
         scope.version = version
@@ -313,7 +319,7 @@ class LeaseCache:
                 # at once (something between us and the server cuts watches) waits first,
                 # backing off, so that it never spins.
                 if self.clock.now() - opened < 1.0:
-                    delay = leadership.backoff(self._rng, attempt, *RETRY)
+                    delay = toolkit.backoff(self._rng, attempt, *RETRY)
                     attempt += 1
                     await self.clock.sleep_until(self.clock.now() + delay)
                 else:
@@ -326,7 +332,7 @@ class LeaseCache:
                 scope.version = ""
             except Exception as exc:
                 self.metrics.watch_restarts.inc()
-                delay = leadership.backoff(self._rng, attempt, *RETRY)
+                delay = toolkit.backoff(self._rng, attempt, *RETRY)
                 attempt += 1
                 log.warning("lease watch (%s) failed: %s; re-listing in %.1fs", scope.name,
                             text.error(exc), delay)
