@@ -48,6 +48,7 @@ from benchmarks import pages
 from controlplane import build
 from controlplane.cluster import new_aio_client
 from controlplane.launcher import ControlPlane
+from leadership import toolkit
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "operator-scale.md"
@@ -93,10 +94,10 @@ def proc_rss_mib(pid: int) -> tuple[float, float]:
 
 class Api:
     """Raw JSON requests through the project's one way to the API server
-    (`leadership.KubeApi` over one kubernetes.aio ApiClient); an error status raises."""
+    (`toolkit.KubeApi` over one kubernetes.aio ApiClient); an error status raises."""
 
     def __init__(self, client: Any) -> None:
-        self.kube = leadership.KubeApi(client, request_timeout=30)
+        self.kube = toolkit.KubeApi(client, request_timeout=30)
 
     async def __call__(self, method: str, path: str, body: Any = None,
                        query: list[tuple[str, str]] | None = None) -> Any:

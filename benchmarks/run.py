@@ -44,6 +44,7 @@ from pathlib import Path
 
 from benchmarks import pages
 from controlplane import build
+from controlplane.candidates import Candidate
 from controlplane.cluster import audit_events, service_account_kubeconfig
 from controlplane.launcher import ControlPlane, free_port
 
@@ -113,31 +114,14 @@ class Member:
 
 def spawn(kind: str, cp: ControlPlane, namespace: str, lease: str, name: str,
           kubeconfig: Path | None = None) -> Member:
-    kubeconfig = kubeconfig or cp.kubeconfig
-    if kind == "kubernetes-leaderelection":
-        command = [sys.executable, "-m", "benchmarks.official_candidate",
-                   f"--kubeconfig={kubeconfig}", f"--namespace={namespace}",
-                   f"--lease={lease}", f"--id={name}", f"--ttl={TTL}"]
-    elif kind == "client-go":
-        command = [str(build.ensure(["leaderpeer"])["leaderpeer"]), f"-kubeconfig={kubeconfig}",
-                   f"-id={name}", f"-lease-name={lease}", f"-namespace={namespace}",
-                   f"-lease-duration={TTL}s", f"-renew-deadline={int(RENEW_DEADLINE * 1000)}ms",
-                   f"-retry-period={int(RENEW_INTERVAL * 1000)}ms"]
-    elif kind == "sidecar":
-        port = free_port()
-        command = [sys.executable, "-m", "leadership_operator.cli", "sidecar",
-                   f"--election={lease}", f"--namespace={namespace}", f"--identity={name}",
-                   f"--kubeconfig={kubeconfig}", f"--port={port}", f"--lease-seconds={TTL}",
-                   "--log-format=text"]
-    else:
-        store = kind.removeprefix("python-")
-        command = [sys.executable, "-m", "examples.candidate", f"--kubeconfig={kubeconfig}",
-                   f"--namespace={namespace}", f"--lease={lease}", f"--id={name}",
-                   f"--ttl={TTL}", f"--store={store}"]
+    port = free_port() if kind == "sidecar" else None
+    command = Candidate(kind.removeprefix("python-"), kubeconfig or cp.kubeconfig, lease, name,
+                        TTL, namespace, renew_deadline=RENEW_DEADLINE,
+                        retry_period=RENEW_INTERVAL, port=port).command()
     log = LOGS / f"{name}.log"
     with open(log, "w") as err:
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True)
-    return Member(name, proc, log, port=port if kind == "sidecar" else 0)
+    return Member(name, proc, log, port=port or 0)
 
 
 def wait_for(predicate: Callable[[], bool], within: float, what: str,

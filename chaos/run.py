@@ -37,7 +37,7 @@ from typing import Any
 
 from chaos import checker
 from chaos.schedule import Fault, make_schedule
-from controlplane import build
+from controlplane.candidates import Candidate
 from controlplane.cluster import kubeconfig_via, proxy_to, service_account_kubeconfig
 from controlplane.launcher import ControlPlane, free_port
 from controlplane.proxy import TcpProxy
@@ -237,28 +237,23 @@ class Run:
                 "DONT_FAKE_MONOTONIC": "1"}
 
         def python(pod: str, store: str, kubeconfig: Path, env: dict[str, str]) -> Member:
-            return Member(pod, "python", [
-                sys.executable, "-m", "examples.candidate", f"--kubeconfig={kubeconfig}",
-                f"--namespace={NS}", f"--lease={LEASE}", f"--id={pod}", f"--ttl={TTL}",
-                f"--store={store}", "--events"], {**base, **env}, self.logs / f"{pod}.log")
+            return Member(pod, "python", Candidate(store, kubeconfig, LEASE, pod, TTL, NS,
+                                                   events=True).command(),
+                          {**base, **env}, self.logs / f"{pod}.log")
 
-        peer = build.ensure(["leaderpeer"])["leaderpeer"]
         members = [
             python("c0", "kubernetes", via_proxy(admin, "c0"), {}),
             python("c1", "pykube", admin, {**fake, "FAKETIME": "+1h"}),
             python("c2", "pykube", via_proxy(admin, "c2"), {}),
             python("c3", "kubernetes", admin, {**fake, "FAKETIME": "-1h"}),
-            Member("c4", "client-go", [
-                str(peer), f"-kubeconfig={admin}", "-id=c4", f"-lease-name={LEASE}",
-                f"-namespace={NS}", f"-lease-duration={TTL}s",
-                f"-renew-deadline={int(RENEW_DEADLINE * 1000)}ms",
-                f"-retry-period={int(TTL / 3 * 1000)}ms"], base, self.logs / "c4.log"),
+            Member("c4", "client-go", Candidate(
+                "client-go", admin, LEASE, "c4", TTL, NS, renew_deadline=RENEW_DEADLINE,
+                retry_period=TTL / 3).command(), base, self.logs / "c4.log"),
         ]
         port = free_port()
-        members.append(Member("s0", "sidecar", [
-            sys.executable, "-m", "leadership_operator.cli", "sidecar", f"--election={LEASE}",
-            f"--kubeconfig={via_proxy(admin, 's0')}", f"--port={port}", f"--lease-seconds={TTL}",
-            "--log-format=text"], {**base, "POD_NAME": "s0", "POD_NAMESPACE": NS},
+        members.append(Member("s0", "sidecar", Candidate(
+            "sidecar", via_proxy(admin, "s0"), LEASE, "s0", TTL, NS, port=port).command(),
+            {**base, "POD_NAME": "s0", "POD_NAMESPACE": NS},
             self.logs / "s0.log", port))
         for i, kubeconfig in enumerate((via_proxy(operator_kc, "op-0"), operator_kc)):
             name = f"op-{i}"

@@ -18,7 +18,7 @@ import time
 import kubernetes.aio.config
 
 import leadership
-from controlplane import build
+from controlplane.candidates import Candidate
 from controlplane.launcher import ControlPlane
 
 TTL = 4
@@ -31,18 +31,11 @@ def say(message: str, t0: float | None = None) -> None:
 
 
 def start_members(cp: ControlPlane) -> dict[str, subprocess.Popen[bytes]]:
-    python = [sys.executable, "-m", "examples.candidate", f"--kubeconfig={cp.kubeconfig}",
-              f"--lease={LEASE}", f"--ttl={TTL}"]
-    peer = build.ensure(["leaderpeer"])["leaderpeer"]
-    commands = {
-        "py-official-1": [*python, "--id=py-official-1", "--store=kubernetes"],
-        "py-pykube-2": [*python, "--id=py-pykube-2", "--store=pykube"],
-        "go-client-go-3": [str(peer), f"-kubeconfig={cp.kubeconfig}", "-id=go-client-go-3",
-                           f"-lease-name={LEASE}", "-namespace=default",
-                           f"-lease-duration={TTL}s", "-renew-deadline=3s",
-                           "-retry-period=500ms"],
-        "py-official-4": [*python, "--id=py-official-4", "--store=kubernetes"],
-    }
+    kinds = {"py-official-1": "kubernetes", "py-pykube-2": "pykube",
+             "go-client-go-3": "client-go", "py-official-4": "kubernetes"}
+    commands = {name: Candidate(kind, cp.kubeconfig, LEASE, name, TTL, renew_deadline=3,
+                                retry_period=0.5).command()
+                for name, kind in kinds.items()}
     members = {}
     for name, command in commands.items():
         members[name] = subprocess.Popen(command, stdout=subprocess.DEVNULL,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from controlplane import build
+from controlplane.candidates import Candidate
 from controlplane.cluster import Cluster
 from controlplane.waiting import eventually_async
 from tests.integration.helpers import StoreFactory, consume
@@ -32,12 +32,10 @@ class GoPeer:
 
     @classmethod
     async def start(cls, kubeconfig: Path, namespace: str, key: str, identity: str) -> GoPeer:
-        binary = build.ensure(["leaderpeer"])["leaderpeer"]
         proc = await asyncio.create_subprocess_exec(
-            str(binary), f"-kubeconfig={kubeconfig}", f"-id={identity}", f"-lease-name={key}",
-            f"-namespace={namespace}", f"-lease-duration={TTL}s", "-renew-deadline=3s",
-            "-retry-period=500ms", stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL)
+            *Candidate("client-go", kubeconfig, key, identity, TTL, namespace,
+                       renew_deadline=3, retry_period=0.5).command(),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
         return cls(proc)
 
     async def _read(self) -> None:

@@ -7,7 +7,6 @@ import datetime
 import random
 import re
 import signal
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ import kubernetes
 import pytest
 
 import leadership
+from controlplane.candidates import Candidate
 from controlplane.cluster import Cluster, audit_events, pykube_client_for
 from controlplane.waiting import eventually_async
 from leadership.record import format_microtime
@@ -104,9 +104,8 @@ async def test_sigkill_of_a_leader_process_fails_over_within_ttl_plus_one(
         stores: StoreFactory, cluster: Cluster, namespace: str) -> None:
     ttl = 3
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "examples.candidate", f"--kubeconfig={cluster.kubeconfig}",
-        f"--namespace={namespace}", "--lease=killed", "--id=child", f"--ttl={ttl}",
-        f"--store={stores.kind}", stdout=asyncio.subprocess.PIPE)
+        *Candidate(stores.kind, cluster.kubeconfig, "killed", "child", ttl,
+                   namespace).command(), stdout=asyncio.subprocess.PIPE)
     try:
         assert child.stdout is not None
         lines = [await asyncio.wait_for(child.stdout.readline(), 20) for _ in range(2)]

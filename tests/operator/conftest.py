@@ -23,7 +23,7 @@ from typing import Any
 import kubernetes
 import pytest
 
-from controlplane import build
+from controlplane.candidates import Candidate
 from controlplane.cluster import Cluster, service_account_kubeconfig, wait_until_allowed
 from controlplane.launcher import free_port, stop_process
 from controlplane.recorder import Recorder
@@ -122,19 +122,9 @@ class Candidates:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def start(self, pod: str, kind: str = "kubernetes") -> str:
-        if kind == "client-go":
-            identity = f"{pod}_{os.urandom(8).hex()}"
-            command = [str(build.ensure(["leaderpeer"])["leaderpeer"]),
-                       f"-kubeconfig={self.kubeconfig}", f"-id={identity}",
-                       f"-lease-name={self.lease}", f"-namespace={self.namespace}",
-                       f"-lease-duration={TTL}s", "-renew-deadline=1333ms",
-                       "-retry-period=666ms"]
-        else:
-            identity = pod
-            command = [sys.executable, "-m", "examples.candidate",
-                       f"--kubeconfig={self.kubeconfig}", f"--namespace={self.namespace}",
-                       f"--lease={self.lease}", f"--id={pod}", f"--ttl={TTL}",
-                       f"--store={kind}"]
+        identity = f"{pod}_{os.urandom(8).hex()}" if kind == "client-go" else pod
+        command = Candidate(kind, self.kubeconfig, self.lease, identity, TTL, self.namespace,
+                            renew_deadline=1.333, retry_period=0.666).command()
         self.procs[pod] = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
                                            stderr=subprocess.DEVNULL)
         return identity
