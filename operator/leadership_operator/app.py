@@ -33,6 +33,7 @@ import kopf
 from aiohttp import web
 
 import leadership
+from leadership import toolkit
 
 from . import http
 from .contract import Labels, field_manager
@@ -107,8 +108,8 @@ def _settings(options: Options) -> kopf.OperatorSettings:
     # CRDs and namespaces (without it, kopf never starts the pod watch at all).
     settings.scanning.disabled = True
     # The library's watch timeouts, for kopf's pod watch too.
-    settings.watching.server_timeout = leadership.WATCH_SECONDS[0]
-    settings.watching.client_timeout = leadership.WATCH_SECONDS[0] + 30
+    settings.watching.server_timeout = toolkit.WATCH_SECONDS[0]
+    settings.watching.client_timeout = toolkit.WATCH_SECONDS[0] + 30
     settings.watching.inactivity_timeout = 120  # bookmark-based: a stalled watch restarts
     # Only pods with an election label reach the operator at all (server-side): its cost does
     # not grow with the cluster's other pods. One that loses the label arrives as DELETED.
@@ -176,7 +177,7 @@ async def operate(options: Options, api: Any) -> None:
     clock = leadership.SystemClock()
     metrics = OperatorMetrics()
     manager = field_manager(options.lease_namespace, options.lease_name)
-    kube = ApiKube(leadership.KubeApi(api), field_manager=manager)
+    kube = ApiKube(toolkit.KubeApi(api), field_manager=manager)
     await check_namespaces(kube, options)
     members = Members(labels, field_manager=manager)
     store = leadership.KubernetesLeaseStore(api, options.lease_namespace)

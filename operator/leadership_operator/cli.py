@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import leadership
+from leadership import toolkit
 
 from .contract import DEFAULT_PREFIX, Labels, valid_lease_name
 from .errors import CommandError, forbidden, one_line
@@ -40,7 +41,7 @@ def own_namespace(otherwise: str = "default") -> str:
 
 
 def _namespace(value: str) -> str:
-    if not leadership.is_dns_label(value):
+    if not toolkit.is_dns_label(value):
         raise argparse.ArgumentTypeError(f"not a valid namespace name: {value!r}")
     return value
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-import leadership
+from leadership import toolkit
 
 DEFAULT_PREFIX = "leadership.dev"
 
@@ -40,7 +40,7 @@ class Labels:
     def __post_init__(self) -> None:
         if not isinstance(self.prefix, str):
             raise TypeError(f"label prefix must be a str, got {type(self.prefix).__name__}")
-        if not leadership.is_dns_subdomain(self.prefix):
+        if not toolkit.is_dns_subdomain(self.prefix):
             raise ValueError(f"label prefix must be a DNS subdomain (like leadership.dev), "
                              f"got {self.prefix!r}")
 
@@ -64,4 +64,4 @@ def field_manager(lease_namespace: str, lease_name: str) -> str:
 
 def valid_lease_name(name: object) -> bool:
     """Whether an election label's value can name a Lease (a DNS subdomain)."""
-    return leadership.is_dns_subdomain(name)
+    return toolkit.is_dns_subdomain(name)

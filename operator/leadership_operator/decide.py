@@ -29,7 +29,7 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from leadership import Observation
+from leadership.toolkit import Observation
 
 from .contract import Role
 from .pods import Member

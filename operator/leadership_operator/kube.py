@@ -1,7 +1,7 @@
 """Every request the operator and ``leadership status`` make to the API server, and nothing
 else: `Kube`, a Protocol, so that their logic runs on the in-memory
 `leadership_operator.testing.FakeKube` in unit tests; and `ApiKube`, its implementation on the
-library's `leadership.KubeApi` (the project's one way to the API server: paging, watches,
+library's `toolkit.KubeApi` (the project's one way to the API server: paging, watches,
 timeouts, errors as `leadership.errors`).
 
 - Leases are read only (listed, watched, read); ``kube-node-lease`` (one Lease per node,
@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import leadership
+from leadership import toolkit
 
 JSONDict = dict[str, Any]
 LEASES = "/apis/coordination.k8s.io/v1"
@@ -46,7 +47,7 @@ class Kube(Protocol):
     async def list_leases(self, namespace: str | None) -> tuple[list[JSONDict], str]: ...
 
     def watch_leases(self, namespace: str | None,
-                     version: str) -> AsyncIterator[leadership.WatchEvent]: ...
+                     version: str) -> AsyncIterator[toolkit.WatchEvent]: ...
 
     async def read_lease(self, namespace: str, name: str) -> JSONDict | None: ...
 
@@ -70,9 +71,9 @@ class Kube(Protocol):
 
 
 class ApiKube:
-    """`Kube` on a `leadership.KubeApi`."""
+    """`Kube` on a `toolkit.KubeApi`."""
 
-    def __init__(self, api: leadership.KubeApi, field_manager: str = "") -> None:
+    def __init__(self, api: toolkit.KubeApi, field_manager: str = "") -> None:
         self.api = api
         #: the field manager of label writes (``contract.field_manager``); "" leaves it to
         #: the API server (derived from the client's user agent).
@@ -91,7 +92,7 @@ class ApiKube:
                                        page_size=LEASE_PAGE)
 
     async def watch_leases(self, namespace: str | None,
-                           version: str) -> AsyncIterator[leadership.WatchEvent]:
+                           version: str) -> AsyncIterator[toolkit.WatchEvent]:
         async for event in self.api.watch(leases_path(namespace), version,
                                           query=self._lease_query(namespace)):
             yield event
@@ -138,7 +139,7 @@ class ApiKube:
                                body=body, content_type="application/merge-patch+json")
 
     def server_now(self) -> datetime.datetime | None:
-        """The API server's time, from its last answer (`leadership.KubeApi.server_now`)."""
+        """The API server's time, from its last answer (`toolkit.KubeApi.server_now`)."""
         return self.api.server_now()
 
     async def namespace_exists(self, namespace: str) -> bool | None:

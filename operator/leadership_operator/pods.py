@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-import leadership
+from leadership import toolkit
 
 from .contract import Labels
 
@@ -117,7 +117,7 @@ class Members:
                 name=str(meta.get("name")), uid=uid, role=labels.get(self.labels.role),
                 delete_on_expiry=annotations.get(self.labels.on_expiry) == "delete-pod",
                 namespace=str(meta.get("namespace")),
-                election=raw if leadership.is_dns_subdomain(raw) else None, raw_election=raw,
+                election=raw if toolkit.is_dns_subdomain(raw) else None, raw_election=raw,
                 resource_version=str(meta.get("resourceVersion") or ""),
                 role_writer=role_writer(meta, self.labels.role))
             writer = member.role_writer

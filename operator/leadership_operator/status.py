@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import leadership
+from leadership import toolkit
 
 from . import text
 from .contract import Labels, Role
@@ -70,7 +70,7 @@ def election_row(namespace: str, name: str, lease: dict[str, Any] | None,
     names = [str(p["metadata"]["name"]) for p in pods]
     leaders = sorted(str(p["metadata"]["name"]) for p in pods
                      if (p["metadata"].get("labels") or {}).get(labels.role) == Role.LEADER)
-    parsed = leadership.parse_lease(lease)
+    parsed = toolkit.parse_lease(lease)
     record = parsed.record
     age = ((now - record.renew_time).total_seconds() if record.renew_time is not None
            else None)
@@ -128,7 +128,7 @@ async def collect(kube: Kube, namespaces: list[str], labels: Labels, all_leases:
         for pod in await kube.list_pods(ns, labels.election):
             meta = pod["metadata"]
             election = (meta.get("labels") or {}).get(labels.election, "")
-            if not leadership.is_dns_subdomain(election):
+            if not toolkit.is_dns_subdomain(election):
                 continue  # a label that names no possible Lease makes no election
             members.setdefault((meta.get("namespace") or ns or "", election), []).append(pod)
     keys = set(members) | (set(leases) if all_leases else set())
@@ -195,7 +195,7 @@ async def run(options: StatusOptions, out: TextIO = sys.stdout,
               err: TextIO = sys.stderr) -> int:
     """Print once; with `watch`, print again whenever a row changes, until interrupted."""
     api = await api_client(options.kubeconfig)
-    kube = ApiKube(leadership.KubeApi(api))
+    kube = ApiKube(toolkit.KubeApi(api))
     color = out.isatty() and options.output == "table"
     last: list[tuple[Any, ...]] | None = None
     try:

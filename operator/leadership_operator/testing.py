@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import leadership
+from leadership import toolkit
 
 JSONDict = dict[str, Any]
 _END = object()
@@ -67,7 +68,7 @@ class FakeKube:
     def put_lease(self, namespace: str, name: str, holder: str = "", *, duration: int = 15,
                   transitions: int = 0) -> JSONDict:
         """Create or write the Lease (a holder's renewal, say); watches see it."""
-        now = leadership.format_microtime(self.clock.wall())
+        now = toolkit.format_microtime(self.clock.wall())
         existing = self.leases.get((namespace, name))
         lease = copy.deepcopy(existing) if existing else {
             "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
@@ -115,7 +116,7 @@ class FakeKube:
         version = str(self._current())
         for watch in self._watches:
             if not watch.silenced:
-                watch.queue.put_nowait(leadership.WatchEvent(
+                watch.queue.put_nowait(toolkit.WatchEvent(
                     "BOOKMARK", {"metadata": {"resourceVersion": version}}))
 
     def compact(self) -> None:
@@ -145,7 +146,7 @@ class FakeKube:
         self._history.append((version, kind, copy.deepcopy(lease)))
         for watch in self._watches:
             if not watch.silenced and watch.namespace in (None, lease["metadata"]["namespace"]):
-                watch.queue.put_nowait(leadership.WatchEvent(kind, copy.deepcopy(lease)))  # type: ignore[arg-type]
+                watch.queue.put_nowait(toolkit.WatchEvent(kind, copy.deepcopy(lease)))  # type: ignore[arg-type]
 
     async def _maybe_fail(self, method: str) -> None:
         await asyncio.sleep(0)  # every call is a turn of the loop, as a request would be
@@ -163,7 +164,7 @@ class FakeKube:
         return items, str(self._current())
 
     async def watch_leases(self, namespace: str | None,
-                           version: str) -> AsyncIterator[leadership.WatchEvent]:
+                           version: str) -> AsyncIterator[toolkit.WatchEvent]:
         await self._maybe_fail("watch_leases")
         since = int(version or 0)
         if since < self._compacted:
@@ -171,7 +172,7 @@ class FakeKube:
         watch = _Watch(namespace)
         for v, kind, lease in self._history:
             if v > since and namespace in (None, lease["metadata"]["namespace"]):
-                watch.queue.put_nowait(leadership.WatchEvent(kind, copy.deepcopy(lease)))  # type: ignore[arg-type]
+                watch.queue.put_nowait(toolkit.WatchEvent(kind, copy.deepcopy(lease)))  # type: ignore[arg-type]
         self._watches.append(watch)
         try:
             while True:

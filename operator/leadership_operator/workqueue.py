@@ -7,7 +7,7 @@
   the earliest pending time per item is kept, so the timers stay about one per item however
   often it is re-armed (the work it starts arms the later ones again).
 - `failed(item)`: the work failed; the item is handed out again after a jittered
-  exponential back-off (`leadership.backoff`: exactly `RETRY[0]` after the first failure,
+  exponential back-off (`toolkit.backoff`: exactly `RETRY[0]` after the first failure,
   then at random up to twice the last ceiling, at most `RETRY[1]`); `succeeded` resets it.
 - `take()` hands out every item due now and not in flight; `wait()` returns when there may
   be more.
@@ -24,8 +24,7 @@ import random
 from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar
 
-import leadership
-from leadership import Clock
+from leadership import Clock, toolkit
 
 T = TypeVar("T", bound=Hashable)
 
@@ -85,7 +84,7 @@ class WorkQueue(Generic[T]):
         """Count a failure of `item`'s work and schedule it again; the delay chosen."""
         attempt = self._failures.get(item, 0)
         self._failures[item] = attempt + 1
-        delay = leadership.backoff(self.rng, attempt, *self.retry)
+        delay = toolkit.backoff(self.rng, attempt, *self.retry)
         self.add_at(item, self.clock.now() + delay)
         return delay
 
@@ -110,5 +109,5 @@ class WorkQueue(Generic[T]):
         while self._timers and self._due.get(self._timers[0][2]) != self._timers[0][0]:
             heapq.heappop(self._timers)  # superseded or forgotten
         due = self._timers[0][0] if self._timers else None
-        await leadership.wait_until(self.clock, due, self._wake)
+        await toolkit.wait_until(self.clock, due, self._wake)
         self._wake.clear()

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from leadership import ExpiryTracker, Observation
 from leadership.testing import ManualClock
+from leadership.toolkit import ExpiryTracker, Observation
 from leadership_operator import Member, Role, decide, pod_of_holder
 from leadership_operator.contract import Labels, valid_lease_name
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import leadership
+from leadership import toolkit
 from leadership.testing import ManualClock
 from leadership_operator.app import Options, check_namespaces
 from leadership_operator.errors import CommandError
@@ -64,7 +65,7 @@ async def test_the_sidecar_says_starting_until_it_has_read_the_lease(
     store = leadership.MemoryLeaseStore(clock)
     await store.create({"metadata": {"name": "web"}, "spec": {
         "holderIdentity": "web-0", "leaseDurationSeconds": 15,
-        "renewTime": leadership.format_microtime(clock.wall())}})
+        "renewTime": toolkit.format_microtime(clock.wall())}})
     candidate = leadership.Candidate(store, "web", "web-1", ttl=15, clock=clock)
     roles = Roles(candidate)
     assert roles.now() == "starting" and roles.describe() == "starting: reading the Lease"

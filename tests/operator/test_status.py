@@ -16,7 +16,7 @@ import kubernetes
 import pytest
 
 from controlplane.cluster import Cluster
-from leadership import format_microtime
+from leadership.toolkit import format_microtime
 from leadership_operator.contract import Labels
 from leadership_operator.status import election_row, render
 from tests.operator.conftest import ROLE, ROOT, make_pods

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from leadership import ConflictError, LeaseRecord, MemoryLeaseStore
+from leadership import ConflictError, MemoryLeaseStore
 from leadership.lock import LeaseLock
 from leadership.testing import ManualClock
+from leadership.toolkit import LeaseRecord
 
 KEY = "lock"
 

@@ -93,6 +93,9 @@ LAYERS = {
     "follower": {"clock", "errors", "observer", "stores", "validation"},
     "sync": {"candidate", "follower", "metrics", "stores", "timing"},
     "testing": {"candidate", "clock", "stores", "stores.memory"},
+    # The second face: what tools built on the library use (the operator, status).
+    "toolkit": {"clock", "observer", "record", "stores", "stores.kubeapi", "timing",
+                "validation"},
 }
 
 
@@ -186,11 +189,15 @@ def test_the_operator_uses_only_the_library_face_and_the_library_never_the_opera
     for path in sorted((ROOT / "operator" / "leadership_operator").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                assert not node.module.startswith("leadership."), (
-                    f"{path.name} imports {node.module}: use the public face, `leadership`")
+                assert node.module in ("leadership", "leadership.toolkit") or (
+                    not node.module.startswith("leadership.")), (
+                    f"{path.name} imports {node.module}: use the public face, `leadership`, "
+                    "or what tools use, `leadership.toolkit`")
     for path in sorted((ROOT / "operator" / "leadership").rglob("*.py")):
         assert "leadership_operator" not in path.read_text(), f"{path} imports the operator"
     assert loaded_after("import leadership_operator") == set()  # kopf only when it runs
+    assert loaded_after("import leadership.toolkit") == set()
+    assert loaded_after("from leadership.toolkit import KubeApi") >= {"kubernetes"}
 
 
 def pins(text: str) -> dict[str, str]:
