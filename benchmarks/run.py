@@ -46,7 +46,8 @@ from benchmarks import pages
 from controlplane import build
 from controlplane.candidates import Candidate
 from controlplane.cluster import audit_events, service_account_kubeconfig
-from controlplane.launcher import ControlPlane, free_port
+from controlplane.launcher import ControlPlane
+from controlplane.processes import free_port
 
 TTL = 4
 RENEW_INTERVAL = TTL / 3

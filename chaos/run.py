@@ -39,7 +39,8 @@ from chaos import checker
 from chaos.schedule import Fault, make_schedule
 from controlplane.candidates import Candidate
 from controlplane.cluster import kubeconfig_via, proxy_to, service_account_kubeconfig
-from controlplane.launcher import ControlPlane, free_port
+from controlplane.launcher import ControlPlane
+from controlplane.processes import free_port
 from controlplane.proxy import TcpProxy
 from controlplane.recorder import Recorder
 

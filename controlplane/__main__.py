@@ -8,10 +8,8 @@ import signal
 import sys
 import threading
 
-from .build import BuildError
-from .images import ImageError
-from .launcher import ControlPlane, KubectlError, StartError
-from .node import NodeError
+from .errors import ControlPlaneError
+from .launcher import ControlPlane
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
                       keep_logs=args.keep_logs, with_node=args.node)
     try:
         cp.start()
-    except (BuildError, StartError, NodeError, ImageError, KubectlError) as exc:
+    except ControlPlaneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
@@ -39,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         print("Ctrl-C stops it and removes its files.", flush=True)
         while not done.wait(1.0):
             cp.check_alive()
-    except StartError as exc:
+    except ControlPlaneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:

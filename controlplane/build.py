@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import ControlPlaneError
+
 HERE = Path(__file__).resolve().parent
 VERSIONS_FILE = HERE / "versions.env"
 MODULE_DIR = HERE / "gomod"
@@ -110,7 +112,7 @@ NODE = ("kubelet", "kube-scheduler", "kube-proxy", "containerd", "containerd-shi
 IMAGE_TOOLS = ("buildkitd", "buildctl", "agnhost", "pause")
 
 
-class BuildError(RuntimeError):
+class BuildError(ControlPlaneError):
     """The binaries could not be built; the message says what is missing."""
 
 

@@ -35,6 +35,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from . import build, host
+from .errors import ControlPlaneError
+from .processes import die_with_parent, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -54,7 +56,7 @@ HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 Say = Callable[[str], None]
 
 
-class ImageError(RuntimeError):
+class ImageError(ControlPlaneError):
     """An image could not be built; the message has the builder's output."""
 
 
@@ -145,7 +147,6 @@ class BuildKit:
         self.created = host.missing(BUILDKIT_PATHS)
 
     def __enter__(self) -> BuildKit:
-        from .launcher import _die_with_parent
 
         config = self.tmp / "buildkitd.toml"
         config.write_text(f'[worker.oci]\n  defaultCgroupParent = "{BUILDKIT_CGROUP}"\n'
@@ -161,7 +162,7 @@ class BuildKit:
                  f"--oci-worker-binary={self.bin['runc']}", "--oci-worker-net=host",
                  "--oci-worker-snapshotter=overlayfs"],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                preexec_fn=_die_with_parent, start_new_session=True)
+                preexec_fn=die_with_parent, start_new_session=True)
         deadline = time.monotonic() + 30
         while self.buildctl("debug", "workers", check=False).returncode != 0:
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -170,7 +171,6 @@ class BuildKit:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        from .launcher import stop_process
 
         if self.proc is not None:
             stop_process(self.proc, grace=10)

@@ -18,14 +18,11 @@ Like controller-runtime's envtest: no kubelet, no Docker. The launcher
 
 from __future__ import annotations
 
-import ctypes
 import datetime
 import ipaddress
 import json
 import os
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -38,6 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import build, network
+from .errors import ControlPlaneError
+from .processes import die_with_parent, free_port, stop_process
 
 if TYPE_CHECKING:
     from .node import Node
@@ -45,11 +44,11 @@ if TYPE_CHECKING:
 READY_TIMEOUT = float(os.environ.get("LEADERSHIP_CONTROLPLANE_READY_TIMEOUT", "90"))
 
 
-class StartError(RuntimeError):
+class StartError(ControlPlaneError):
     """A component did not start; the message names its log."""
 
 
-class KubectlError(subprocess.CalledProcessError):
+class KubectlError(subprocess.CalledProcessError, ControlPlaneError):
     """`kubectl` failed; the message is its command and what it printed on stderr."""
 
     def __init__(self, proc: subprocess.CompletedProcess[str], args: tuple[str, ...]) -> None:
@@ -58,33 +57,6 @@ class KubectlError(subprocess.CalledProcessError):
 
     def __str__(self) -> str:
         return f"`kubectl {self.command}` failed ({self.returncode}): {self.stderr.strip()}"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM,
-                 grace: float = 15.0) -> int:
-    """Send `sig` to `proc` unless it has exited, give it `grace` seconds, then SIGKILL it.
-    Returns its exit status."""
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    return proc.wait()
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 # --- PKI -----------------------------------------------------------------------------------
@@ -272,7 +244,7 @@ class ControlPlane:
         try:
             popen = subprocess.Popen([str(binary or self.binaries[name]), *args], stdout=out,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     cwd=self.dir, preexec_fn=_die_with_parent,
+                                     cwd=self.dir, preexec_fn=die_with_parent,
                                      start_new_session=True, env=env)
         finally:
             out.close()

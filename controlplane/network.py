@@ -28,6 +28,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from .errors import ControlPlaneError
+
 BRIDGE = "leadership0"
 NODE_IP = "10.244.0.1"
 POD_CIDR = "10.244.0.0/24"
@@ -37,7 +39,7 @@ SERVICE_CIDR = "10.0.0.0/24"
 KUBERNETES_SERVICE_IP = str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))
 
 
-class NetworkError(RuntimeError):
+class NetworkError(ControlPlaneError):
     """The bridge could not be made or removed; the message has the command's answer."""
 
 

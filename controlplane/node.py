@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import build, host, images, network
+from .errors import ControlPlaneError
 
 if TYPE_CHECKING:
     from .launcher import ControlPlane
@@ -70,7 +71,7 @@ READY_TIMEOUT = 120.0
 NODE_BINARIES = build.NODE
 
 
-class NodeError(RuntimeError):
+class NodeError(ControlPlaneError):
     """The node could not start; the message says why and names the logs."""
 
 

@@ -34,7 +34,8 @@ from pathlib import Path
 import kubernetes
 
 from controlplane.cluster import service_account_kubeconfig, sync_client
-from controlplane.launcher import ControlPlane, free_port, stop_process
+from controlplane.launcher import ControlPlane
+from controlplane.processes import free_port, stop_process
 from controlplane.recorder import Recorder
 
 ROOT = Path(__file__).resolve().parents[1]

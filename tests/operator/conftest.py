@@ -25,7 +25,7 @@ import pytest
 
 from controlplane.candidates import Candidate
 from controlplane.cluster import Cluster, service_account_kubeconfig, wait_until_allowed
-from controlplane.launcher import free_port, stop_process
+from controlplane.processes import free_port, stop_process
 from controlplane.recorder import Recorder
 from leadership.testing import ManualClock
 

@@ -21,7 +21,7 @@ import kubernetes
 import pytest
 
 from controlplane.cluster import Cluster, service_account_kubeconfig, wait_until_allowed
-from controlplane.launcher import free_port
+from controlplane.processes import free_port
 from controlplane.waiting import eventually
 from leadership_operator.http import IDLE_TIMEOUT
 from tests.operator.conftest import ROOT
