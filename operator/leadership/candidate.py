@@ -39,7 +39,6 @@ Non-guarantees (see docs/library.md):
 from __future__ import annotations
 
 import asyncio
-import collections
 import enum
 import logging
 import random
@@ -48,10 +47,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, NamedTuple, TypeVar
 
-from .clock import Clock, DeadlineExceeded, SystemClock, race, wait_until
+from .clock import Clock, DeadlineExceeded, SystemClock, race, unless_set, wait_until
 from .errors import (
     ConflictError,
-    DuplicateIdentityError,
     FatalStoreError,
     NotFoundError,
     PermissionDeniedError,
@@ -63,8 +61,10 @@ from .lock import LeaseLock
 from .metrics import CandidateMetrics
 from .observer import LeaseObserver, Observation
 from .stores import LeaseStore
+from .stream import ElectionStream
 from .supervisor import run_while_leading
 from .timing import Timing, backoff
+from .twins import TwinWatch
 from .validation import check_clock, check_store, validate_identity, validate_key
 
 log = logging.getLogger("leadership.candidate")
@@ -101,45 +101,6 @@ class Renewal(enum.Enum):
     RETRY_NOW = "retry now"  # no answer in time, or a re-read shows it is still ours
     RETRY_LATER = "retry later"  # a transient error: back off, then try again
     LOST = "lost"  # someone else holds it, or it is gone
-
-
-class _Stream:
-    """An unbounded, de-duplicating, single-consumer queue of bools with a terminal state."""
-
-    def __init__(self) -> None:
-        self._items: collections.deque[bool] = collections.deque()
-        self._last: bool | None = None
-        self._wake = asyncio.Event()
-        self._closed = False
-        self._error: BaseException | None = None
-
-    def push(self, value: bool) -> None:
-        if self._closed or value == self._last:
-            return
-        self._last = value
-        self._items.append(value)
-        self._wake.set()
-
-    def close(self, error: BaseException | None = None) -> None:
-        if self._closed:
-            return
-        self.push(False)
-        self._closed, self._error = True, error
-        self._wake.set()
-
-    def __aiter__(self) -> _Stream:
-        return self
-
-    async def __anext__(self) -> bool:
-        while not self._items:
-            if self._closed:
-                if self._error is not None:
-                    error, self._error = self._error, None
-                    raise error
-                raise StopAsyncIteration
-            self._wake.clear()
-            await self._wake.wait()
-        return self._items.popleft()
 
 
 class Candidate:
@@ -186,11 +147,11 @@ class Candidate:
         self._resign_waiters: list[asyncio.Future[None]] = []
         self._no_acquire_before = float("-inf")
         self._step_down_hooks: list[Callable[[], Awaitable[None]]] = []
-        self._stream: _Stream | None = None
+        self._stream: ElectionStream | None = None
         self._task: asyncio.Task[None] | None = None
         self._done = asyncio.Event()
-        #: when a Lease held under our identity by another process was first seen.
-        self._twin_since: float | None = None
+        #: a live twin (another process under our identity): see `leadership.twins`.
+        self._twins = TwinWatch(self._where, self.node, self.timing.ttl)
         #: why the Lease cannot be taken even when free (see `blocked`).
         self._blocked: str | None = None
         #: counters for export; see `leadership.metrics`.
@@ -274,7 +235,7 @@ class Candidate:
         """
         if self._stream is not None:
             raise RuntimeError(f"{self!r}: run_for_election() may be called only once")
-        self._stream = _Stream()
+        self._stream = ElectionStream()
         self._stream.push(False)
         if self._stop.is_set():
             self._stream.close()
@@ -473,51 +434,20 @@ class Candidate:
 
     async def _unless_stopped(self, request: Awaitable[T]) -> T | None:
         """Await `request` (which the store bounds by its request_timeout) and return its
-        answer; None if `stop()` came first (the request is then cancelled). For the reads
-        and writes of a campaign: none of them is cut at a deadline, because a cancelled
-        request costs its connection, and a slow API server then pays a new one (TLS
-        handshake included) on every retry. Only renewals are cut, by attempt_timeout."""
-        answer = asyncio.ensure_future(request)
-        stopping = asyncio.ensure_future(self._stop.wait())
-        try:
-            done, _ = await asyncio.wait({answer, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in (stopping, answer):
-                if not waiter.done():
-                    waiter.cancel()
-            await asyncio.gather(stopping, answer, return_exceptions=True)
-        if answer not in done:
-            return None
-        return answer.result()  # or raises the request's error
+        answer; None if `stop()` came first. For the reads and writes of a campaign: none of
+        them is cut at a deadline, because a cancelled request costs its connection, and a
+        slow API server then pays a new one (TLS handshake included) on every retry. Only
+        renewals are cut, by attempt_timeout."""
+        return await unless_set(request, self._stop)
 
     def _may_take(self, seen: Observation, now: float) -> bool:
         """Free, expired, or held under our identity by this very process."""
         holder = seen.holder_at(now)
-        if holder != self.node:
-            self._twin_since = None
-            return holder == ""
-        if self._lock.wrote(seen.record):
-            self._twin_since = None
-            return True
-        # Held under our identity by another process: a previous run of this one (it has
-        # stopped renewing; its claim is waited out like anyone's), or a live twin sharing
-        # the identity (its renewals go on). After a full Lease duration of renewals the
-        # difference is known, and a twin is an error, as it is on the leader's side.
-        if self._twin_since is None:
-            self._twin_since = seen.observed_at
-            log.warning("%s: the lease is held under our identity by another process: a "
-                        "previous run of this one (waited out), or another process with the "
-                        "same identity. If its renewals go on for %ds, this candidate stops "
-                        "with DuplicateIdentityError: check that every process has its own "
-                        "identity (two replicas given one --identity or node=, or two "
-                        "containers of a pod both using $POD_NAME; the default, "
-                        "<pod>_<uuid>, is unique)", self._where, self.timing.ttl)
-        elif seen.observed_at - self._twin_since >= self.timing.ttl:
-            raise DuplicateIdentityError(
-                f"{self._where}: another process has renewed the lease under our identity "
-                f"{self.node!r} for {seen.observed_at - self._twin_since:.0f}s, a full lease "
-                "duration: two live processes share one identity. Give each its own (the "
-                "default, <pod>_<uuid>, is unique per process).")
+        if holder != self.node or self._lock.wrote(seen.record):
+            self._twins.cleared()
+            return holder in ("", self.node)
+        # Held under our identity by another process: a previous run, or a twin.
+        self._twins.held_by_another(seen.observed_at)
         return False
 
     async def _confirm_expiry(self) -> Observation | None:
@@ -598,11 +528,8 @@ class Candidate:
                             record.holder_identity if record else None)
                 return Renewal.LOST
             if not self._lock.wrote(record):
-                raise DuplicateIdentityError(
-                    f"lease {self.store.namespace}/{self.key} was renewed as {self.node!r} by "
-                    f"another process: two processes share the identity {self.node!r}. Give "
-                    "each process its own identity (the default, <pod>_<uuid>, is unique).",
-                    status=409) from None
+                raise self._twins.error("renewed the lease while this one led",
+                                        status=409) from None
             return Renewal.RETRY_NOW
         except NotFoundError:
             log.warning("%s: the lease was deleted; stepping down", self._where)

@@ -73,6 +73,23 @@ class DeadlineExceeded(Exception):
         return "no answer before the deadline"
 
 
+async def unless_set(aw: Awaitable[T], event: asyncio.Event) -> T | None:
+    """Await `aw` and return its answer (or raise its error); None if `event` is set first,
+    and `aw` is then cancelled. No deadline: for requests that their store bounds itself."""
+    answer = asyncio.ensure_future(aw)
+    setting = asyncio.ensure_future(event.wait())
+    try:
+        done, _ = await asyncio.wait({answer, setting}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in (setting, answer):
+            if not waiter.done():
+                waiter.cancel()
+        await asyncio.gather(setting, answer, return_exceptions=True)
+    if answer not in done:
+        return None
+    return answer.result()
+
+
 async def race(clock: Clock, aw: Awaitable[T], deadline: float) -> T:
     """Await `aw`, cancelling it and raising `DeadlineExceeded` at `deadline` on `clock`.
 

@@ -88,8 +88,10 @@ LAYERS = {
     # The supervisor of run_while_leading sits beside the candidate: it uses only its public
     # surface (the stream, on_step_down, stop), and the candidate delegates to it.
     "supervisor": set(),
-    "candidate": {"clock", "errors", "lock", "metrics", "observer", "stores", "supervisor",
-                  "timing", "validation"},
+    "stream": set(),
+    "twins": {"errors"},
+    "candidate": {"clock", "errors", "lock", "metrics", "observer", "stores", "stream",
+                  "supervisor", "timing", "twins", "validation"},
     "follower": {"clock", "errors", "observer", "stores", "validation"},
     "sync": {"candidate", "follower", "metrics", "stores", "timing"},
     "testing": {"candidate", "clock", "stores", "stores.memory"},
@@ -99,9 +101,10 @@ LAYERS = {
 }
 
 
-def imported_modules(path: Path, package: str, root: str = "leadership") -> set[str]:
+def imported_modules(path: Path, package: str, root: str = "leadership",
+                     source: Path = ROOT / "operator") -> set[str]:
     """The package's own modules that `path` imports (relative imports resolved), as names
-    relative to the package `root`."""
+    relative to the package `root`, which lives in the folder `source`."""
     import ast
 
     tree = ast.parse(path.read_text())
@@ -110,7 +113,7 @@ def imported_modules(path: Path, package: str, root: str = "leadership") -> set[
 
     def module_of(dotted: str) -> str | None:
         name = dotted.removeprefix(root).removeprefix(".")
-        path = ROOT / "operator" / root / name.replace(".", "/")
+        path = source / root / name.replace(".", "/")
         return name if name and (path.with_suffix(".py").exists() or path.is_dir()) else None
 
     for node in ast.walk(tree):
