@@ -36,14 +36,13 @@ import leadership
 from leadership import toolkit
 
 from . import http
+from .assembly import Operator
 from .contract import Labels, field_manager
 from .errors import CommandError
-from .events import Events
 from .kube import ApiKube, Kube
 from .kubeclient import api_client, sync_configuration
 from .leases import LeaseCache
 from .metrics import OperatorMetrics
-from .pods import Members
 from .reconcile import Reconciler
 from .storage import NowhereDiffBaseStorage, NowhereProgressStorage
 
@@ -80,10 +79,9 @@ def _connection_info(options: Options) -> kopf.ConnectionInfo:
                                certificate_path=cfg.cert_file, private_key_path=cfg.key_file)
 
 
-def _registry(options: Options, members: Members,
-              reconciler: Reconciler) -> kopf.OperatorRegistry:
+def _registry(options: Options, inside: Operator) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
-    keys = members.labels
+    keys = inside.labels
 
     def ours(labels: kopf.Labels, **_: Any) -> bool:
         return keys.election in labels or keys.role in labels
@@ -96,7 +94,7 @@ def _registry(options: Options, members: Members,
     # and change the members under the reconciler's feet.
     @kopf.on.event("", "v1", "pods", when=ours, registry=registry)
     async def pod_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
-        reconciler.pods_changed(members.pod_event(str(event.get("type")), dict(body)))
+        inside.pod_event(str(event.get("type")), dict(body))
 
     return registry
 
@@ -179,21 +177,14 @@ async def operate(options: Options, api: Any) -> None:
     manager = field_manager(options.lease_namespace, options.lease_name)
     kube = ApiKube(toolkit.KubeApi(api), field_manager=manager)
     await check_namespaces(kube, options)
-    members = Members(labels, field_manager=manager)
     store = leadership.KubernetesLeaseStore(api, options.lease_namespace)
     candidate = leadership.Candidate(store, options.lease_name, options.identity,
                                      ttl=options.lease_seconds)
     scopes: list[str | None] = [*options.namespaces] or [None]
-
-    def lease_changed(key: tuple[str, str]) -> None:
-        reconciler.mark(key)
-
-    # Only Leases a member pod names are elections: the others are never kept.
-    leases = LeaseCache(kube, scopes, clock, on_change=lease_changed, metrics=metrics,
-                        wanted=members.has)
-    reconciler = Reconciler(leases, members, kube,
-                            Events(kube, options.identity, clock, metrics), labels, clock,
-                            metrics, lambda: candidate.is_leader)
+    inside = Operator(kube, scopes, clock, labels=labels, identity=options.identity,
+                      field_manager=manager, is_active=lambda: candidate.is_leader,
+                      metrics=metrics)
+    reconciler = inside.reconciler
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -220,28 +211,22 @@ async def operate(options: Options, api: Any) -> None:
 
     # The port first: one in use is said before anything has started.
     kopf_task: asyncio.Task[None] | None = None
-    runner = await serve_http(options, metrics, leases, reconciler, candidate,
+    runner = await serve_http(options, metrics, inside.leases, reconciler, candidate,
                               lambda: kopf_task is not None and kopf_task.done())
     try:
-        # The member pods before the first decision (kopf's own listing arrives in its
-        # time): otherwise every holder would briefly match "no member pod".
-        for namespace in scopes:
-            for selector in (labels.election, labels.role):
-                for pod in await kube.list_pods(namespace, selector):
-                    pod.setdefault("metadata", {}).setdefault("namespace", namespace)
-                    members.pod_event("ADDED", pod)
+        await inside.list_members()  # kopf's own listing arrives in its time
     except BaseException:
         await runner.close()
         raise
     # Our tasks first, and one turn of the loop so that the Candidate has spawned its own:
     # kopf cancels, when it stops, every task created after it started.
     tasks = [asyncio.create_task(t) for t in (
-        campaign(), reconciler.run(), resync(), loop_lag(), leases.run())]
+        campaign(), resync(), loop_lag(), *inside.runs())]
     await asyncio.sleep(0)
     ours = set(asyncio.all_tasks())
     stop_flag: asyncio.Future[None] = loop.create_future()
     kopf_tasks = await kopf.spawn_tasks(
-        registry=_registry(options, members, reconciler), settings=_settings(options),
+        registry=_registry(options, inside), settings=_settings(options),
         standalone=True, clusterwide=not options.namespaces, namespaces=options.namespaces,
         stop_flag=stop_flag)
     # spawn_tasks installed kopf's SIGTERM/SIGINT handlers; ours replace them, so that a

@@ -1,5 +1,5 @@
-"""The operator's inside, assembled as `app.run` assembles it, on `FakeKube` and a manual
-clock: for the unit tests of the Lease cache, the reconciler and the Events."""
+"""The operator's inside, the very `Operator` that `app.operate` builds, on `FakeKube` and a
+manual clock: for the unit tests of the Lease cache, the reconciler and the Events."""
 
 from __future__ import annotations
 
@@ -8,12 +8,9 @@ import random
 from dataclasses import dataclass, field
 
 from leadership.testing import ManualClock
+from leadership_operator.assembly import Operator
 from leadership_operator.contract import Labels, field_manager
-from leadership_operator.events import Events
-from leadership_operator.leases import LeaseCache
 from leadership_operator.metrics import OperatorMetrics
-from leadership_operator.pods import Members
-from leadership_operator.reconcile import Reconciler
 from leadership_operator.testing import FakeKube
 
 NS = "apps"
@@ -33,14 +30,12 @@ class Inside:
 
     def __post_init__(self) -> None:
         self.kube.field_manager = MANAGER
-        self.members = Members(LABELS, field_manager=MANAGER)
-        self.leases = LeaseCache(self.kube, [None], self.clock, metrics=self.metrics,
-                                 on_change=lambda key: self.reconciler.mark(key),
-                                 wanted=self.members.has)
-        self.events = Events(self.kube, "operator-0", self.clock, self.metrics)
-        self.reconciler = Reconciler(self.leases, self.members, self.kube, self.events, LABELS,
-                                     self.clock, self.metrics, lambda: self.active,
-                                     rng=self.rng or random.Random(0))
+        self.operator = Operator(self.kube, [None], self.clock, labels=LABELS,
+                                 identity="operator-0", field_manager=MANAGER,
+                                 is_active=lambda: self.active, metrics=self.metrics,
+                                 rng=self.rng or random.Random(0))
+        self.members, self.leases = self.operator.members, self.operator.leases
+        self.events, self.reconciler = self.operator.events, self.operator.reconciler
 
     def member(self, name: str, election: str = "web", **labels: str) -> None:
         """A pod in the election `election`, and the pod event kopf would deliver."""
@@ -48,7 +43,7 @@ class Inside:
         self.pod_event("ADDED", pod)
 
     def pod_event(self, kind: str, pod: dict[str, object]) -> None:
-        self.reconciler.pods_changed(self.members.pod_event(kind, pod))
+        self.operator.pod_event(kind, pod)
 
     def role(self, name: str) -> str | None:
         return self.kube.role(NS, name, LABELS.role)
@@ -57,8 +52,7 @@ class Inside:
         return [(w[2], w[3]) for w in self.kube.writes if w[0] == "label"]
 
     async def start(self) -> None:
-        self.tasks = [asyncio.ensure_future(self.leases.run()),
-                      asyncio.ensure_future(self.reconciler.run())]
+        self.tasks = [asyncio.ensure_future(run) for run in self.operator.runs()]
         await self.settle()
 
     async def settle(self) -> None:
