@@ -44,7 +44,7 @@ from pathlib import Path
 
 from benchmarks import pages
 from controlplane import build
-from controlplane.candidates import Candidate
+from controlplane.candidates import CandidateProcess
 from controlplane.cluster import audit_events, service_account_kubeconfig
 from controlplane.launcher import ControlPlane
 from controlplane.processes import free_port
@@ -116,9 +116,9 @@ class Member:
 def spawn(kind: str, cp: ControlPlane, namespace: str, lease: str, name: str,
           kubeconfig: Path | None = None) -> Member:
     port = free_port() if kind == "sidecar" else None
-    command = Candidate(kind.removeprefix("python-"), kubeconfig or cp.kubeconfig, lease, name,
-                        TTL, namespace, renew_deadline=RENEW_DEADLINE,
-                        retry_period=RENEW_INTERVAL, port=port).command()
+    command = CandidateProcess(kind.removeprefix("python-"), kubeconfig or cp.kubeconfig,
+                               lease, name, TTL, namespace, renew_deadline=RENEW_DEADLINE,
+                               retry_period=RENEW_INTERVAL, port=port).command()
     log = LOGS / f"{name}.log"
     with open(log, "w") as err:
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True)

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from controlplane.candidates import Candidate
+from controlplane.candidates import CandidateProcess
 from controlplane.cluster import kubeconfig_via, proxy_to
 from controlplane.launcher import ControlPlane
 
@@ -72,7 +72,7 @@ def first_leader(kubeconfig: Path, lease: str, logs: Path, wait: float) -> Trial
     started = time.monotonic()
     for i in range(2):
         proc = subprocess.Popen(
-            Candidate("pykube", kubeconfig, lease, f"p{i}", TTL).command(), cwd=ROOT,
+            CandidateProcess("pykube", kubeconfig, lease, f"p{i}", TTL).command(), cwd=ROOT,
             stdout=subprocess.PIPE, stderr=(logs / f"{lease}-{i}.log").open("w"), text=True)
         procs.append(proc)
 

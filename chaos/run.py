@@ -37,7 +37,7 @@ from typing import Any
 
 from chaos import checker
 from chaos.schedule import Fault, make_schedule
-from controlplane.candidates import Candidate
+from controlplane.candidates import CandidateProcess
 from controlplane.cluster import kubeconfig_via, proxy_to, service_account_kubeconfig
 from controlplane.launcher import ControlPlane
 from controlplane.processes import free_port
@@ -238,7 +238,7 @@ class Run:
                 "DONT_FAKE_MONOTONIC": "1"}
 
         def python(pod: str, store: str, kubeconfig: Path, env: dict[str, str]) -> Member:
-            return Member(pod, "python", Candidate(store, kubeconfig, LEASE, pod, TTL, NS,
+            return Member(pod, "python", CandidateProcess(store, kubeconfig, LEASE, pod, TTL, NS,
                                                    events=True).command(),
                           {**base, **env}, self.logs / f"{pod}.log")
 
@@ -247,12 +247,12 @@ class Run:
             python("c1", "pykube", admin, {**fake, "FAKETIME": "+1h"}),
             python("c2", "pykube", via_proxy(admin, "c2"), {}),
             python("c3", "kubernetes", admin, {**fake, "FAKETIME": "-1h"}),
-            Member("c4", "client-go", Candidate(
+            Member("c4", "client-go", CandidateProcess(
                 "client-go", admin, LEASE, "c4", TTL, NS, renew_deadline=RENEW_DEADLINE,
                 retry_period=TTL / 3).command(), base, self.logs / "c4.log"),
         ]
         port = free_port()
-        members.append(Member("s0", "sidecar", Candidate(
+        members.append(Member("s0", "sidecar", CandidateProcess(
             "sidecar", via_proxy(admin, "s0"), LEASE, "s0", TTL, NS, port=port).command(),
             {**base, "POD_NAME": "s0", "POD_NAMESPACE": NS},
             self.logs / "s0.log", port))

@@ -22,7 +22,7 @@ KINDS = (*PYTHON_KINDS, "client-go", "sidecar", "kubernetes-leaderelection")
 
 
 @dataclass(frozen=True)
-class Candidate:
+class CandidateProcess:
     """One candidate process to start: `kind` (one of `KINDS`) campaigning for `lease` in
     `namespace` as `identity`, with a Lease duration of `ttl` seconds.
 

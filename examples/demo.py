@@ -18,7 +18,7 @@ import time
 import kubernetes.aio.config
 
 import leadership
-from controlplane.candidates import Candidate
+from controlplane.candidates import CandidateProcess
 from controlplane.launcher import ControlPlane
 
 TTL = 4
@@ -33,7 +33,7 @@ def say(message: str, t0: float | None = None) -> None:
 def start_members(cp: ControlPlane) -> dict[str, subprocess.Popen[bytes]]:
     kinds = {"py-official-1": "kubernetes", "py-pykube-2": "pykube",
              "go-client-go-3": "client-go", "py-official-4": "kubernetes"}
-    commands = {name: Candidate(kind, cp.kubeconfig, LEASE, name, TTL, renew_deadline=3,
+    commands = {name: CandidateProcess(kind, cp.kubeconfig, LEASE, name, TTL, renew_deadline=3,
                                 retry_period=0.5).command()
                 for name, kind in kinds.items()}
     members = {}

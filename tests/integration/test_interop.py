@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.candidates import Candidate
+from controlplane.candidates import CandidateProcess
 from controlplane.cluster import Cluster
 from controlplane.waiting import eventually_async
 from tests.integration.helpers import StoreFactory, consume
@@ -33,7 +33,7 @@ class GoPeer:
     @classmethod
     async def start(cls, kubeconfig: Path, namespace: str, key: str, identity: str) -> GoPeer:
         proc = await asyncio.create_subprocess_exec(
-            *Candidate("client-go", kubeconfig, key, identity, TTL, namespace,
+            *CandidateProcess("client-go", kubeconfig, key, identity, TTL, namespace,
                        renew_deadline=3, retry_period=0.5).command(),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
         return cls(proc)

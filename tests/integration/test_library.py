@@ -15,7 +15,7 @@ import kubernetes
 import pytest
 
 import leadership
-from controlplane.candidates import Candidate
+from controlplane.candidates import CandidateProcess
 from controlplane.cluster import Cluster, audit_events, pykube_client_for
 from controlplane.waiting import eventually_async
 from leadership.record import format_microtime
@@ -104,7 +104,7 @@ async def test_sigkill_of_a_leader_process_fails_over_within_ttl_plus_one(
         stores: StoreFactory, cluster: Cluster, namespace: str) -> None:
     ttl = 3
     child = await asyncio.create_subprocess_exec(
-        *Candidate(stores.kind, cluster.kubeconfig, "killed", "child", ttl,
+        *CandidateProcess(stores.kind, cluster.kubeconfig, "killed", "child", ttl,
                    namespace).command(), stdout=asyncio.subprocess.PIPE)
     try:
         assert child.stdout is not None

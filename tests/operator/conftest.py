@@ -23,7 +23,7 @@ from typing import Any
 import kubernetes
 import pytest
 
-from controlplane.candidates import Candidate
+from controlplane.candidates import CandidateProcess
 from controlplane.cluster import Cluster, service_account_kubeconfig, wait_until_allowed
 from controlplane.processes import free_port, stop_process
 from controlplane.recorder import Recorder
@@ -123,7 +123,7 @@ class Candidates:
 
     def start(self, pod: str, kind: str = "kubernetes") -> str:
         identity = f"{pod}_{os.urandom(8).hex()}" if kind == "client-go" else pod
-        command = Candidate(kind, self.kubeconfig, self.lease, identity, TTL, self.namespace,
+        command = CandidateProcess(kind, self.kubeconfig, self.lease, identity, TTL, self.namespace,
                             renew_deadline=1.333, retry_period=0.666).command()
         self.procs[pod] = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
                                            stderr=subprocess.DEVNULL)
