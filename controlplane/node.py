@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import build, host, images, network
 from .errors import ControlPlaneError
+from .waiting import eventually
 
 if TYPE_CHECKING:
     from .launcher import ControlPlane
@@ -349,23 +350,48 @@ class Node:
 
 class RuntimeEvents:
     """containerd's task events (``ctr events``) from now on, stamped by containerd: which
-    container started or exited when. `Node.events()` starts one; `close()` ends it."""
+    container started or exited when. `Node.events()` starts one; `close()` ends it.
+
+    "From now on" holds from the moment the constructor returns: ``ctr events`` subscribes
+    some time after it starts (longer on a busy machine), so the constructor labels the CRI
+    namespace (a ``/namespaces/update`` event) until its own stream shows the event, then
+    takes the label off."""
 
     TOPICS = ("/tasks/start", "/tasks/exit")
+    PROBE = "leadership.dev/events-probe"
 
-    def __init__(self, ctr: Path, socket: Path) -> None:
+    def __init__(self, ctr: Path, socket: Path, within: float = 10.0) -> None:
         self.seen: list[tuple[float, str, str]] = []  # (unix time, topic, container id)
-        self._proc = subprocess.Popen([str(ctr), f"--address={socket}", "--namespace=k8s.io",
-                                       "events"], stdout=subprocess.PIPE,
-                                      stderr=subprocess.DEVNULL, text=True)
+        self._subscribed = threading.Event()
+        ctl = [str(ctr), f"--address={socket}"]
+        self._proc = subprocess.Popen([*ctl, "--namespace=k8s.io", "events"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                      text=True)
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
+        probes = iter(range(1, 1 << 30))
+
+        def subscribed() -> bool:
+            subprocess.run([*ctl, "namespaces", "label", "k8s.io",
+                            f"{self.PROBE}={next(probes)}"], capture_output=True, timeout=10)
+            return self._subscribed.wait(0.2)
+
+        try:
+            eventually(subscribed, within, "containerd's event stream subscribed", every=0)
+        except AssertionError:
+            self.close()
+            raise
+        finally:
+            subprocess.run([*ctl, "namespaces", "label", "k8s.io", f"{self.PROBE}="],
+                           capture_output=True, timeout=10)
 
     def _read(self) -> None:
         assert self._proc.stdout is not None
         for line in self._proc.stdout:
             # 2026-12-01 09:21:37.681489873 +0000 UTC k8s.io /tasks/exit {"container_id": ...}
             parts = line.split(" ", 6)
+            if len(parts) >= 7 and parts[5] == "/namespaces/update" and self.PROBE in parts[6]:
+                self._subscribed.set()
             if len(parts) < 7 or parts[5] not in self.TOPICS:
                 continue
             day, clock = parts[0], parts[1]

@@ -25,7 +25,7 @@ LAYERS = {
     "candidates": {"build"},
     "images": {"build", "errors", "host", "processes"},
     "launcher": {"build", "errors", "network", "processes", "node"},  # node: to undo
-    "node": {"build", "errors", "host", "images", "network",
+    "node": {"build", "errors", "host", "images", "network", "waiting",
              "launcher", "cluster"},  # launcher, cluster: to undo
     "cluster": {"launcher", "proxy", "waiting"},
     "recorder": {"cluster", "waiting"},
