@@ -237,7 +237,9 @@ class LeaseCache:
         if not self.wanted(key):
             self.forget(key)
             return None
-        entry = self._elections.setdefault(key, _Election())
+        entry = self._elections.get(key)
+        if entry is None:  # not setdefault: this runs for every Lease event
+            entry = self._elections[key] = _Election()
         if entry.tracker is None:
             if kind == "DELETED":
                 return None  # known to have no Lease, as before

@@ -163,8 +163,11 @@ class Reconciler:
     async def _work(self, item: Item) -> None:
         try:
             async with self._gate:
-                finished = await (self._chore(item) if isinstance(item, Chore)
-                                  else self.reconcile(item))
+                if isinstance(item, Chore):
+                    finished = await self._chore(item)
+                else:
+                    await self.reconcile(item)
+                    finished = True
             if finished:
                 self.queue.succeeded(item)
             if self._denied_key == item:
@@ -187,7 +190,7 @@ class Reconciler:
         finally:
             self.queue.done(item)
 
-    async def _chore(self, chore: Item) -> bool:
+    async def _chore(self, chore: Chore) -> bool:
         """Do one chore; False when part of it failed (it is then retried with back-off)."""
         if chore == DEPARTED:
             return await self._departed()
@@ -206,11 +209,11 @@ class Reconciler:
                 *verdict.problems, Problem("MalformedLease", malformed)])
         return verdict
 
-    async def reconcile(self, key: Key) -> bool:
-        """Decide one election and write what the verdict needs; True (it is finished)."""
+    async def reconcile(self, key: Key) -> None:
+        """Decide one election and write what the verdict needs."""
         if not self.members.of(key):
             self._forget(key)  # a Lease no pod is a member of is no election of ours
-            return True
+            return
         if not self.leases.known(key):
             await self.leases.track(key)  # a pod has just joined this election
         verdict = self.verdict(key)
@@ -226,7 +229,6 @@ class Reconciler:
                 await self._apply(key, verdict)
         finally:
             await self._report(key, verdict)
-        return True
 
     def _forget(self, key: Key) -> None:
         """`key` is no election of ours any more: drop what is kept of it."""
