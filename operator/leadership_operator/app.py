@@ -199,7 +199,7 @@ async def operate(options: Options, api: Any) -> None:
     async def resync() -> None:
         while True:
             await clock.sleep_until(clock.now() + options.resync_seconds)
-            reconciler.mark_all()
+            await inside.resync()
 
     async def loop_lag() -> None:
         # A busy loop reads its watches late; the API server drops a watcher that falls

@@ -1,20 +1,24 @@
 """The operator's inside, assembled once: what `app.operate` runs under kopf and what the
 unit tests run on `FakeKube` and a manual clock are the same object.
 
-An `Operator` holds the member pods (written by the pod watch through `pod_event`), the
-Lease cache (written by its own watch), the Events and the reconciler, wired as data flows:
-watches -> caches -> work queue -> reconcile -> writes. It knows nothing of kopf, of the
+An `Operator` holds the member pods (written by the pod watch through `pod_event`, and by
+the listing of strays no watch shows), the Lease cache (written by its own watch), the Events
+and the reconciler, wired as data flows: watches and listings -> caches -> work queue ->
+reconcile -> writes; the reconciler writes no cache. It knows nothing of kopf, of the
 operator's own Lease (`is_active` says whether this replica may write) or of HTTP.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import leadership
 from leadership import Clock
 
+from . import text
 from .contract import Labels
 from .decide import MAX_DURATION
 from .events import Events
@@ -23,6 +27,8 @@ from .leases import LeaseCache
 from .metrics import OperatorMetrics
 from .pods import Members
 from .reconcile import Reconciler
+
+log = logging.getLogger("leadership.operator")
 
 
 class Operator:
@@ -52,10 +58,29 @@ class Operator:
         """The member pods (and the strays) before the first decision, so that no holder
         briefly matches "no member pod" while the pod watch catches up."""
         for namespace in self.scopes:
-            for selector in (self.labels.election, self.labels.role):
-                for pod in await self.kube.list_pods(namespace, selector):
-                    pod.setdefault("metadata", {}).setdefault("namespace", namespace)
-                    self.members.pod_event("ADDED", pod)
+            for pod in await self.kube.list_pods(namespace, self.labels.election):
+                pod.setdefault("metadata", {}).setdefault("namespace", namespace)
+                self.reconciler.pods_changed(self.members.pod_event("ADDED", pod))
+        await self.list_unwatched()
+
+    async def list_unwatched(self) -> None:
+        """The pods with a role label and no election label: no watch shows them (a pod
+        labelled by hand, or one whose election label went while the operator was away)."""
+        selector = f"{self.labels.role},!{self.labels.election}"
+        for namespace in self.scopes:
+            pods = await self.kube.list_pods(namespace, selector)
+            for pod in pods:
+                pod.setdefault("metadata", {}).setdefault("namespace", namespace)
+            self.reconciler.pods_changed(self.members.listed(namespace, pods))
+
+    async def resync(self) -> None:
+        """Look at everything again: the unwatched pods listed anew, every election."""
+        try:
+            await self.list_unwatched()
+        except (TimeoutError, OSError, leadership.StoreError) as exc:
+            log.warning("listing the pods with a role label and no election failed: %s; "
+                        "trying again at the next resync", text.error(exc))
+        self.reconciler.mark_all()
 
     def runs(self) -> list[Coroutine[Any, Any, None]]:
         """What runs until cancelled: the Lease watches and the reconciler."""

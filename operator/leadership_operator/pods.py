@@ -1,21 +1,24 @@
 """The pods the operator follows: every member of an election, and the strays.
 
-kopf feeds `Members.pod_event` with every pod event in scope; each answers the elections it
-touches, now or before (the reconciler looks at those again). A pod is followed while it
-carries the election label (a member, or, with a label that is no Lease name, a stray to
-report) or a role label (a stray in no election: its role label must go). `Members` keeps
-only what the decision needs, never the pod object. It makes no request; the reconciler
-tells it what it wrote (`wrote_role`).
+`Members` is a cache written only by what reads the cluster: the pod watch (`pod_event`, every
+pod with an election label, the one kopf runs) and the listing of pods with a role label but
+no election label (`listed`, at the start and at every resync), the strays no watch shows.
+The reconciler reads it and never writes it: what it wrote itself, the cache shows when the
+watch does (`ownwrites.OwnWrites` keeps it meanwhile). A pod is followed while it carries the
+election label (a member or, with a label that is no Lease name, a stray to report) or a role
+label (a stray in no election: its role label must go). `Members` keeps only what the
+decision needs, never the pod object, and makes no request.
 
-It also notices a role label written by someone else: the pod's ``managedFields`` name the
-field manager that set the label last, and a manager other than this operator's (another
-operator, a hand edit) is queued in `foreign_writes` for the reconciler to report.
+Each event answers what it changed (`PodChange`): the elections it touches, now or before; a
+pod that left the watch with a role label (the reconciler looks it up); a role label written
+by someone else (the pod's ``managedFields`` name the field manager that set the label last,
+and one other than this operator's, another operator or a hand edit, is reported).
 """
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from leadership import toolkit
@@ -24,8 +27,6 @@ from .contract import Labels
 
 #: (namespace, Lease name): one election.
 Key = tuple[str, str]
-#: foreign role writes kept for the reconciler to report, at most.
-MAX_FOREIGN = 100
 
 
 def role_writer(meta: dict[str, Any], role_key: str) -> str:
@@ -67,6 +68,32 @@ class Member:
                 "name": self.name, "uid": self.uid}
 
 
+@dataclass(frozen=True)
+class Departed:
+    """A pod with a role label that left the pod watch: deleted, or its election label
+    removed (then it still exists, and its role label must go)."""
+
+    uid: str
+    namespace: str
+    name: str
+
+
+@dataclass
+class PodChange:
+    """What one pod event (or listing) changed."""
+
+    #: the elections it touches, now or before (to look at again).
+    touched: list[Key] = field(default_factory=list)
+    #: the pods no longer followed (their uids).
+    gone: list[str] = field(default_factory=list)
+    #: a pod that left the watch with a role label (to look up).
+    departed: Departed | None = None
+    #: (the pod, the field manager that wrote its role label), when not this operator.
+    foreign_write: tuple[Member, str] | None = None
+    #: whether a stray is in it (to clean or to report).
+    strays: bool = False
+
+
 class Members:
     """Members by election, and strays; see the module's doc."""
 
@@ -74,68 +101,98 @@ class Members:
         self.labels = labels
         #: the operator's own field manager: a role label set by any other is foreign.
         self.field_manager = field_manager
-        #: (pod, the manager that wrote its role label): to report, oldest first.
-        self.foreign_writes: deque[tuple[Member, str]] = deque(maxlen=MAX_FOREIGN)
-        #: uid -> (namespace, name) of pods with a role label that left the pod watch:
-        #: deleted, or relabelled out of their election (see `pod_event`); for the
-        #: reconciler. At most one entry per pod the operator followed.
-        self.departed: dict[str, tuple[str, str]] = {}
         self._by_uid: dict[str, Member] = {}
         self._by_election: dict[Key, dict[str, Member]] = {}
         self._strays: dict[str, Member] = {}
 
-    def pod_event(self, kind: str, pod: dict[str, Any]) -> list[Key]:
-        """Take in a pod event; return the elections it touches (now or before).
-
-        The operator's pod watch selects pods with an election label, server-side, so a pod
-        whose election label was removed arrives as DELETED, though it still exists, and
-        carrying its *previous* state (the API server's watch cache sends the last object
-        that matched). A DELETED pod that had a role label is therefore queued in
-        `departed`: the reconciler looks it up, and a pod still there is taken in again
-        (`pod_event("MODIFIED", ...)`), as a stray whose role label must go."""
+    def member(self, pod: dict[str, Any]) -> Member:
+        """What the operator keeps of `pod`."""
         meta = pod.get("metadata") or {}
-        if kind == "DELETED" and self.labels.role in (meta.get("labels") or {}) and (
-                meta.get("uid")):
-            self.departed[str(meta["uid"])] = (str(meta.get("namespace") or ""),
-                                               str(meta.get("name")))
-        uid = str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
+        labels = meta.get("labels") or {}
+        annotations = meta.get("annotations") or {}
+        raw = labels.get(self.labels.election)
+        return Member(
+            name=str(meta.get("name")),
+            uid=str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}"),
+            role=labels.get(self.labels.role),
+            delete_on_expiry=annotations.get(self.labels.on_expiry) == "delete-pod",
+            namespace=str(meta.get("namespace")),
+            election=raw if toolkit.is_dns_subdomain(raw) else None, raw_election=raw,
+            resource_version=str(meta.get("resourceVersion") or ""),
+            role_writer=role_writer(meta, self.labels.role))
+
+    def pod_event(self, kind: str, pod: dict[str, Any]) -> PodChange:
+        """Take in an event of the pod watch (or a pod listed before it runs).
+
+        The watch selects pods with an election label, server-side, so a pod whose election
+        label was removed arrives as DELETED, though it still exists, and carrying its
+        *previous* state (the API server's watch cache sends the last object that matched).
+        A DELETED pod that had a role label is therefore `departed`: the reconciler looks it
+        up, and takes the role label off a pod still there."""
+        change = PodChange()
+        member = self.member(pod)
+        if kind == "DELETED" and member.role is not None and (pod.get("metadata") or {}).get(
+                "uid"):
+            change.departed = Departed(member.uid, member.namespace, member.name)
+        old = self._drop(member.uid, change)
+        if kind == "DELETED":
+            return change
+        writer = member.role_writer
+        # A change seen happening, not the state found at start: labels written before (by
+        # an older version of this operator, under another manager name) are no news.
+        if (self.field_manager and member.role is not None and writer
+                and writer != self.field_manager and old is not None
+                and (old.role, old.role_writer) != (member.role, writer)):
+            change.foreign_write = (member, writer)
+        self._keep(member, change)
+        return change
+
+    def listed(self, namespace: str | None, pods: Iterable[dict[str, Any]]) -> PodChange:
+        """Take in a listing of `namespace`'s pods (None: every namespace) with a role label
+        and no election label: the strays no watch shows. Those no longer listed are gone."""
+        change = PodChange()
+        seen = set()
+        for pod in pods:
+            member = self.member(pod)
+            if member.raw_election is not None:
+                continue  # the watch's to tell
+            seen.add(member.uid)
+            self._drop(member.uid, change)
+            self._keep(member, change)
+        for uid, stray in list(self._strays.items()):
+            if (stray.raw_election is None and uid not in seen
+                    and namespace in (None, stray.namespace)):
+                self._drop(uid, change)
+        return change
+
+    def _drop(self, uid: str, change: PodChange) -> Member | None:
         old = self._by_uid.pop(uid, None)
         self._strays.pop(uid, None)
-        touched = []
-        if old is not None and old.election:
+        if old is None:
+            return None
+        change.gone.append(uid)
+        if old.election:
             key = (old.namespace, old.election)
-            touched.append(key)
+            change.touched.append(key)
             members = self._by_election.get(key, {})
             members.pop(uid, None)
             if not members:
                 self._by_election.pop(key, None)
-        if kind != "DELETED":
-            labels = meta.get("labels") or {}
-            annotations = meta.get("annotations") or {}
-            raw = labels.get(self.labels.election)
-            member = Member(
-                name=str(meta.get("name")), uid=uid, role=labels.get(self.labels.role),
-                delete_on_expiry=annotations.get(self.labels.on_expiry) == "delete-pod",
-                namespace=str(meta.get("namespace")),
-                election=raw if toolkit.is_dns_subdomain(raw) else None, raw_election=raw,
-                resource_version=str(meta.get("resourceVersion") or ""),
-                role_writer=role_writer(meta, self.labels.role))
-            writer = member.role_writer
-            # A change seen happening, not the state found at start: labels written before
-            # (by an older version of this operator, under another manager name) are no news.
-            if (self.field_manager and member.role is not None and writer
-                    and writer != self.field_manager and old is not None
-                    and (old.role, old.role_writer) != (member.role, writer)):
-                self.foreign_writes.append((member, writer))
-            if member.election is not None or member.role is not None or raw is not None:
-                self._by_uid[uid] = member
-                if member.election is None:
-                    self._strays[uid] = member
-            if member.election:
-                key = (member.namespace, member.election)
-                touched.append(key)
-                self._by_election.setdefault(key, {})[uid] = member
-        return touched
+        return old
+
+    def _keep(self, member: Member, change: PodChange) -> None:
+        if member.election is None and member.role is None and member.raw_election is None:
+            return  # nothing of ours on it
+        self._by_uid[member.uid] = member
+        if member.uid in change.gone:
+            change.gone.remove(member.uid)
+        if member.election is None:
+            self._strays[member.uid] = member
+            change.strays = True
+            return
+        key = (member.namespace, member.election)
+        change.touched.append(key)
+        self._by_election.setdefault(key, {})[member.uid] = member
 
     def of(self, key: Key) -> list[Member]:
         """The members of one election, by name."""
@@ -148,39 +205,14 @@ class Members:
     def elections(self) -> list[Key]:
         return sorted(self._by_election)
 
-    def has_strays(self) -> bool:
-        return bool(self._strays)
-
     def strays(self) -> list[Member]:
         """Pods in no election (no valid election label) that carry a role label or a bad
         election label: the role label must go, a bad label be reported."""
         return list(self._strays.values())
 
-    def wrote_role(self, member: Member, role: str | None, resource_version: str) -> None:
-        """The reconciler set (or removed) `member`'s role label; the pod is now at
-        `resource_version`. A stray with nothing left to clean is forgotten (the server-side
-        selector shows no more of it)."""
-        member.role = role
-        if resource_version:
-            member.resource_version = resource_version
-        if member.election is None and member.role is None and member.raw_election is None:
-            self._by_uid.pop(member.uid, None)
-            self._strays.pop(member.uid, None)
-
     def follows(self, uid: str) -> bool:
         """Whether the pod with this uid is followed (a member or a stray)."""
         return uid in self._by_uid
-
-    def forget(self, member: Member) -> None:
-        """Drop a pod known to be gone (a write found it deleted)."""
-        self._by_uid.pop(member.uid, None)
-        self._strays.pop(member.uid, None)
-        if member.election:
-            key = (member.namespace, member.election)
-            members = self._by_election.get(key, {})
-            members.pop(member.uid, None)
-            if not members:
-                self._by_election.pop(key, None)
 
     def __len__(self) -> int:
         return len(self._by_uid)

@@ -1,6 +1,7 @@
 """Turn verdicts into label writes, Events and deletions, in a safe order.
 
-The reconciler asks the Lease cache and the members, decides (`decide`), and writes:
+The reconciler reads the Lease cache and the members (caches it never writes), decides
+(`decide`), and writes:
 
 - The old leader's label goes before the new one is given, each write awaited: at no instant
   does the API server see two `leader` labels in one election. If a write fails, the ones
@@ -9,14 +10,15 @@ The reconciler asks the Lease cache and the members, decides (`decide`), and wri
   Lease); a standby, or a replica that just lost it, writes nothing.
 - An expiry is acted upon only after the Lease cache's fresh read agrees with its watch
   (`LeaseCache.confirm_expiry`).
-- Events are posted on transitions (a new holder, an expiry) and once per new problem,
-  after the labels (a flip is what a Service waits for); repeats are aggregated (`Events`).
+- What it wrote counts until the pod watch shows it (`OwnWrites`): a cache behind the
+  server never hides a `leader` label it gave.
+- What is said (log lines, Events, metrics) comes after the labels (a flip is what a
+  Service waits for) and once per thing (`report.Reporter`).
 
 Its work comes from one queue (`workqueue.WorkQueue`): elections marked by the Lease cache
 and the pod events, woken at their next expiry, and three chores (strays, departed pods,
 foreign role writes) as items like them; one item is never worked on twice at once, and
-failed work comes back after one jittered back-off. What was said of an election is one
-record (`Said`), dropped with it. Every wait is on the injected clock.
+failed work comes back after one jittered back-off. Every wait is on the injected clock.
 """
 
 from __future__ import annotations
@@ -25,28 +27,30 @@ import asyncio
 import dataclasses
 import logging
 import random
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import leadership
 from leadership import Clock
 
 from . import text
 from .contract import Labels, Role
-from .decide import MAX_DURATION, ElectionState, Problem, Verdict, decide
+from .decide import MAX_DURATION, Problem, Verdict, decide
 from .events import Events
 from .kube import Kube
 from .leases import LeaseCache
 from .metrics import OperatorMetrics
-from .pods import Key, Member, Members
+from .ownwrites import OwnWrites
+from .pods import Departed, Key, Member, Members, PodChange
+from .report import Reporter, lease_ref
 from .workqueue import WorkQueue
 
 log = logging.getLogger("leadership.operator")
 #: elections reconciled at once (each one's writes stay in order).
 CONCURRENCY = 32
-#: seconds an election's Lease may be missing before its members are told (a typo in the
-#: election label, or a Lease not created yet; a candidate creating it takes less).
-LEASE_NOT_FOUND_GRACE = 30.0
+#: foreign role writes kept to report, at most (the oldest go first).
+MAX_FOREIGN = 100
 
 
 @dataclass(frozen=True)
@@ -73,30 +77,6 @@ def _order(item: Item) -> tuple[int, tuple[str, str]]:
     return (CHORES.index(item), ("", "")) if isinstance(item, Chore) else (len(CHORES), item)
 
 
-@dataclass
-class Said:
-    """What was said of one election (or of the strays), so that each thing is said once:
-    one record per election, dropped with it."""
-
-    #: problems logged, and posted as Events (by the active replica).
-    logged: set[tuple[str, str]] = field(default_factory=set)
-    posted: set[tuple[str, str]] = field(default_factory=set)
-    #: (state, holder) reported last: transitions are counted and posted once.
-    last: tuple[ElectionState, str] | None = None
-    #: when its Lease was first found missing; the member uids told; whether it was logged.
-    missing_since: float | None = None
-    missing_told: set[str] = field(default_factory=set)
-    missing_logged: bool = False
-
-    def lease_found(self) -> None:
-        self.missing_since, self.missing_told, self.missing_logged = None, set(), False
-
-
-def _lease_ref(key: Key, uid: str = "") -> dict[str, str]:
-    return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "namespace": key[0],
-            "name": key[1], "uid": uid}
-
-
 class Reconciler:
     def __init__(self, leases: LeaseCache, members: Members, kube: Kube, events: Events,
                  labels: Labels, clock: Clock, metrics: OperatorMetrics,
@@ -110,7 +90,14 @@ class Reconciler:
         # because the queue never hands out an item that is in flight.
         self._gate = asyncio.Semaphore(CONCURRENCY)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._said: dict[Item, Said] = {}
+        self.reporter = Reporter(events, labels, clock, metrics, is_active,
+                                 members.field_manager)
+        #: the role labels written that the pod watch has not shown yet.
+        self.own_writes = OwnWrites()
+        #: pods that left the pod watch with a role label, by uid: to look up.
+        self._departures: dict[str, Departed] = {}
+        #: role labels another field manager wrote: to report, oldest first.
+        self._foreign: deque[tuple[Member, str]] = deque(maxlen=MAX_FOREIGN)
         #: why the operator cannot write (RBAC refused it), until a write succeeds again.
         self.denied: str | None = None
         self._denied_key: Item | None = None  # the item whose write RBAC refused
@@ -121,15 +108,19 @@ class Reconciler:
         """`key`'s Lease or members changed: look at it again."""
         self.queue.add(key)
 
-    def pods_changed(self, touched: Iterable[Key]) -> None:
-        """After a pod event: the elections it touched, and the chores it may have made."""
-        for key in touched:
+    def pods_changed(self, change: PodChange) -> None:
+        """After a pod event or listing: the elections it touched, and the chores it made."""
+        for uid in change.gone:
+            self.own_writes.forget(uid)
+        for key in change.touched:
             self.queue.add(key)
-        if self.members.departed:
+        if change.departed is not None:
+            self._departures[change.departed.uid] = change.departed
             self.queue.add(DEPARTED)
-        if self.members.foreign_writes:
+        if change.foreign_write is not None:
+            self._foreign.append(change.foreign_write)
             self.queue.add(FOREIGN_WRITES)
-        if self.members.has_strays():
+        if change.strays:
             self.queue.add(STRAYS)
 
     def mark_all(self) -> None:
@@ -196,7 +187,8 @@ class Reconciler:
             return await self._departed()
         if chore == STRAYS:
             return await self._strays()
-        await self._foreign_writes()
+        while self._foreign:
+            await self.reporter.foreign_write(*self._foreign.popleft())
         return True
 
     def verdict(self, key: Key) -> Verdict:
@@ -228,21 +220,19 @@ class Reconciler:
             if self.is_active():
                 await self._apply(key, verdict)
         finally:
-            await self._report(key, verdict)
+            observation = self.leases.observation(key)
+            uid = ""
+            if observation is not None and observation.lease:
+                uid = str((observation.lease.get("metadata") or {}).get("uid") or "")
+            again = await self.reporter.election(key, verdict, self.members.of(key), uid)
+            if again is not None:
+                self.queue.add_at(key, again)
 
     def _forget(self, key: Key) -> None:
         """`key` is no election of ours any more: drop what is kept of it."""
         self.leases.forget(key)
         self.queue.forget(key)
-        said = self._said.pop(key, None)
-        if said is not None and said.last is not None:
-            self.metrics.elections.labels(said.last[0].value).dec()
-
-    def _record(self, item: Item) -> Said:
-        said = self._said.get(item)
-        if said is None:
-            said = self._said[item] = Said()
-        return said
+        self.reporter.forget(key)
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -264,7 +254,7 @@ class Reconciler:
                   "granted (manifests/operator); retrying with back-off, /readyz fails",
                   what, self.denied)
         if not isinstance(item, Chore):
-            await self.events.post(_lease_ref(item), "Warning", "PermissionDenied",
+            await self.events.post(lease_ref(item), "Warning", "PermissionDenied",
                                    f"the operator may not {verb} {resource}: it cannot "
                                    f"label this election's pods ({text.error(exc)})")
 
@@ -272,22 +262,31 @@ class Reconciler:
         if not self.is_active():
             return False
         value = role.value if role else None
-        version = await self.kube.label_pod(member.namespace, member.name, self.labels.role,
-                                            value)
+        before = " or ".join(sorted(r or "(none)" for r in self.own_writes.roles(member)))
+        try:
+            version = await self.kube.label_pod(member.namespace, member.name,
+                                                self.labels.role, value)
+        except leadership.NotFoundError:
+            if self.members.follows(member.uid):
+                self.own_writes.wrote(member, None, "")  # gone: no label left on it
+            raise
         if self.denied is not None:
             self._writes_work_again()
-        log.info("pod %s/%s: role %s -> %s (%s)", member.namespace, member.name,
-                 member.role or "(none)", value or "(none)", why)
-        self.members.wrote_role(member, value, version)
+        log.info("pod %s/%s: role %s -> %s (%s)", member.namespace, member.name, before,
+                 value or "(none)", why)
+        if self.members.follows(member.uid):  # until the pod watch shows it
+            self.own_writes.wrote(member, value, version)
         self.metrics.label_writes.inc()
         return True
 
     async def _apply(self, key: Key, verdict: Verdict) -> None:
         members = {m.name: m for m in self.members.of(key)}
+        roles = {m.name: self.own_writes.roles(m) for m in members.values()}
         wrong = [(members[n], r) for n, r in verdict.roles.items()
-                 if n in members and members[n].role != r.value]
-        # Take `leader` away first, awaited, then every other change, the new leader last.
-        first = [(m, r) for m, r in wrong if m.role == Role.LEADER.value]
+                 if n in members and roles[n] != {r.value}]
+        # Take `leader` away first (from every pod that may have it), awaited, then every
+        # other change, the new leader last.
+        first = [(m, r) for m, r in wrong if Role.LEADER.value in roles[m.name]]
         last = [(m, r) for m, r in wrong if r is Role.LEADER]
         middle = [(m, r) for m, r in wrong if (m, r) not in first and (m, r) not in last]
         why = f"lease {key[0]}/{key[1]} {verdict.state.value}" + (
@@ -309,10 +308,11 @@ class Reconciler:
                                        f"it as its {self.labels.on_expiry} annotation asks")
                 try:
                     await self.kube.delete_pod(doomed.namespace, doomed.name, doomed.uid,
-                                               doomed.resource_version)
+                                               self.own_writes.version(doomed))
                 except leadership.PermissionDeniedError as exc:
                     # Opting in takes only an annotation; deleting takes the delete-pods
-                    # overlay. Said, not retried: the label already says stale.
+                    # overlay. Said at each try (Events aggregates repeats); the label
+                    # already says stale.
                     message = (f"{name} opted into deletion at expiry, but the operator may "
                                f"not delete pods (manifests/operator/overlays/delete-pods): "
                                f"{text.error(exc)}")
@@ -327,145 +327,48 @@ class Reconciler:
         log.info("writing labels works again: %s is over", self.denied)
         self.denied = self._denied_key = None
 
-    async def _lease_not_found(self, key: Key, verdict: Verdict) -> None:
-        """Members of an election whose Lease does not exist, after a grace: a Warning
-        ``LeaseNotFound`` on each (once), and a log line."""
-        said = self._record(key)
-        if verdict.state is not ElectionState.MISSING:
-            said.lease_found()
-            return
-        now = self.clock.now()
-        if said.missing_since is None:
-            said.missing_since = now
-        due = said.missing_since + LEASE_NOT_FOUND_GRACE
-        if now < due:
-            self.queue.add_at(key, due)
-            return
-        told = said.missing_told
-        members = [m for m in self.members.of(key) if m.uid not in told]
-        if not members:
-            return
-        message = (f"no Lease {key[0]}/{key[1]} exists, {LEASE_NOT_FOUND_GRACE:.0f}s after "
-                   f"its members joined: check the {self.labels.election} label for a typo, "
-                   "or create the Lease (the pods are followers meanwhile)")
-        if not said.missing_logged:
-            said.missing_logged = True
-            log.warning("election %s/%s: %s (%s)", *key, message,
-                        text.cut(", ".join(m.name for m in members), text.EVENT))
-        if self.is_active():
-            for member in members:
-                await self.events.post(member.ref, "Warning", "LeaseNotFound", message)
-                told.add(member.uid)
-
     async def _departed(self) -> bool:
-        """Pods with a role label that left the pod watch: a pod still there (relabelled out
-        of its election, not deleted) is taken in again, as a stray. False when a look-up
+        """Pods with a role label that left the pod watch: one still there (its election
+        label removed, not deleted) loses its role label. False when a look-up or a write
         failed (the rest wait for the retry)."""
-        while self.members.departed:
-            uid, (namespace, name) = next(iter(self.members.departed.items()))
+        while self._departures:
+            departed = next(iter(self._departures.values()))
+            what = f"pod {departed.namespace}/{departed.name}, which left its election"
             try:
-                pod = await self.kube.find_pod(namespace, name)
+                pod = await self.kube.find_pod(departed.namespace, departed.name)
+                if pod is not None:
+                    pod.setdefault("metadata", {}).setdefault("namespace", departed.namespace)
+                    member = self.members.member(pod)
+                    # The same pod, still in no election (one the watch has taken in again
+                    # is its election's), with a role label.
+                    if (member.uid == departed.uid and member.raw_election is None
+                            and member.role is not None and not self.members.follows(
+                                member.uid)):
+                        if not await self._write(member, None, "it left its election"):
+                            return True  # a standby: becoming active marks every chore
+            except leadership.NotFoundError:
+                pass  # deleted meanwhile: nothing left to clean
             except (TimeoutError, OSError, leadership.StoreError) as exc:
-                log.warning("looking up pod %s/%s, which left its election, failed: %s; "
-                            "retrying in %.1fs", namespace, name, text.error(exc),
+                log.warning("cleaning %s failed: %s; retrying in %.1fs", what, text.error(exc),
                             self.queue.failed(DEPARTED))
                 return False
-            self.members.departed.pop(uid, None)
-            meta = (pod or {}).get("metadata") or {}
-            # Unless the watch has taken it in again meanwhile (it re-joined): then the
-            # watch's state is the newer one.
-            if pod is not None and str(meta.get("uid") or "") == uid and (
-                    not self.members.follows(uid)):
-                meta.setdefault("namespace", namespace)
-                self.pods_changed(self.members.pod_event("MODIFIED", pod))
+            self._departures.pop(departed.uid, None)
         return True
 
-    async def _foreign_writes(self) -> None:
-        """Role labels another field manager wrote: another operator, or a hand edit. Said in
-        the log and in a Warning Event on the pod, counted; the pod's election is
-        reconciled anyway (and the label put right)."""
-        while self.members.foreign_writes:
-            member, writer = self.members.foreign_writes.popleft()
-            self.metrics.foreign_role_writes.inc()
-            message = text.cut(
-                f"role label {self.labels.role}={member.role} was written by {writer!r}, not "
-                f"by this operator ({self.members.field_manager}): another operator "
-                "labelling these pods, or a hand edit; the operator puts it right", text.EVENT)
-            log.warning("pod %s/%s: %s", member.namespace, member.name, message)
-            if self.is_active():
-                await self.events.post(member.ref, "Warning", "ForeignRoleWrite", message)
-
-    async def _report(self, key: Key, verdict: Verdict) -> None:
-        await self._lease_not_found(key, verdict)
-        said = self._record(key)
-        observation = self.leases.observation(key)
-        uid = ""
-        if observation is not None and observation.lease:
-            uid = str((observation.lease.get("metadata") or {}).get("uid") or "")
-        problems = {(p.reason, p.message) for p in verdict.problems}
-        for reason, message in sorted(problems - said.logged):
-            log.warning("lease %s/%s: %s: %s", key[0], key[1], reason,
-                        text.cut(message, text.EVENT))
-        said.logged = problems
-        if self.is_active():  # a standby logs; the active replica also posts, once
-            for reason, message in sorted(problems - said.posted):
-                await self.events.post(_lease_ref(key, uid), "Warning", reason, message)
-            said.posted = problems
-        now = (verdict.state, verdict.holder)
-        before = said.last
-        if before == now:
-            return
-        said.last = now
-        if before is None or before[0] != verdict.state:
-            if before is not None:
-                self.metrics.elections.labels(before[0].value).dec()
-            self.metrics.elections.labels(verdict.state.value).inc()
-        self.metrics.transitions.labels(verdict.state.value).inc()
-        if not self.is_active():
-            return
-        if verdict.state is ElectionState.LEADING and verdict.holder_pod:
-            await self.events.post(_lease_ref(key, uid), "Normal", "LeaderElected",
-                                   f"{verdict.holder_pod} leads (holder {verdict.holder})")
-        elif verdict.state is ElectionState.EXPIRED and verdict.holder_pod:
-            self.metrics.expiries.inc()
-            message = (f"the lease held by {verdict.holder} expired: no renewal seen for its "
-                       f"duration; {verdict.holder_pod} is stale")
-            log.warning("lease %s/%s: %s", key[0], key[1], message)
-            await self.events.post(_lease_ref(key, uid), "Warning", "LeaseExpired", message)
-            pod = next((m for m in self.members.of(key) if m.name == verdict.holder_pod),
-                       None)
-            if pod is not None:
-                await self.events.post(pod.ref, "Warning", "LeaseExpired", message)
-
     async def _strays(self) -> bool:
-        """Report bad election labels (once a pod) and take the role label off strays. A
-        stray gone meanwhile is forgotten; another failure is retried with back-off, the
+        """Report bad election labels and take the role label off strays. A stray gone
+        meanwhile has nothing left to clean; another failure is retried with back-off, the
         other strays still handled (then False)."""
         strays = self.members.strays()
-        said = self._record(STRAYS)
-        logged, posted = said.logged, said.posted
+        await self.reporter.bad_election_labels(strays)
         finished = True
-        # Only pods still strays are remembered: these sets stay as small as the strays.
-        current = {("BadElectionLabel", p.uid) for p in strays}
-        logged &= current
-        posted &= current
         for pod in strays:
-            if pod.raw_election is not None:
-                problem = ("BadElectionLabel", pod.uid)
-                reason = (f"election label {pod.raw_election!r} is not a valid Lease name; "
-                          "the pod is in no election")
-                if problem not in logged:
-                    logged.add(problem)
-                    log.warning("pod %s/%s: %s", pod.namespace, pod.name, reason)
-                if problem not in posted and self.is_active():
-                    posted.add(problem)
-                    await self.events.post(pod.ref, "Warning", "BadElectionLabel", reason)
-            if pod.role is not None:
+            if self.own_writes.roles(pod) != {None}:
                 try:
                     if not await self._write(pod, None, "in no election"):
                         return finished  # a standby: becoming active marks every chore
                 except leadership.NotFoundError:
-                    self.members.forget(pod)  # deleted meanwhile: nothing left to clean
+                    pass  # deleted meanwhile: nothing left to clean
                 except (TimeoutError, OSError, leadership.StoreError) as exc:
                     if finished:  # one retry for the pass, however many strays failed
                         finished = False

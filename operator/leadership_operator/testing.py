@@ -4,7 +4,9 @@ With `leadership.testing.ManualClock` it runs the whole operator inside (the Lea
 the members, the reconciler, the Events) exactly and fast: no API server, no sleeping.
 
 `FakeKube` keeps Leases (each write gives a new resourceVersion and an event to every open
-watch), pods and Events, records every write it is asked for in `writes`, in order, and can
+watch), pods (the operator's own writes to them reach the pod watch, `watch_pods`, a turn
+of the loop later, as a real watch is behind its server; `hold_pods` holds them back longer)
+and Events, records every write it is asked for in `writes`, in order, and can
 be made to misbehave like an API server: fail the next calls of a method (`fail_next`), end
 every open watch (`end_watches`, as a server does at its timeout), forget old versions (a
 410 for a watch from before `compact()`), or stop delivering to open watches while keeping
@@ -21,7 +23,7 @@ import copy
 import datetime
 import itertools
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +64,10 @@ class FakeKube:
         self.namespaces: set[str] | None = None
         #: the field manager of label writes, as `ApiKube`'s.
         self.field_manager = ""
+        self._pod_watchers: list[Callable[[str, JSONDict], None]] = []
+        self._held: list[tuple[str, JSONDict]] | None = None
+        #: the label the pod watch selects on (None: every pod), as the operator's does.
+        self.election_key: str | None = None
 
     # --- setting the scene -----------------------------------------------------------------
 
@@ -91,8 +97,25 @@ class FakeKube:
         pod["metadata"]["managedFields"] = [{"manager": writer, "operation": "Update",
                                              "fieldsV1": {"f:metadata": {"f:labels": {
                                                  f"f:{k}": {} for k in labels}}}}]
+        pod["metadata"]["resourceVersion"] = str(next(self._version))
         self.pods[(namespace, name)] = pod
         return copy.deepcopy(pod)
+
+    def watch_pods(self, deliver: Callable[[str, JSONDict], None]) -> None:
+        """Call `deliver(kind, pod)` with every change the operator makes to a pod (a label
+        write, a deletion), a turn of the loop after it, as the pod watch would."""
+        self._pod_watchers.append(deliver)
+
+    def hold_pods(self) -> None:
+        """Hold back the pod watch's events (a watch behind its server) until
+        `release_pods`."""
+        if self._held is None:
+            self._held = []
+
+    def release_pods(self) -> None:
+        held, self._held = self._held or [], None
+        for kind, pod in held:
+            self._deliver(kind, pod)
 
     def role(self, namespace: str, name: str, key: str) -> str | None:
         return (self.pods[(namespace, name)]["metadata"].get("labels") or {}).get(key)
@@ -129,6 +152,17 @@ class FakeKube:
         return len(self._watches)
 
     # --- internals -------------------------------------------------------------------------
+
+    def _pod_changed(self, kind: str, pod: JSONDict) -> None:
+        event = (kind, copy.deepcopy(pod))
+        if self._held is not None:
+            self._held.append(event)
+        elif self._pod_watchers:
+            asyncio.get_running_loop().call_soon(self._deliver, *event)
+
+    def _deliver(self, kind: str, pod: JSONDict) -> None:
+        for deliver in self._pod_watchers:
+            deliver(kind, copy.deepcopy(pod))
 
     def _current(self) -> int:
         return self._history[-1][0] if self._history else self._compacted
@@ -191,8 +225,13 @@ class FakeKube:
 
     async def list_pods(self, namespace: str | None, selector: str) -> list[JSONDict]:
         await self._maybe_fail("list_pods")
+
+        def selected(labels: dict[str, str]) -> bool:  # "key" and "!key" terms, as the server
+            return all((term[1:] not in labels) if term.startswith("!") else (term in labels)
+                       for term in selector.split(","))
+
         return [copy.deepcopy(p) for (ns, _), p in sorted(self.pods.items())
-                if namespace in (None, ns) and selector in (p["metadata"].get("labels") or {})]
+                if namespace in (None, ns) and selected(p["metadata"].get("labels") or {})]
 
     async def find_pod(self, namespace: str, name: str) -> JSONDict | None:
         await self._maybe_fail("find_pod")
@@ -201,6 +240,8 @@ class FakeKube:
 
     async def label_pod(self, namespace: str, name: str, key: str, value: str | None) -> str:
         await self._maybe_fail("label_pod")
+        if (namespace, name) not in self.pods:
+            raise leadership.NotFoundError(f"pods {name} not found", status=404)
         self.writes.append(("label", namespace, name, value))
         meta = self.pods[(namespace, name)]["metadata"]
         labels = meta.setdefault("labels", {})
@@ -216,6 +257,8 @@ class FakeKube:
                            "fieldsV1": {"f:metadata": {"f:labels": {f"f:{key}": {}}}}})
         meta["managedFields"] = fields
         meta["resourceVersion"] = str(next(self._version))
+        if self.election_key is None or self.election_key in labels:
+            self._pod_changed("MODIFIED", self.pods[(namespace, name)])
         return str(meta["resourceVersion"])
 
     async def delete_pod(self, namespace: str, name: str, uid: str,
@@ -229,7 +272,7 @@ class FakeKube:
             raise leadership.ConflictError(f"precondition failed: uid {uid}, resourceVersion "
                                            f"{resource_version}", status=409)
         self.writes.append(("delete", namespace, name))
-        del self.pods[(namespace, name)]
+        self._pod_changed("DELETED", self.pods.pop((namespace, name)))
 
     async def create_event(self, namespace: str, body: JSONDict) -> JSONDict:
         await self._maybe_fail("create_event")

@@ -30,12 +30,14 @@ class Inside:
 
     def __post_init__(self) -> None:
         self.kube.field_manager = MANAGER
+        self.kube.election_key = LABELS.election  # the pod watch shows election members only
         self.operator = Operator(self.kube, [None], self.clock, labels=LABELS,
                                  identity="operator-0", field_manager=MANAGER,
                                  is_active=lambda: self.active, metrics=self.metrics,
                                  rng=self.rng or random.Random(0))
         self.members, self.leases = self.operator.members, self.operator.leases
         self.events, self.reconciler = self.operator.events, self.operator.reconciler
+        self.kube.watch_pods(self.pod_event)
 
     def member(self, name: str, election: str = "web", **labels: str) -> None:
         """A pod in the election `election`, and the pod event kopf would deliver."""

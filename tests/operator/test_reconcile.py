@@ -82,16 +82,72 @@ async def test_a_crashed_leader_is_stale_at_its_expiry_and_events_say_so(
 async def test_strays_lose_their_role_label_and_a_bad_election_label_is_reported_once(
         clock: ManualClock) -> None:
     op = await election(clock)
-    stray = op.kube.put_pod(NS, "left-over", {LABELS.role: "leader"})
-    op.pod_event("ADDED", stray)
+    op.kube.put_pod(NS, "left-over", {LABELS.role: "leader"})  # no watch shows it
+    await op.operator.resync()  # a listing does
     bad = op.kube.put_pod(NS, "typo", {LABELS.election: "Not_A_Lease"})
     op.pod_event("ADDED", bad)
     await op.settle()
     assert op.role("left-over") is None
     op.pod_event("MODIFIED", bad)  # seen again: no second Event
+    await op.operator.resync()  # the stray's label is not written again
     await op.settle()
     reasons = [w[2] for w in op.kube.writes if w[0] == "event"]
     assert reasons.count("BadElectionLabel") == 1
+    assert op.labels_written().count(("left-over", None)) == 1
+    # Listed no more (it has no role label now): no longer followed; the typo still is.
+    assert [m.name for m in op.members.strays()] == ["typo"]
+
+
+async def test_a_pod_watch_behind_the_server_never_hides_a_leader_label(
+        clock: ManualClock) -> None:
+    op = await election(clock)
+    op.kube.hold_pods()  # from here the cache shows none of the operator's writes
+    op.kube.put_lease(NS, "web", "web-1", duration=TTL, transitions=1)
+    await op.settle()
+    assert op.labels_written()[-2:] == [("web-0", "follower"), ("web-1", "leader")]
+    op.kube.writes.clear()
+    # The cache still says web-1 is a follower; the operator knows it gave it `leader`.
+    op.kube.put_lease(NS, "web", "web-2", duration=TTL, transitions=2)
+    await op.settle()
+    assert op.labels_written() == [("web-1", "follower"), ("web-2", "leader")]
+    op.kube.writes.clear()
+    op.reconciler.mark_all()  # nothing is written twice while the watch is behind
+    await op.settle()
+    assert op.labels_written() == []
+    op.kube.release_pods()
+    await op.settle()
+    assert op.labels_written() == [] and len(op.reconciler.own_writes) == 0
+    assert [op.role(p) for p in ("web-0", "web-1", "web-2")] == ["follower", "follower",
+                                                                 "leader"]
+
+
+async def test_a_write_the_watch_skipped_is_taken_away_before_a_new_leader(
+        clock: ManualClock) -> None:
+    op = await election(clock)
+    op.kube.hold_pods()
+    op.kube.put_lease(NS, "web", "web-1", duration=TTL, transitions=1)
+    await op.settle()
+    # The watch shows web-1 at a later version than the write (a status update, say) with
+    # its labels as the cache had them: the leader label written may be there or not.
+    pod = op.kube.pods[(NS, "web-1")]
+    op.pod_event("MODIFIED", {"metadata": {**pod["metadata"], "resourceVersion": "1000",
+                                           "labels": {LABELS.election: "web",
+                                                      LABELS.role: "follower"}}})
+    op.kube.writes.clear()
+    op.kube.put_lease(NS, "web", "web-2", duration=TTL, transitions=2)
+    await op.settle()
+    assert op.labels_written() == [("web-1", "follower"), ("web-2", "leader")]
+
+
+def test_the_reconciler_never_writes_the_member_cache() -> None:
+    import ast
+    import inspect
+
+    from leadership_operator import reconcile
+    tree = ast.parse(inspect.getsource(reconcile))
+    used = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Attribute) and node.value.attr == "members"}
+    assert used <= {"of", "has", "elections", "strays", "follows", "member", "field_manager"}
 
 
 async def test_a_resync_puts_back_a_label_someone_changed(clock: ManualClock) -> None:
@@ -240,7 +296,7 @@ async def test_a_role_label_written_by_another_manager_is_reported_and_put_right
 
 async def test_members_of_a_lease_that_never_appears_are_told_after_the_grace(
         clock: ManualClock) -> None:
-    from leadership_operator.reconcile import LEASE_NOT_FOUND_GRACE
+    from leadership_operator.report import LEASE_NOT_FOUND_GRACE
 
     kube = FakeKube(clock)
     op = Inside(clock, kube)
@@ -280,7 +336,7 @@ async def test_a_refused_deletion_is_said_and_leaves_health_alone(clock: ManualC
     op = await opted_in(clock)
     op.kube.fail_next("delete_pod", leadership.PermissionDeniedError(
         'pods "web-0" is forbidden: cannot delete resource "pods"', verb="delete",
-        resource="pods"))
+        resource="pods"), times=100)  # refused each time it is tried
     await clock.advance(TTL)
     assert op.role("web-0") == "stale" and (NS, "web-0") in op.kube.pods
     assert ("event", NS, "CannotDeletePod") in op.kube.writes
