@@ -151,6 +151,13 @@ class LeaseCache:
         entry = self._elections.get(key)
         return entry.tracker.current if entry is not None and entry.tracker else None
 
+    def uid(self, key: Key) -> str:
+        """The uid of `key`'s Lease as last seen ("" when it is not known): for Events."""
+        observation = self.observation(key)
+        if observation is None or not observation.lease:
+            return ""
+        return str((observation.lease.get("metadata") or {}).get("uid") or "")
+
     def keys(self) -> list[Key]:
         """The elections that have a Lease."""
         return sorted(k for k, e in self._elections.items() if e.tracker is not None)

@@ -220,11 +220,8 @@ class Reconciler:
             if self.is_active():
                 await self._apply(key, verdict)
         finally:
-            observation = self.leases.observation(key)
-            uid = ""
-            if observation is not None and observation.lease:
-                uid = str((observation.lease.get("metadata") or {}).get("uid") or "")
-            again = await self.reporter.election(key, verdict, self.members.of(key), uid)
+            again = await self.reporter.election(key, verdict, self.members.of(key),
+                                                 self.leases.uid(key))
             if again is not None:
                 self.queue.add_at(key, again)
 
