@@ -4,7 +4,7 @@
                               [--no-write]
 
 The manifests as they are (`manifests/operator`, `manifests/example`: three app pods with
-the sidecar, a 15 s Lease) on a node of this machine (`ControlPlane(with_node=True)`). A
+the sidecar, a 15 s Lease) on a node of this machine (`controlplane.local.LocalCluster`). A
 client on the node calls the `web-leader` Service every 10 ms, each request on a new
 connection; watches record the Lease, the role labels and web-leader's EndpointSlices, all
 on one monotonic clock. Per scenario, `--trials` trials, each from a settled state (the
@@ -50,9 +50,9 @@ from typing import Any, TypeVar
 from benchmarks import pages
 from controlplane import build
 from controlplane.deployed import APP_NS, ELECTION, Deployed
-from controlplane.launcher import ControlPlane
-from controlplane.recorder import Recorder
-from controlplane.traffic import Answer, Traffic, ask
+from controlplane.local import LocalCluster
+from controlplane.recorder import ClusterRecorder
+from controlplane.traffic import Traffic, ask
 from controlplane.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,10 +78,10 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Bench:
-    def __init__(self, cp: ControlPlane) -> None:
-        self.cp = cp
-        self.d = Deployed(cp)
-        self.rec = Recorder(cp.kubeconfig, APP_NS, service="web-leader")
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cp = cluster.control_plane
+        self.d = Deployed(cluster)
+        self.rec = ClusterRecorder(self.cp.kubeconfig, APP_NS, service="web-leader")
         self.results = Results()
         self.warm_up: dict[str, list[float]] = {}
 
@@ -102,30 +102,17 @@ class Bench:
 
         return str(eventually(check, within, "a settled example"))
 
-    def holder_at(self, when: float) -> str | None:
-        seen = [h for t, n, h in list(self.rec.holders) if n == ELECTION and t <= when]
-        return seen[-1] if seen else None
-
     def new_holder(self, since: float, old: str) -> tuple[float, str]:
-        return next((t, h) for t, n, h in list(self.rec.holders)
-                    if n == ELECTION and t >= since and h not in ("", old))
+        found = self.rec.next_holder(ELECTION, since, old)
+        if found is None:
+            raise LookupError(f"no holder after {old} since {since:.3f}")
+        return found
 
     def wait(self, what: str, condition: Callable[[], T | None], within: float) -> T:
         """Poll `condition` every 10 ms until it returns a value; that value."""
         value = eventually(condition, within, what, every=0.01)
         assert value is not None
         return value
-
-    def non_leader_answers(self, answers: list[Answer]) -> list[Answer]:
-        bad = []
-        for a in answers:
-            if a.body is None:
-                continue
-            during = {self.holder_at(a.sent)} | {h for t, n, h in list(self.rec.holders)
-                                                 if n == ELECTION and a.sent <= t <= a.done}
-            if a.body not in during:
-                bad.append(a)
-        return bad
 
     # --- scenarios -------------------------------------------------------------------------
 
@@ -135,9 +122,8 @@ class Bench:
         try:
             t0 = time.monotonic()
             self.d.v1.delete_namespaced_pod(leader, APP_NS)
-            t_lease, new = self.wait("a new holder", lambda: next(
-                ((t, h) for t, n, h in list(self.rec.holders)
-                 if n == ELECTION and t >= t0 and h not in ("", leader)), None), 30)
+            t_lease, new = self.wait("a new holder",
+                                     lambda: self.rec.next_holder(ELECTION, t0, leader), 30)
             t_label = self.wait("the new leader labelled", lambda: next(
                 (t for t, p, r in list(self.rec.roles)
                  if p == new and r == "leader" and t >= t0), None), 30)
@@ -157,7 +143,8 @@ class Bench:
         add("handover", "delete -> first answer from the new leader", first.done - t0)
         add("handover", "longest time with no answer",
             traffic.longest_silence(t0, first.done))
-        add("handover", "answers from a non-leader", len(self.non_leader_answers(answers)))
+        add("handover", "answers from a non-leader",
+            len(self.rec.not_from_holder(ELECTION, answers)))
 
     def rolling(self) -> None:
         self.settle()
@@ -170,14 +157,15 @@ class Bench:
             end = time.monotonic()
         finally:
             answers = traffic.stop()
-        changes = [h for t, n, h in list(self.rec.holders) if n == ELECTION and t0 <= t and h]
+        changes = [h for _, h in self.rec.holder_changes(ELECTION, t0) if h]
         add = self.results.add
         add("rolling", "rollout duration", end - t0)
         add("rolling", "leader changes", len(changes))
         add("rolling", "longest time with no ready leader endpoint",
             max(self.no_endpoint_windows(t0, end), default=0.0))
         add("rolling", "longest time with no answer", traffic.longest_silence(t0, end))
-        add("rolling", "answers from a non-leader", len(self.non_leader_answers(answers)))
+        add("rolling", "answers from a non-leader",
+            len(self.rec.not_from_holder(ELECTION, answers)))
         add("rolling", "requests failed", sum(a.body is None for a in answers))
 
     def no_endpoint_windows(self, start: float, end: float) -> list[float]:
@@ -202,8 +190,8 @@ class Bench:
                 (e.seen for e in list(self.rec.endpoints)
                  if e.seen >= t0 and leader not in e.listed), None), TTL + 30)
             t_lease, new = self.wait("a successor", lambda: next(
-                ((t, h) for t, n, h in list(self.rec.holders)
-                 if n == ELECTION and t >= t0 and h not in ("", leader)), None), 30)
+                ((t, h) for t, h in self.rec.holder_changes(ELECTION, t0)
+                 if h not in ("", leader)), None), 30)
             first = self.wait("an answer from the successor",
                               lambda: traffic.first_answer_from(new, t0), 30)
             # The old holder's last write: the last change before the successor's. Not the
@@ -252,15 +240,16 @@ def run(scenarios: list[str], trials: int,
         node_config: dict[str, dict[str, Any]]) -> tuple[Results, tuple[int, int]]:
     """Every scenario's trials on one fresh node; the results, and how many role label and
     endpoint changes were checked for "never two"."""
-    with ControlPlane(with_node=True, node_config=node_config) as cp:
-        bench = Bench(cp)
+    with LocalCluster(node_config=node_config) as cluster:
+        cp = cluster.control_plane
+        bench = Bench(cluster)
         try:
             bench.d.apply()
             bench.d.wait_ready()
             # The first pod deletion after a node starts waits about 2 s longer in the
             # kubelet before the app gets SIGTERM (measured with containerd's task events):
             # one handover first, not counted, so the trials measure the steady state.
-            warm = Bench(cp)
+            warm = Bench(cluster)
             warm.rec.close()
             warm.rec = bench.rec
             warm.handover()

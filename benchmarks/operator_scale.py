@@ -46,7 +46,7 @@ from typing import Any
 import leadership
 from benchmarks import pages
 from controlplane import build
-from controlplane.cluster import new_aio_client
+from controlplane.clients import new_aio_client
 from controlplane.launcher import ControlPlane
 from leadership import toolkit
 

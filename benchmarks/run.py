@@ -44,10 +44,11 @@ from pathlib import Path
 
 from benchmarks import pages
 from controlplane import build
-from controlplane.candidates import CandidateProcess
+from controlplane.candidates import CandidateProcess, sidecar_answer
 from controlplane.cluster import audit_events, service_account_kubeconfig
 from controlplane.launcher import ControlPlane
 from controlplane.processes import free_port
+from controlplane.waiting import eventually
 
 TTL = 4
 RENEW_INTERVAL = TTL / 3
@@ -63,7 +64,7 @@ RNG = random.Random(1)
 
 
 @dataclass
-class Member:
+class Contender:
     """One candidate process; a thread timestamps its LEADING lines."""
 
     name: str
@@ -80,17 +81,9 @@ class Member:
 
     def _poll(self) -> None:
         """The sidecar's answer, every 5 ms: an app in another language sees just this."""
-        import json
-        import urllib.request
-
         was = False
         while self.proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/leader",
-                                            timeout=1) as r:
-                    now = bool(json.loads(r.read())["is_leader"])
-            except (OSError, ValueError):
-                now = False
+            now = bool(sidecar_answer(self.port).get("is_leader"))
             if now and not was:
                 self.leading_at.append(time.monotonic())
             was = now
@@ -114,7 +107,7 @@ class Member:
 
 
 def spawn(kind: str, cp: ControlPlane, namespace: str, lease: str, name: str,
-          kubeconfig: Path | None = None) -> Member:
+          kubeconfig: Path | None = None) -> Contender:
     port = free_port() if kind == "sidecar" else None
     command = CandidateProcess(kind.removeprefix("python-"), kubeconfig or cp.kubeconfig,
                                lease, name, TTL, namespace, renew_deadline=RENEW_DEADLINE,
@@ -122,22 +115,20 @@ def spawn(kind: str, cp: ControlPlane, namespace: str, lease: str, name: str,
     log = LOGS / f"{name}.log"
     with open(log, "w") as err:
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True)
-    return Member(name, proc, log, port=port or 0)
+    return Contender(name, proc, log, port=port or 0)
 
 
 def wait_for(predicate: Callable[[], bool], within: float, what: str,
-             members: list[Member]) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            tails = "\n".join(f"--- {m.name} (exit {m.proc.poll()}):\n"
-                              + "\n".join(m.log.read_text().splitlines()[-15:])
-                              for m in members)
-            raise RuntimeError(f"benchmark: not within {within}s: {what}\n{tails}")
-        time.sleep(0.002)
+             members: list[Contender]) -> None:
+    def failure(_: object) -> RuntimeError:
+        tails = "\n".join(f"--- {m.name} (exit {m.proc.poll()}):\n"
+                          + "\n".join(m.log.read_text().splitlines()[-15:]) for m in members)
+        return RuntimeError(f"benchmark: not within {within}s: {what}\n{tails}")
+
+    eventually(predicate, within, what, every=0.002, fail=failure)
 
 
-def leader_of(members: list[Member]) -> Member | None:
+def leader_of(members: list[Contender]) -> Contender | None:
     """The member that most recently printed LEADING and still runs."""
     alive = [m for m in members if m.proc.poll() is None and m.leading_at]
     return max(alive, key=lambda m: m.leading_at[-1], default=None)
@@ -208,12 +199,10 @@ def own_kubeconfig(cp: ControlPlane, namespace: str, name: str) -> Path:
     """A kubeconfig for a ServiceAccount of its own, so that the audit log names who made
     each request (counting on the server, not in the client); waits until RBAC allows it."""
     kubeconfig = service_account_kubeconfig(cp.kubeconfig, namespace, name, LOGS / name)
-    deadline = time.monotonic() + 10
-    while cp.kubectl(f"--kubeconfig={kubeconfig}", "auth", "can-i", "update", "leases",
-                     "-n", namespace, check=False).stdout.strip() != "yes":
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"RBAC never allowed {name} to update leases")
-        time.sleep(0.05)
+    eventually(lambda: cp.kubectl(f"--kubeconfig={kubeconfig}", "auth", "can-i", "update",
+                                  "leases", "-n", namespace, check=False).stdout.strip() == "yes",
+               10, f"RBAC allowing {name} to update leases", every=0.05,
+               fail=lambda _: RuntimeError(f"RBAC never allowed {name} to update leases"))
     return kubeconfig
 
 

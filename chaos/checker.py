@@ -7,7 +7,7 @@ Inputs, every time on the machine's shared monotonic clock:
   the end of its belief (`leading_until`, the last renewal's send time + renew deadline),
   which no freeze or crash can extend. Terms of processes that report only "started" and
   "stopped" (the client-go peer, the sidecar as polled) use those times.
-- label changes of the member pods, from a watch (`controlplane.recorder.Recorder`).
+- label changes of the member pods, from a watch (`controlplane.recorder.ClusterRecorder`).
 
 Violations (each with its times):
 

@@ -30,19 +30,18 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from chaos import checker
 from chaos.schedule import Fault, make_schedule
-from controlplane.candidates import CandidateProcess
+from controlplane.candidates import CandidateProcess, sidecar_answer
 from controlplane.cluster import kubeconfig_via, proxy_to, service_account_kubeconfig
 from controlplane.launcher import ControlPlane
 from controlplane.processes import free_port
 from controlplane.proxy import TcpProxy
-from controlplane.recorder import Recorder
+from controlplane.recorder import ClusterRecorder
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "reliability.md"
@@ -74,7 +73,7 @@ STAMP_ALLOWANCE = 0.05
 
 
 @dataclass
-class Member:
+class Contender:
     """One process standing in for a member pod's container (or an operator replica)."""
 
     name: str                     # pod name, or operator identity
@@ -151,12 +150,7 @@ class Member:
         """The sidecar's belief as it serves it: GET /leader every 10 ms."""
         while proc.poll() is None:
             now = time.monotonic()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/leader",
-                                            timeout=0.5) as r:
-                    answer = json.loads(r.read())
-            except (OSError, ValueError):
-                answer = {"is_leader": False}
+            answer = sidecar_answer(self.port, timeout=0.5)
             if answer.get("is_leader") and self._open is None:
                 self._open = {"start": now, "token": answer.get("fencing_token")}
             elif answer.get("is_leader") and self._open is not None:
@@ -202,7 +196,7 @@ class Member:
 class Run:
     def __init__(self, cp: ControlPlane, seed: int, seconds: float, logs: Path) -> None:
         self.cp, self.seed, self.seconds, self.logs = cp, seed, seconds, logs
-        self.members: dict[str, Member] = {}
+        self.members: dict[str, Contender] = {}
         self.proxies: list[TcpProxy] = []
         self.proxied: list[str] = []
         self.done: list[tuple[Fault, str]] = []
@@ -237,8 +231,8 @@ class Run:
         fake = {"LD_PRELOAD": str(FAKETIME_LIB), "FAKETIME_DONT_FAKE_MONOTONIC": "1",
                 "DONT_FAKE_MONOTONIC": "1"}
 
-        def python(pod: str, store: str, kubeconfig: Path, env: dict[str, str]) -> Member:
-            return Member(pod, "python", CandidateProcess(store, kubeconfig, LEASE, pod, TTL, NS,
+        def python(pod: str, store: str, kubeconfig: Path, env: dict[str, str]) -> Contender:
+            return Contender(pod, "python", CandidateProcess(store, kubeconfig, LEASE, pod, TTL, NS,
                                                    events=True).command(),
                           {**base, **env}, self.logs / f"{pod}.log")
 
@@ -247,18 +241,18 @@ class Run:
             python("c1", "pykube", admin, {**fake, "FAKETIME": "+1h"}),
             python("c2", "pykube", via_proxy(admin, "c2"), {}),
             python("c3", "kubernetes", admin, {**fake, "FAKETIME": "-1h"}),
-            Member("c4", "client-go", CandidateProcess(
+            Contender("c4", "client-go", CandidateProcess(
                 "client-go", admin, LEASE, "c4", TTL, NS, renew_deadline=RENEW_DEADLINE,
                 retry_period=TTL / 3).command(), base, self.logs / "c4.log"),
         ]
         port = free_port()
-        members.append(Member("s0", "sidecar", CandidateProcess(
+        members.append(Contender("s0", "sidecar", CandidateProcess(
             "sidecar", via_proxy(admin, "s0"), LEASE, "s0", TTL, NS, port=port).command(),
             {**base, "POD_NAME": "s0", "POD_NAMESPACE": NS},
             self.logs / "s0.log", port))
         for i, kubeconfig in enumerate((via_proxy(operator_kc, "op-0"), operator_kc)):
             name = f"op-{i}"
-            members.append(Member(name, "operator", [
+            members.append(Contender(name, "operator", [
                 sys.executable, "-m", "leadership_operator.cli", "operator",
                 f"--kubeconfig={kubeconfig}", f"--namespace={NS}", f"--identity={name}",
                 "--lease-namespace=leadership-system", f"--lease-seconds={TTL}",
@@ -271,9 +265,8 @@ class Run:
 
     # --- faults --------------------------------------------------------------------------
 
-    def leader(self) -> Member | None:
-        holders = [h for _, name, h in self.recorder.holders if name == LEASE]
-        holder = holders[-1] if holders else ""
+    def leader(self) -> Contender | None:
+        holder = self.recorder.holder_at(LEASE, float("inf")) or ""
         return next((m for m in self.members.values()
                      if m.kind != "operator" and m.proc is not None and holder
                      and (holder == m.identity)), None)
@@ -340,7 +333,7 @@ class Run:
               f"(replay with --seed {self.seed})", flush=True)
         for fault in schedule:
             print(f"  {fault}", flush=True)
-        self.recorder = Recorder(self.cp.kubeconfig, NS)
+        self.recorder = ClusterRecorder(self.cp.kubeconfig, NS)
         self.set_up()
         # The clock of the schedule starts once the election has a labelled leader.
         self.recorder.wait(lambda roles: "leader" in roles.values(), 60,
@@ -374,7 +367,7 @@ class Run:
     def lease_sightings(self) -> list[checker.Term]:
         """Every change of the Lease a watch saw, as the pod it named: the label may stay
         until that sighting + TTL (the operator's contract: expiry as observed)."""
-        holders = [(t, h) for t, name, h in self.recorder.holders if name == LEASE]
+        holders = self.recorder.holder_changes(LEASE)
         seen = []
         for at, name in self.recorder.renewals:
             if name != LEASE:

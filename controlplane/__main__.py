@@ -10,6 +10,7 @@ import threading
 
 from .errors import ControlPlaneError
 from .launcher import ControlPlane
+from .local import LocalCluster
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,10 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    cp = ControlPlane(with_controller_manager=not args.no_controller_manager,
-                      keep_logs=args.keep_logs, with_node=args.node)
+    cluster: ControlPlane | LocalCluster
+    if args.node:
+        cluster = LocalCluster(keep_logs=args.keep_logs)
+        cp = cluster.control_plane
+    else:
+        cluster = cp = ControlPlane(with_controller_manager=not args.no_controller_manager,
+                                    keep_logs=args.keep_logs)
     try:
-        cp.start()
+        cluster.start()
     except ControlPlaneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -36,12 +42,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"export KUBECONFIG={cp.kubeconfig}", flush=True)
         print("Ctrl-C stops it and removes its files.", flush=True)
         while not done.wait(1.0):
-            cp.check_alive()
+            cluster.check_alive()
     except ControlPlaneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
-        cp.stop()
+        cluster.stop()
     return 0
 
 

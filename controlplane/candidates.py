@@ -10,9 +10,12 @@ instead); see `examples/candidate.py` and `controlplane/gomod/leaderpeer`.
 
 from __future__ import annotations
 
+import json
 import sys
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import build
 
@@ -70,6 +73,18 @@ class CandidateProcess:
                 f"--namespace={self.namespace}", f"--lease={self.lease}",
                 f"--id={self.identity}", f"--ttl={self.ttl}", f"--store={self.kind}",
                 *(["--events"] if self.events else [])]
+
+
+def sidecar_answer(port: int, timeout: float = 1.0) -> dict[str, Any]:
+    """What the sidecar on `port` answers to ``GET /leader`` (``is_leader``, ``leader``,
+    ``fencing_token``, ...), or ``{"is_leader": False}`` when it does not answer: an app in
+    another language sees just this."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/leader", timeout=timeout) as r:
+            answer = json.loads(r.read())
+    except (OSError, ValueError):
+        return {"is_leader": False}
+    return answer if isinstance(answer, dict) else {"is_leader": False}
 
 
 def _ms(seconds: float) -> str:

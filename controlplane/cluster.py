@@ -1,4 +1,5 @@
-"""Working with a cluster: clients, ServiceAccount credentials, the audit log, fault proxies.
+"""Working with a cluster: ServiceAccount credentials, the audit log, fault proxies (its
+clients come from `controlplane.clients`).
 
 Shared by the tests, `make demo` and `make bench`, so none of them imports from another's
 code. A `Cluster` is a kubeconfig plus, when this process started it, the `ControlPlane`
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .clients import sync_client
 from .launcher import ControlPlane
 from .proxy import TcpProxy
 from .waiting import eventually
@@ -28,27 +30,6 @@ class Cluster:
             raise AssertionError("this needs the suite's own control plane (its audit log or "
                                  "its binaries); unset LEADERSHIP_TEST_KUBECONFIG")
         return self.control_plane
-
-
-async def new_aio_client(kubeconfig: Path) -> Any:
-    """A kubernetes.aio ApiClient for `kubeconfig`; the caller closes it."""
-    import kubernetes.aio.config
-
-    return await kubernetes.aio.config.new_client_from_config(config_file=str(kubeconfig))
-
-
-def sync_client(kubeconfig: Path) -> Any:
-    """A (synchronous) kubernetes ApiClient for `kubeconfig`."""
-    import kubernetes
-
-    return kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
-
-
-def pykube_client_for(kubeconfig: Path) -> Any:
-    """A pykube HTTPClient for `kubeconfig`."""
-    import pykube
-
-    return pykube.HTTPClient(pykube.KubeConfig.from_file(str(kubeconfig)))
 
 
 def server_of(kubeconfig: Path) -> dict[str, str]:

@@ -12,11 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import kubernetes
 
-from .cluster import sync_client
-from .node import Node
+from .clients import sync_client
 
 if TYPE_CHECKING:
-    from .launcher import ControlPlane
+    from .local import LocalCluster
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_NS, ELECTION, APP = "leadership-example", "web", "web"
@@ -25,11 +24,9 @@ ROLE = "leadership.dev/role"
 
 
 class Deployed:
-    def __init__(self, cp: ControlPlane) -> None:
-        if cp.node is None:
-            raise ValueError("cp: this needs a control plane started with with_node=True")
-        self.cp = cp
-        self.api = sync_client(cp.kubeconfig)
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cp, self.node = cluster.control_plane, cluster.node
+        self.api = sync_client(self.cp.kubeconfig)
         self.v1 = kubernetes.client.CoreV1Api(self.api)
         self.coordination = kubernetes.client.CoordinationV1Api(self.api)
 
@@ -80,7 +77,7 @@ class Deployed:
 
     def pids(self, pod: str, container: str, namespace: str = APP_NS) -> list[int]:
         """The processes of one container, on the node."""
-        return Node.container_pids(self.container_id(pod, container, namespace))
+        return self.node.container_pids(self.container_id(pod, container, namespace))
 
     def signal(self, pod: str, containers: tuple[str, ...], sig: int,
                namespace: str = APP_NS) -> list[int]:

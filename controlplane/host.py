@@ -21,10 +21,10 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from . import network
+from .waiting import eventually
 
 # command (or file) -> (Debian package, why the node needs it)
 PACKAGES: dict[str, tuple[str, str]] = {
@@ -278,9 +278,10 @@ def cgroup_pids(cgroups: list[Path]) -> set[int]:
 def remove_cgroups(*tops: str, within: float = 10.0) -> None:
     """rmdir every cgroup under `tops`, retrying while the kernel still counts a process
     that was just killed (EBUSY), for up to `within` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        busy = []
+    busy: list[str] = []
+
+    def removed() -> bool:
+        busy.clear()
         for cgroup in cgroup_tree(*tops):
             try:
                 cgroup.rmdir()
@@ -288,11 +289,11 @@ def remove_cgroups(*tops: str, within: float = 10.0) -> None:
                 continue
             except OSError as exc:
                 busy.append(f"{cgroup}: {exc.strerror}")
-        if not busy:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"could not remove the cgroups {', '.join(busy[:3])}")
-        time.sleep(0.05)
+        return not busy
+
+    eventually(removed, within, "the cgroups removed", every=0.05,
+               fail=lambda _: RuntimeError(f"could not remove the cgroups "
+                                           f"{', '.join(busy[:3])}"))
 
 
 # --- paths other programs create wherever they are told ------------------------------------

@@ -37,6 +37,7 @@ from pathlib import Path
 from . import build, host
 from .errors import ControlPlaneError
 from .processes import die_with_parent, stop_process
+from .waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -163,11 +164,17 @@ class BuildKit:
                  "--oci-worker-snapshotter=overlayfs"],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 preexec_fn=die_with_parent, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while self.buildctl("debug", "workers", check=False).returncode != 0:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise ImageError("buildkitd did not start:\n" + self.log.read_text()[-2000:])
-            time.sleep(0.2)
+        proc = self.proc
+
+        def answers() -> bool:
+            if proc.poll() is not None:
+                raise ImageError(f"buildkitd exited with {proc.returncode}:\n"
+                                 + self.log.read_text()[-2000:])
+            return self.buildctl("debug", "workers", check=False).returncode == 0
+
+        eventually(answers, 30, "buildkitd answering", every=0.2,
+                   fail=lambda _: ImageError("buildkitd did not start within 30 s:\n"
+                                             + self.log.read_text()[-2000:]))
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,4 +1,4 @@
-"""`Recorder`: what the API server says happened to one namespace's pods and Leases (and,
+"""`ClusterRecorder`: what the API server says happened to one namespace's pods and Leases (and,
 if asked, one Service's EndpointSlices), in its order, stamped with this machine's monotonic
 clock as each watch event arrives.
 
@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import kubernetes
 
-from .cluster import sync_client
+from .clients import sync_client
+from .traffic import Answer
 from .waiting import eventually
 
 ROLE = "leadership.dev/role"
@@ -35,7 +36,7 @@ class Endpoints:
     serving: tuple[str, ...]  # ready or not, those whose readiness probe passes
 
 
-class Recorder:
+class ClusterRecorder:
     """Watches pods and Leases of one namespace from a thread and records, in the API
     server's order, every role label and every holder, with the time it was seen; with
     `service`, also every change of the pods behind that Service."""
@@ -134,6 +135,35 @@ class Recorder:
 
         self._stream(kubernetes.client.DiscoveryV1Api(self.api).list_namespaced_endpoint_slice,
                      on, slices.clear, label_selector=f"kubernetes.io/service-name={service}")
+
+    def holder_at(self, lease: str, when: float) -> str | None:
+        """Who held `lease` as last seen at or before `when` (monotonic): the one "who led
+        when" of the tests, the demo and the benchmarks."""
+        seen = [h for t, name, h in list(self.holders) if name == lease and t <= when]
+        return seen[-1] if seen else None
+
+    def holder_changes(self, lease: str, since: float = float("-inf")) -> list[tuple[float, str]]:
+        """Each change of `lease`'s holder seen at or after `since`: (when, the new holder;
+        "" when it was released)."""
+        return [(t, h) for t, name, h in list(self.holders) if name == lease and t >= since]
+
+    def next_holder(self, lease: str, since: float, other_than: str) -> tuple[float, str] | None:
+        """The first holder of `lease` seen at or after `since` that is not `other_than`
+        (nor nobody): when, and who; None while there is none."""
+        return next(((t, h) for t, h in self.holder_changes(lease, since)
+                     if h not in ("", other_than)), None)
+
+    def holders_during(self, lease: str, start: float, end: float) -> set[str | None]:
+        """Everyone who held `lease` at some moment of [`start`, `end`] (a request in
+        flight, say)."""
+        return {self.holder_at(lease, start)} | {
+            h for t, name, h in list(self.holders) if name == lease and start <= t <= end}
+
+    def not_from_holder(self, lease: str, answers: Iterable[Answer]) -> list[Answer]:
+        """The answers from a pod that held `lease` at no moment their request was in flight
+        (between its send and its answer); failed requests are no answer."""
+        return [a for a in answers if a.body is not None
+                and a.body not in self.holders_during(lease, a.sent, a.done)]
 
     def endpoints_at(self, when: float) -> Endpoints | None:
         """The Service's endpoints as last seen at or before `when`."""

@@ -1,5 +1,5 @@
 """`Traffic`: a client on the node that calls one Service over and over and records who
-answered, on the same monotonic clock as `controlplane.recorder.Recorder`.
+answered, on the same monotonic clock as `controlplane.recorder.ClusterRecorder`.
 
 Each request opens a new TCP connection (``Connection: close``), so every request is routed
 afresh by kube-proxy, as a new client's would be; requests start on a fixed cadence whether

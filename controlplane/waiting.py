@@ -2,8 +2,9 @@
 
 A condition is polled until it returns something true, which is returned; past the
 deadline it fails with an `AssertionError` naming what was awaited and the last value seen
-(the reason a test failed). No fixed sleep stands in for a condition anywhere: a wait is
-for something, with a deadline.
+(the reason a test failed), or with the error `fail(last)` makes (the control plane's
+own waits raise their own errors). No fixed sleep stands in for a condition anywhere: a
+wait is for something, with a deadline.
 
 `eventually` blocks the calling thread; `eventually_async` awaits (its polls are
 `asyncio.sleep`, so the loop keeps running the code under test).
@@ -15,7 +16,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -25,7 +26,7 @@ def _failure(what: str, within: float, last: object) -> AssertionError:
 
 
 def eventually(condition: Callable[[], T], within: float, what: str, *,
-               every: float = 0.02) -> T:
+               every: float = 0.02, fail: Callable[[Any], BaseException] | None = None) -> T:
     """Poll `condition()` every `every` seconds until it returns something true; return it."""
     deadline = time.monotonic() + within
     while True:
@@ -33,12 +34,13 @@ def eventually(condition: Callable[[], T], within: float, what: str, *,
         if value:
             return value
         if time.monotonic() > deadline:
-            raise _failure(what, within, value)
+            raise fail(value) if fail is not None else _failure(what, within, value)
         time.sleep(every)
 
 
 async def eventually_async(condition: Callable[[], T | Awaitable[T]], within: float,
-                           what: str, *, every: float = 0.005) -> T:
+                           what: str, *, every: float = 0.005,
+                           fail: Callable[[Any], BaseException] | None = None) -> T:
     """`eventually` on an event loop: polls between turns of the loop. The condition may be
     a coroutine function (one request per look, say)."""
     deadline = time.monotonic() + within
@@ -49,5 +51,5 @@ async def eventually_async(condition: Callable[[], T | Awaitable[T]], within: fl
         if value:
             return value  # type: ignore[return-value]
         if time.monotonic() > deadline:
-            raise _failure(what, within, value)
+            raise fail(value) if fail is not None else _failure(what, within, value)
         await asyncio.sleep(every)

@@ -20,6 +20,7 @@ import kubernetes.aio.config
 import leadership
 from controlplane.candidates import CandidateProcess
 from controlplane.launcher import ControlPlane
+from controlplane.waiting import eventually_async
 
 TTL = 4
 LEASE = "demo"
@@ -61,13 +62,13 @@ async def run(cp: ControlPlane) -> list[tuple[str, str, str, float]]:
     say(f"started {', '.join(members)} on Lease default/{LEASE} (ttl {TTL}s)", t0)
 
     async def next_leader(after: float, old: str, within: float) -> str:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            for when, who in leaders:
-                if when >= after and who and who != old:
-                    return who
-            await asyncio.sleep(0.005)
-        raise RuntimeError(f"no new leader within {within}s after {old}")
+        def new() -> str | None:
+            return next((who for when, who in leaders if when >= after and who and who != old),
+                        None)
+
+        return str(await eventually_async(
+            new, within, f"a new leader after {old}",
+            fail=lambda _: RuntimeError(f"no new leader within {within}s after {old}")))
 
     first = await next_leader(t0, "", 30)
     await asyncio.sleep(2)

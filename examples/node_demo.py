@@ -39,9 +39,10 @@ from pathlib import Path
 from controlplane import build, host, images, network
 from controlplane.build import BuildError
 from controlplane.deployed import APP_NS, ELECTION, OPERATOR, OPERATOR_NS, Deployed
-from controlplane.launcher import ControlPlane, StartError
+from controlplane.launcher import StartError
+from controlplane.local import LocalCluster
 from controlplane.node import NodeError, leftovers
-from controlplane.recorder import Recorder
+from controlplane.recorder import ClusterRecorder
 from controlplane.traffic import Traffic, ask
 from controlplane.waiting import eventually
 
@@ -64,13 +65,13 @@ class Figures:
 
 
 class Story:
-    def __init__(self, cp: ControlPlane) -> None:
-        self.cp = cp
-        self.d = Deployed(cp)
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cp = cp = cluster.control_plane
+        self.d = Deployed(cluster)
         self.env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig)}
         self.kubectl_bin = cp.binaries["kubectl"]
         self.figures = Figures()
-        self.recorder = Recorder(cp.kubeconfig, APP_NS, service="web-leader")
+        self.recorder = ClusterRecorder(cp.kubeconfig, APP_NS, service="web-leader")
 
     # --- what the user types -------------------------------------------------------------
 
@@ -151,8 +152,7 @@ class Story:
                                                                  f"{len(answers)}")
 
     def handovers_since(self, since: float) -> list[tuple[float, str]]:
-        return [(t, h) for t, name, h in list(self.recorder.holders)
-                if name == ELECTION and t >= since]
+        return self.recorder.holder_changes(ELECTION, since)
 
     def rolling_update(self) -> None:
         say("4. A rolling update: every pod replaced, one at a time")
@@ -166,7 +166,7 @@ class Story:
         for t, holder in self.handovers_since(started):
             say(f"   the Lease went to {holder or '(free: released)'} at +{t - started:.2f} s")
         gaps = self.no_leader_windows(started, time.monotonic())
-        wrong = self.answered_by_non_leader(answers)
+        wrong = self.recorder.not_from_holder(ELECTION, answers)
         self.figures.add("rolling update: longest time with no leader endpoint",
                          f"{max(gaps, default=0.0) * 1000:.0f} ms")
         self.figures.add("rolling update: longest time with no answer",
@@ -190,19 +190,6 @@ class Story:
         if empty_since is not None:
             spans.append(end - empty_since)
         return spans
-
-    def answered_by_non_leader(self, answers: list) -> list:  # type: ignore[type-arg]
-        bad = []
-        for a in answers:
-            if a.body is None:
-                continue
-            seen = [h for t, name, h in list(self.recorder.holders)
-                    if name == ELECTION and t <= a.done]
-            during = {h for t, name, h in list(self.recorder.holders)
-                      if name == ELECTION and a.sent <= t <= a.done}
-            if a.body not in ({seen[-1]} if seen else set()) | during:
-                bad.append(a)
-        return bad
 
     def delete_leader(self) -> None:
         leader = self.wait_settled()
@@ -310,13 +297,12 @@ def main() -> int:
     announce()
     started = time.monotonic()
     try:
-        with ControlPlane(with_node=True) as cp:
-            assert cp.node is not None
+        with LocalCluster() as cluster:
             up = time.monotonic() - started
             say(f"control plane and node up in {up:.0f} s (of which building: binaries "
-                f"{cp.node.timings.get('binaries', 0):.0f} s, images "
-                f"{cp.node.timings.get('images', 0):.0f} s)")
-            story = Story(cp)
+                f"{cluster.node.timings.get('binaries', 0):.0f} s, images "
+                f"{cluster.node.timings.get('images', 0):.0f} s)")
+            story = Story(cluster)
             try:
                 story.deploy()
                 story.traffic(story.look())

@@ -33,10 +33,12 @@ from pathlib import Path
 
 import kubernetes
 
-from controlplane.cluster import service_account_kubeconfig, sync_client
+from controlplane.clients import sync_client
+from controlplane.cluster import service_account_kubeconfig
 from controlplane.launcher import ControlPlane
 from controlplane.processes import free_port, stop_process
-from controlplane.recorder import Recorder
+from controlplane.recorder import ClusterRecorder
+from controlplane.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[1]
 TTL = 4
@@ -85,15 +87,14 @@ class Demo:
     # --- set-up ----------------------------------------------------------------------------
 
     def pods(self, namespace: str, selector: str, count: int) -> list[str]:
-        deadline = time.monotonic() + 60
-        while True:
-            names = sorted(p.metadata.name for p in self.v1.list_namespaced_pod(
+        def names() -> list[str] | None:
+            found = sorted(p.metadata.name for p in self.v1.list_namespaced_pod(
                 namespace, label_selector=selector).items if not p.metadata.deletion_timestamp)
-            if len(names) == count:
-                return names
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{namespace}: {count} pods ({selector}) never appeared")
-            time.sleep(0.1)
+            return found if len(found) == count else None
+
+        return eventually(names, 60, f"{count} pods ({selector})", every=0.1,
+                          fail=lambda _: RuntimeError(f"{namespace}: {count} pods ({selector}) "
+                                                      "never appeared"))
 
     def token_kubeconfig(self, namespace: str, account: str) -> Path:
         return service_account_kubeconfig(self.cp.kubeconfig, namespace, account,
@@ -122,11 +123,12 @@ class Demo:
 
     def until_it_knows_the_leader(self, pod: str) -> None:
         """Until the (re)started sidecar of `pod` answers /leader with a leader."""
-        deadline = time.monotonic() + 3 * TTL
-        while '"leader": ""' in (answer := self.sidecars[pod].get("/leader")) or not answer:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the sidecar of {pod} never answered /leader")
-            time.sleep(0.02)
+        def knows() -> bool:
+            answer = self.sidecars[pod].get("/leader")
+            return bool(answer) and '"leader": ""' not in answer
+
+        eventually(knows, 3 * TTL, f"the sidecar of {pod} knowing the leader", every=0.02,
+                   fail=lambda _: RuntimeError(f"the sidecar of {pod} never answered /leader"))
 
     def set_up(self) -> None:
         for directory in ("operator", "example"):
@@ -139,7 +141,7 @@ class Demo:
             f"{', '.join(self.operator_pods)}; {', '.join(self.web_pods)}")
         self.operator_kubeconfig = self.token_kubeconfig(OPERATOR_NS, "leadership-operator")
         self.web_kubeconfig = self.token_kubeconfig(NS, "web")
-        self.recorder = Recorder(self.cp.kubeconfig, NS)
+        self.recorder = ClusterRecorder(self.cp.kubeconfig, NS)
         for pod in self.operator_pods:
             self.start_operator(pod)
         for pod in self.web_pods:

@@ -22,12 +22,8 @@ import pykube
 import pytest
 from kubernetes.aio.client import ApiClient as AioApiClient
 
-from controlplane.cluster import (
-    Cluster,
-    new_aio_client,
-    pykube_client_for,
-    sync_client,
-)
+from controlplane.clients import new_aio_client, pykube_client_for, sync_client
+from controlplane.cluster import Cluster
 from controlplane.cluster import (
     service_account_kubeconfig as make_service_account_kubeconfig,
 )

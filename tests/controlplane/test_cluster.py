@@ -13,7 +13,8 @@ import pykube
 import pytest
 from kubernetes.client.rest import ApiException
 
-from controlplane.cluster import Cluster, pykube_client_for
+from controlplane.clients import pykube_client_for
+from controlplane.cluster import Cluster
 from controlplane.waiting import eventually
 from leadership.record import format_microtime
 

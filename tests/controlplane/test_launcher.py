@@ -29,5 +29,5 @@ def test_a_component_that_dies_is_named_with_its_log(monkeypatch: pytest.MonkeyP
     assert str(tmp_path / "cp" / "logs" / "etcd.log") in message
     assert "data dir is corrupt" in message
     assert (tmp_path / "cp" / "logs" / "etcd.log").exists()  # kept for the reader
-    assert cp._procs == []  # the API server was stopped too
+    assert cp.processes.get("kube-apiserver") is None  # stopped too
     shutil.rmtree(tmp_path / "cp")

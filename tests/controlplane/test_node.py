@@ -17,8 +17,10 @@ import kubernetes
 import pytest
 
 from controlplane import host, network, node
-from controlplane.cluster import sync_client
+from controlplane.clients import sync_client
 from controlplane.launcher import ControlPlane
+from controlplane.local import LocalCluster
+from controlplane.node import janitor, machine
 from controlplane.waiting import eventually
 
 pytestmark = pytest.mark.node
@@ -32,9 +34,9 @@ def machine_state() -> dict[str, Any]:
 
     nft = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
     return {
-        "paths": {p: Path(p).exists() for p in node.HARD_CODED_PATHS},
+        "paths": {p: Path(p).exists() for p in machine.HARD_CODED_PATHS},
         "run": listing("/run"), "var-lib": listing("/var/lib"), "var-log": listing("/var/log"),
-        "sysctls": {name: node._read_sysctl(name) for name in node.SYSCTLS},
+        "sysctls": {name: janitor.read_sysctl(name) for name in machine.SYSCTLS},
         "links": sorted(p.name for p in Path("/sys/class/net").iterdir()),
         "routes": subprocess.run(["ip", "route"], capture_output=True, text=True).stdout,
         "nft": nft,
@@ -65,8 +67,8 @@ def test_a_node_comes_up_twice_and_leaves_nothing_behind() -> None:
     timings = []
     for attempt in ("first", "second"):
         started = time.monotonic()
-        with ControlPlane(with_node=True) as cp:
-            assert cp.node is not None
+        with LocalCluster() as cluster:
+            cp = cluster.control_plane
             up = time.monotonic() - started
             run_pod(cp, f"pause-{attempt}")
             assert network.forwarding_enabled() == [], "IP forwarding was switched on"
@@ -78,7 +80,8 @@ def test_a_node_comes_up_twice_and_leaves_nothing_behind() -> None:
 
 
 def test_the_pod_network_stays_on_this_machine() -> None:
-    with ControlPlane(with_node=True) as cp:
+    with LocalCluster() as cluster:
+        cp = cluster.control_plane
         run_pod(cp, "pause-net")
         v1 = kubernetes.client.CoreV1Api(sync_client(cp.kubeconfig))
         pod = v1.read_namespaced_pod("pause-net", "default")
@@ -108,22 +111,24 @@ def test_the_pod_network_stays_on_this_machine() -> None:
         ruleset = subprocess.run(["nft", "-j", "list", "ruleset"], capture_output=True,
                                  text=True, check=True).stdout
         tables = {t["table"]["name"] for t in json.loads(ruleset)["nftables"] if "table" in t}
-        assert tables <= {"kube-proxy", node.GUARD_TABLE}, tables
+        assert tables <= {"kube-proxy", machine.GUARD_TABLE}, tables
 
 
 def test_a_second_node_on_one_machine_is_refused_and_leaves_the_first_alone() -> None:
-    with ControlPlane(with_node=True) as cp:
-        second = ControlPlane(with_node=True)
+    with LocalCluster() as cluster:
+        cp = cluster.control_plane
+        second = LocalCluster()
         with pytest.raises(node.NodeError, match="another leadership node runs on this "
                                                   "machine"):
             second.start()
         # The refused one tore nothing down: the first node still runs pods.
         run_pod(cp, "pause-after-refusal")
-        assert network.bridge_exists() and node.RUN_DIR.exists()
+        assert network.bridge_exists() and machine.RUN_DIR.exists()
 
 
 def test_pods_cannot_use_the_host_network_nor_pull_from_a_registry() -> None:
-    with ControlPlane(with_node=True) as cp:
+    with LocalCluster() as cluster:
+        cp = cluster.control_plane
         v1 = kubernetes.client.CoreV1Api(sync_client(cp.kubeconfig))
         host_pod = {"metadata": {"name": "on-the-host"}, "spec": {
             "hostNetwork": True, "containers": [{"name": "pause",
@@ -145,9 +150,9 @@ def test_pods_cannot_use_the_host_network_nor_pull_from_a_registry() -> None:
                 "ErrImagePull", "ImagePullBackOff") else []
 
         waiting = eventually(pull_failed, 30, "the pull of a missing image failing", every=0.1)
-        assert node.NO_REGISTRY.removeprefix("http://") in (waiting[0].message or ""), \
+        assert machine.NO_REGISTRY.removeprefix("http://") in (waiting[0].message or ""), \
             waiting[0].message
         # The forwarding guard is in place while the node runs.
         tables = subprocess.run(["nft", "list", "tables"], capture_output=True,
                                 text=True).stdout
-        assert f"table inet {node.GUARD_TABLE}" in tables
+        assert f"table inet {machine.GUARD_TABLE}" in tables

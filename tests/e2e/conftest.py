@@ -2,7 +2,7 @@
 node (kubelet, containerd), every container from the image built from the Dockerfile.
 
 One node for the whole directory (`deployed`, package scope): about 10 s to come up with
-binaries and images cached, 25 s to roll the manifests out. A `Recorder` watches the
+binaries and images cached, 25 s to roll the manifests out. A `ClusterRecorder` watches the
 example's pods, its Lease and the `web-leader` Service's EndpointSlices from before the
 first pod starts to the end, and the last check of the directory holds the whole history:
 never two pods labelled `leader`, never two pods behind `web-leader`.
@@ -18,8 +18,8 @@ from collections.abc import Iterator
 import pytest
 
 from controlplane.deployed import APP_NS, Deployed
-from controlplane.launcher import ControlPlane
-from controlplane.recorder import Recorder
+from controlplane.local import LocalCluster
+from controlplane.recorder import ClusterRecorder
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -29,14 +29,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 class E2ECluster(Deployed):
-    recorder: Recorder
+    recorder: ClusterRecorder
 
 
 @pytest.fixture(scope="package")
 def deployed() -> Iterator[E2ECluster]:
-    with ControlPlane(with_node=True) as cp:
-        cluster = E2ECluster(cp)
-        cluster.recorder = Recorder(cp.kubeconfig, APP_NS, service="web-leader")
+    with LocalCluster() as local:
+        cluster = E2ECluster(local)
+        cluster.recorder = ClusterRecorder(cluster.cp.kubeconfig, APP_NS, service="web-leader")
         try:
             cluster.apply()
             cluster.wait_ready()

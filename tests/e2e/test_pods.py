@@ -47,26 +47,6 @@ def settled(d: E2ECluster, within: float = 90) -> str:
     return str(eventually(check, within, "the example settled"))
 
 
-def holder_at(d: E2ECluster, when: float) -> str | None:
-    """The Lease's holder as the recorder had seen it at `when` (monotonic)."""
-    seen = [h for t, name, h in list(d.recorder.holders) if name == ELECTION and t <= when]
-    return seen[-1] if seen else None
-
-
-def answered_by_non_leader(d: E2ECluster, answers: list) -> list:  # type: ignore[type-arg]
-    """Answers from a pod that was not the Lease's holder at any moment the request was in
-    flight (between its send and its answer)."""
-    bad = []
-    for a in answers:
-        if a.body is None:
-            continue
-        holders = {holder_at(d, a.sent)} | {h for t, name, h in list(d.recorder.holders)
-                                             if name == ELECTION and a.sent <= t <= a.done}
-        if a.body not in holders:
-            bad.append(a)
-    return bad
-
-
 def test_the_manifests_run_as_they_are(deployed: E2ECluster) -> None:
     leader = settled(deployed)
     web, operators = deployed.pods(), deployed.operator_pods()
@@ -152,15 +132,13 @@ def test_deleting_the_leader_pod_releases_the_lease_and_a_follower_takes_it_at_o
     before = {p.metadata.name for p in deployed.pods()}
     app_id = deployed.container_id(leader, "app")
     sidecar_id = deployed.container_id(leader, "leadership")
-    events = deployed.cp.node.events()  # type: ignore[union-attr]
+    events = deployed.node.events()
     traffic = Traffic(deployed.service_ip("web-leader"), interval=0.02).start()
     try:
         deleted, deleted_unix = time.monotonic(), time.time()
         deployed.v1.delete_namespaced_pod(leader, APP_NS)
-        new = eventually(lambda: next(
-            (h for t, name, h in list(deployed.recorder.holders)
-             if name == ELECTION and t >= deleted and h not in ("", leader)), None),
-                         10, "a new holder")
+        _, new = eventually(lambda: deployed.recorder.next_holder(ELECTION, deleted, leader),
+                            10, "a new holder")
         took = deployed.recorder.when_holder(ELECTION, lambda h: h == new, deleted) - deleted
         # The stages, in seconds after the delete: the kubelet stops the app, then the
         # native sidecar (SIGTERM), whose handler releases the Lease; a follower takes it.
@@ -170,8 +148,8 @@ def test_deleting_the_leader_pod_releases_the_lease_and_a_follower_takes_it_at_o
                               "the app's exit event") - deleted_unix
         sidecar_exit = eventually(lambda: _exit_time(events, sidecar_id), 10,
                                   "the sidecar's exit event") - deleted_unix
-        released = next((t - deleted for t, name, h in list(deployed.recorder.holders)
-                         if name == ELECTION and t >= deleted and h == ""), None)
+        released = next((t - deleted for t, h in deployed.recorder.holder_changes(
+            ELECTION, deleted) if h == ""), None)
         stages = (f"after the delete: app exited {app_exit:.2f} s, the Lease released "
                   f"{'never' if released is None else f'{released:.2f} s'}, a new holder "
                   f"{took:.2f} s, the sidecar exited {sidecar_exit:.2f} s (TTL {TTL})")
@@ -195,7 +173,7 @@ def test_deleting_the_leader_pod_releases_the_lease_and_a_follower_takes_it_at_o
           f"{(behind.seen - deleted) * 1000:.0f} ms, -> answer "
           f"{(answered.done - deleted) * 1000:.0f} ms")
     assert behind.seen - deleted < 3.0
-    assert answered_by_non_leader(deployed, answers) == []
+    assert deployed.recorder.not_from_holder(ELECTION, answers) == []
     # The native sidecar stops after the app: the app's process exited first.
     assert events.when("/tasks/exit", app_id) < events.when("/tasks/exit", sidecar_id)
     # ... and in the replacement pod it started before the app.
@@ -235,10 +213,9 @@ def test_a_frozen_leader_leaves_the_service_when_its_lease_expires(
         after = gone.seen - renewed
         assert TTL - 1 < after < TTL + 2, f"left the Service {after:.2f} s after its last " \
                                           f"renewal (Lease {TTL} s)"
-        successor = eventually(lambda: next(
-            (h for t, name, h in list(deployed.recorder.holders)
-             if name == ELECTION and t >= stopped and h not in ("", leader)), None),
-                               10, "a successor")
+        _, successor = eventually(
+            lambda: deployed.recorder.next_holder(ELECTION, stopped, leader), 10,
+            "a successor")
         eventually(lambda: next(
             (e for e in list(deployed.recorder.endpoints)
              if e.seen >= gone.seen and e.listed == (successor,)), None),
@@ -266,12 +243,11 @@ def test_a_rolling_update_hands_over_pod_by_pod(deployed: E2ECluster) -> None:
         answers = traffic.stop()
     assert leader not in old, f"{first} led before the update, {leader} after it"
     assert not {p.metadata.name for p in deployed.pods()} & old
-    changes = [h for t, name, h in list(deployed.recorder.holders)
-               if name == ELECTION and t >= started and h]
+    changes = [h for _, h in deployed.recorder.holder_changes(ELECTION, started) if h]
     silence = traffic.longest_silence(started, answers[-1].sent)
     print(f"rolling update: {len(changes)} new holders, longest silence {silence:.2f} s, "
           f"{sum(a.body is None for a in answers)} of {len(answers)} requests failed")
-    assert answered_by_non_leader(deployed, answers) == []
+    assert deployed.recorder.not_from_holder(ELECTION, answers) == []
     assert silence < 5.0
     deployed.recorder.never_two_leaders()
     deployed.recorder.never_two_endpoints()
@@ -307,7 +283,7 @@ def test_under_the_lease_holder_policy_a_pod_cannot_name_another_holder(
 
     import kubernetes
 
-    from controlplane.cluster import sync_client
+    from controlplane.clients import sync_client
 
     leader = settled(deployed)
     follower = next(p for p in deployed.pods() if p.metadata.name != leader)

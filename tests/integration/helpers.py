@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
 import kubernetes
 
 import leadership
-from controlplane.cluster import new_aio_client, pykube_client_for, sync_client
+from controlplane.clients import new_aio_client, pykube_client_for, sync_client
+from controlplane.waiting import eventually_async
 
 STORE_KINDS = ["kubernetes", "pykube"]
 
@@ -86,7 +86,5 @@ async def until_allowed(kubeconfig: Path, namespace: str, verb: str, name: str) 
             "resource": "leases", "name": name}}})
         return bool(review.status.allowed)
 
-    deadline = time.monotonic() + 10
-    while not await asyncio.to_thread(allowed):
-        assert time.monotonic() < deadline, f"{verb} on lease {name} never became allowed"
-        await asyncio.sleep(0.05)
+    await eventually_async(lambda: asyncio.to_thread(allowed), 10,
+                           f"{verb} on lease {name} allowed", every=0.05)

@@ -16,7 +16,8 @@ import pytest
 
 import leadership
 from controlplane.candidates import CandidateProcess
-from controlplane.cluster import Cluster, audit_events, pykube_client_for
+from controlplane.clients import pykube_client_for
+from controlplane.cluster import Cluster, audit_events
 from controlplane.waiting import eventually_async
 from leadership.record import format_microtime
 from tests.integration.helpers import (

@@ -16,7 +16,8 @@ import pytest
 from kubernetes.client.rest import ApiException
 
 import leadership
-from controlplane.cluster import Cluster, sync_client
+from controlplane.clients import sync_client
+from controlplane.cluster import Cluster
 from controlplane.waiting import eventually, eventually_async
 from tests.integration.helpers import StoreFactory, consume
 

@@ -26,7 +26,7 @@ import pytest
 from controlplane.candidates import CandidateProcess
 from controlplane.cluster import Cluster, service_account_kubeconfig, wait_until_allowed
 from controlplane.processes import free_port, stop_process
-from controlplane.recorder import Recorder
+from controlplane.recorder import ClusterRecorder
 from leadership.testing import ManualClock
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -148,8 +148,8 @@ def candidates(cluster: Cluster, namespace: str) -> Iterator[Candidates]:
 
 
 @pytest.fixture
-def recorder(cluster: Cluster, namespace: str) -> Iterator[Recorder]:
-    made = Recorder(cluster.kubeconfig, namespace)
+def recorder(cluster: Cluster, namespace: str) -> Iterator[ClusterRecorder]:
+    made = ClusterRecorder(cluster.kubeconfig, namespace)
     yield made
     made.close()
 

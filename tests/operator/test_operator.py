@@ -15,8 +15,8 @@ from controlplane.cluster import Cluster, audit_events
 from tests.operator.conftest import (
     TTL,
     Candidates,
+    ClusterRecorder,
     OperatorProcess,
-    Recorder,
     events,
     make_pods,
 )
@@ -32,7 +32,7 @@ def leader_of(roles: dict[str, str | None]) -> str | None:
 def test_labels_follow_the_lease_through_handover_crash_and_expiry(
         cluster: Cluster, namespace: str, core_api: kubernetes.client.ApiClient,
         start_operator: Callable[..., OperatorProcess], candidates: Candidates,
-        recorder: Recorder) -> None:
+        recorder: ClusterRecorder) -> None:
     make_pods(core_api, namespace, PODS)
     operator = start_operator(namespace, "op-a")
     recorder.wait(lambda r: all(r.get(p) == "follower" for p in PODS), 15,
@@ -87,7 +87,7 @@ def test_labels_follow_the_lease_through_handover_crash_and_expiry(
 def test_it_writes_nothing_but_role_labels_on_what_it_watches(
         cluster: Cluster, namespace: str, core_api: kubernetes.client.ApiClient,
         start_operator: Callable[..., OperatorProcess], candidates: Candidates,
-        recorder: Recorder) -> None:
+        recorder: ClusterRecorder) -> None:
     cp = cluster.require_control_plane()
     make_pods(core_api, namespace, PODS[:2])
     start_operator(namespace, "op-b")

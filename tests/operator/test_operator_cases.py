@@ -21,8 +21,8 @@ from tests.operator.conftest import (
     ROOT,
     TTL,
     Candidates,
+    ClusterRecorder,
     OperatorProcess,
-    Recorder,
     events,
     make_pods,
 )
@@ -38,7 +38,7 @@ def wait_for(predicate: Callable[[], bool], within: float, what: str) -> float:
 def test_a_standby_takes_over_within_ttl_and_flaps_nothing(
         namespace: str, core_api: kubernetes.client.ApiClient,
         start_operator: Callable[..., OperatorProcess], candidates: Candidates,
-        recorder: Recorder) -> None:
+        recorder: ClusterRecorder) -> None:
     make_pods(core_api, namespace, ["web-0", "web-1"])
     active = start_operator(namespace, "op-1")
     wait_for(lambda: active.metric("leadership_operator_active") == 1, 10, "op-1 active")
@@ -82,7 +82,7 @@ def test_a_stopped_active_replica_releases_and_the_standby_takes_over_at_once(
 def test_hand_edited_labels_are_put_right(
         namespace: str, core_api: kubernetes.client.ApiClient,
         start_operator: Callable[..., OperatorProcess], candidates: Candidates,
-        recorder: Recorder) -> None:
+        recorder: ClusterRecorder) -> None:
     make_pods(core_api, namespace, ["web-0", "web-1"])
     start_operator(namespace, "op-d", "--resync-seconds=1")
     candidates.start("web-0")
@@ -160,7 +160,7 @@ def test_bad_input_gets_a_warning_never_a_crash_or_a_wrong_label(
 def test_an_opted_in_holder_is_deleted_when_its_lease_expires_under_it(
         cluster: Cluster, namespace: str, core_api: kubernetes.client.ApiClient,
         start_operator: Callable[..., OperatorProcess], candidates: Candidates,
-        recorder: Recorder) -> None:
+        recorder: ClusterRecorder) -> None:
     cp = cluster.require_control_plane()
     overlay = ROOT / "manifests" / "operator" / "overlays" / "delete-pods"
     cp.kubectl("apply", "-k", str(overlay))
@@ -195,7 +195,7 @@ ProxiedOperator = Callable[..., AbstractContextManager[tuple[OperatorProcess, Tc
 def proxied_operator(cluster: Cluster, namespace: str, core_api: kubernetes.client.ApiClient,
                      operator_kubeconfig: Path, tmp_path: Path,
                      start_operator: Callable[..., OperatorProcess], candidates: Candidates,
-                     recorder: Recorder) -> ProxiedOperator:
+                     recorder: ClusterRecorder) -> ProxiedOperator:
     """Pods web-0 and web-1, an operator reaching the API server through a fault proxy (its
     own Lease renewed every 5 s only), and web-0 leading and labelled so."""
 
@@ -218,7 +218,8 @@ def proxied_operator(cluster: Cluster, namespace: str, core_api: kubernetes.clie
 
 
 def test_a_silent_lease_watch_never_takes_the_label_from_a_live_leader(
-        proxied_operator: ProxiedOperator, candidates: Candidates, recorder: Recorder) -> None:
+        proxied_operator: ProxiedOperator, candidates: Candidates,
+        recorder: ClusterRecorder) -> None:
     with proxied_operator("op-silent") as (_, proxy):
         # Its own Lease renews rarely, so the busy link is the Lease watch.
         watch = proxy.busiest_link()
@@ -237,7 +238,7 @@ def test_a_silent_lease_watch_never_takes_the_label_from_a_live_leader(
 
 
 def test_healthz_fails_when_the_operator_is_cut_off_and_no_label_moves(
-        proxied_operator: ProxiedOperator, recorder: Recorder) -> None:
+        proxied_operator: ProxiedOperator, recorder: ClusterRecorder) -> None:
     silence = 3.0
     with proxied_operator("op-cut", f"--healthz-silence-seconds={silence}") as (operator,
                                                                                  proxy):
