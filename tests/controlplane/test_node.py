@@ -40,9 +40,38 @@ def machine_state() -> dict[str, Any]:
         "links": sorted(p.name for p in Path("/sys/class/net").iterdir()),
         "routes": subprocess.run(["ip", "route"], capture_output=True, text=True).stdout,
         "nft": nft,
-        "mounts": len(Path("/proc/self/mountinfo").read_text().splitlines()),
+        "mounts": mounts(),
         "cgroups": {str(c): listing(str(c)) for c in host.cgroup_controllers()},
     }
+
+
+#: Mounts this machine's own sandbox stacks and swaps while it runs (its tools' directory,
+#: a tmpfs over it while they are unavailable): nothing of a node's, never compared.
+NOT_OURS = ("/mnt/sandboxing/",)
+
+
+def mounts() -> list[str]:
+    """Each mount point and its filesystem type, sorted (stacked mounts appear twice)."""
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if not fields[4].startswith(NOT_OURS):
+            found.append(f"{fields[4]} {fields[fields.index('-') + 1]}")
+    return sorted(found)
+
+
+def changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """What differs, by item; for lists, what came and what went."""
+    out: dict[str, Any] = {}
+    for key in before:
+        if before[key] != after[key]:
+            if isinstance(before[key], list):
+                out[key] = {"new": sorted(set(after[key]) - set(before[key])),
+                            "gone": sorted(set(before[key]) - set(after[key])),
+                            "count": (len(before[key]), len(after[key]))}
+            else:
+                out[key] = (before[key], after[key])
+    return out
 
 
 def run_pod(cp: ControlPlane, name: str) -> None:
@@ -75,7 +104,9 @@ def test_a_node_comes_up_twice_and_leaves_nothing_behind() -> None:
             assert network.bridge_exists()
         timings.append((up, time.monotonic() - started - up))
         assert node.leftovers() == [], f"after the {attempt} tear-down"
-        assert machine_state() == before, f"the machine changed after the {attempt} run"
+        after = machine_state()
+        assert after == before, (f"the machine changed after the {attempt} run: "
+                                 f"{changes(before, after)}")
     print("node up / tear-down, s:", timings)
 
 
