@@ -28,10 +28,16 @@ def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM,
     Returns its exit status."""
     if proc.poll() is None:
         proc.send_signal(sig)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    return reap(proc, grace)
+
+
+def reap(proc: subprocess.Popen[Any], grace: float) -> int:
+    """Wait up to `grace` seconds for `proc` (already signalled) to exit, then SIGKILL it.
+    Returns its exit status."""
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
     return proc.wait()
 
 
@@ -115,5 +121,5 @@ class Supervisor:
             if proc.popen.poll() is None:
                 proc.popen.terminate()
         for proc in reversed(self._procs):
-            stop_process(proc.popen, grace=grace)
+            reap(proc.popen, grace)
         self._procs.clear()
