@@ -93,6 +93,11 @@ class PodChange:
     #: whether a stray is in it (to clean or to report).
     strays: bool = False
 
+    def touch(self, key: Key) -> None:
+        """Note that the election `key` is touched (once)."""
+        if key not in self.touched:
+            self.touched.append(key)
+
 
 class Members:
     """Members by election, and strays; see the module's doc."""
@@ -134,7 +139,7 @@ class Members:
         if kind == "DELETED" and member.role is not None and (pod.get("metadata") or {}).get(
                 "uid"):
             change.departed = Departed(member.uid, member.namespace, member.name)
-        old = self._drop(member.uid, change)
+        old = self._replace(member.uid, None if kind == "DELETED" else member, change)
         if kind == "DELETED":
             return change
         writer = member.role_writer
@@ -144,7 +149,6 @@ class Members:
                 and writer != self.field_manager and old is not None
                 and (old.role, old.role_writer) != (member.role, writer)):
             change.foreign_write = (member, writer)
-        self._keep(member, change)
         return change
 
     def listed(self, namespace: str | None, pods: Iterable[dict[str, Any]]) -> PodChange:
@@ -157,42 +161,39 @@ class Members:
             if member.raw_election is not None:
                 continue  # the watch's to tell
             seen.add(member.uid)
-            self._drop(member.uid, change)
-            self._keep(member, change)
+            self._replace(member.uid, member, change)
         for uid, stray in list(self._strays.items()):
             if (stray.raw_election is None and uid not in seen
                     and namespace in (None, stray.namespace)):
-                self._drop(uid, change)
+                self._replace(uid, None, change)
         return change
 
-    def _drop(self, uid: str, change: PodChange) -> Member | None:
+    def _replace(self, uid: str, member: Member | None, change: PodChange) -> Member | None:
+        """Put `member` (None: nothing) in the place of the pod `uid`, and note in `change`
+        the elections touched, before and after, and whether the pod is gone. Returns what
+        was there."""
         old = self._by_uid.pop(uid, None)
         self._strays.pop(uid, None)
-        if old is None:
-            return None
-        change.gone.append(uid)
-        if old.election:
+        if old is not None and old.election:
             key = (old.namespace, old.election)
-            change.touched.append(key)
             members = self._by_election.get(key, {})
             members.pop(uid, None)
             if not members:
                 self._by_election.pop(key, None)
+            change.touch(key)
+        if member is not None and not (member.election is None and member.role is None
+                                       and member.raw_election is None):
+            self._by_uid[uid] = member
+            if member.election is None:
+                self._strays[uid] = member
+                change.strays = True
+            else:
+                key = (member.namespace, member.election)
+                self._by_election.setdefault(key, {})[uid] = member
+                change.touch(key)
+        elif old is not None:
+            change.gone.append(uid)  # nothing of ours on it any more
         return old
-
-    def _keep(self, member: Member, change: PodChange) -> None:
-        if member.election is None and member.role is None and member.raw_election is None:
-            return  # nothing of ours on it
-        self._by_uid[member.uid] = member
-        if member.uid in change.gone:
-            change.gone.remove(member.uid)
-        if member.election is None:
-            self._strays[member.uid] = member
-            change.strays = True
-            return
-        key = (member.namespace, member.election)
-        change.touched.append(key)
-        self._by_election.setdefault(key, {})[member.uid] = member
 
     def of(self, key: Key) -> list[Member]:
         """The members of one election, by name."""
