@@ -266,7 +266,7 @@ class Run:
     # --- faults --------------------------------------------------------------------------
 
     def leader(self) -> Contender | None:
-        holder = self.recorder.holder_at(LEASE, float("inf")) or ""
+        holder = self.recorder.current_holder(LEASE) or ""
         return next((m for m in self.members.values()
                      if m.kind != "operator" and m.proc is not None and holder
                      and (holder == m.identity)), None)

@@ -142,6 +142,10 @@ class ClusterRecorder:
         seen = [h for t, name, h in list(self.holders) if name == lease and t <= when]
         return seen[-1] if seen else None
 
+    def current_holder(self, lease: str) -> str | None:
+        """Who holds `lease` as last seen (None: never seen)."""
+        return self.holder_at(lease, float("inf"))
+
     def holder_changes(self, lease: str, since: float = float("-inf")) -> list[tuple[float, str]]:
         """Each change of `lease`'s holder seen at or after `since`: (when, the new holder;
         "" when it was released)."""
