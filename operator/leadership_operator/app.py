@@ -196,11 +196,6 @@ async def operate(options: Options, api: Any) -> None:
             if leading:
                 reconciler.mark_all()
 
-    async def resync() -> None:
-        while True:
-            await clock.sleep_until(clock.now() + options.resync_seconds)
-            await inside.resync()
-
     async def loop_lag() -> None:
         # A busy loop reads its watches late; the API server drops a watcher that falls
         # behind. This says how busy, as it happens.
@@ -221,7 +216,7 @@ async def operate(options: Options, api: Any) -> None:
     # Our tasks first, and one turn of the loop so that the Candidate has spawned its own:
     # kopf cancels, when it stops, every task created after it started.
     tasks = [asyncio.create_task(t) for t in (
-        campaign(), resync(), loop_lag(), *inside.runs())]
+        campaign(), inside.resyncs(options.resync_seconds), loop_lag(), *inside.runs())]
     await asyncio.sleep(0)
     ours = set(asyncio.all_tasks())
     stop_flag: asyncio.Future[None] = loop.create_future()

@@ -55,13 +55,13 @@ class Operator:
         self.reconciler.pods_changed(self.members.pod_event(kind, pod))
 
     async def list_members(self) -> None:
-        """The member pods (and the strays) before the first decision, so that no holder
-        briefly matches "no member pod" while the pod watch catches up."""
+        """The member pods before the first decision, so that no holder briefly matches
+        "no member pod" while the pod watch catches up. The unwatched pods come in with the
+        first of `resyncs`: they decide nothing, so the start does not wait for them."""
         for namespace in self.scopes:
             for pod in await self.kube.list_pods(namespace, self.labels.election):
                 pod.setdefault("metadata", {}).setdefault("namespace", namespace)
                 self.reconciler.pods_changed(self.members.pod_event("ADDED", pod))
-        await self.list_unwatched()
 
     async def list_unwatched(self) -> None:
         """The pods with a role label and no election label: no watch shows them (a pod
@@ -73,14 +73,23 @@ class Operator:
                 pod.setdefault("metadata", {}).setdefault("namespace", namespace)
             self.reconciler.pods_changed(self.members.listed(namespace, pods))
 
-    async def resync(self) -> None:
-        """Look at everything again: the unwatched pods listed anew, every election."""
+    async def resync(self, *, everything: bool = True) -> None:
+        """Look at everything again: the unwatched pods listed anew, and (`everything`)
+        every election."""
         try:
             await self.list_unwatched()
         except (TimeoutError, OSError, leadership.StoreError) as exc:
             log.warning("listing the pods with a role label and no election failed: %s; "
                         "trying again at the next resync", text.error(exc))
-        self.reconciler.mark_all()
+        if everything:
+            self.reconciler.mark_all()
+
+    async def resyncs(self, every: float) -> None:
+        """Until cancelled: the unwatched pods at once, then a `resync` every `every` s."""
+        await self.resync(everything=False)
+        while True:
+            await self.clock.sleep_until(self.clock.now() + every)
+            await self.resync()
 
     def runs(self) -> list[Coroutine[Any, Any, None]]:
         """What runs until cancelled: the Lease watches and the reconciler."""

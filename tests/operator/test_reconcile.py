@@ -3,6 +3,7 @@ write leaves, the standby, strays, expiries, resyncs, and what it logs."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 
@@ -353,3 +354,21 @@ async def test_labels_found_at_start_are_no_foreign_write(clock: ManualClock) ->
                                        writer="OpenAPI-Generator/37.0.2/python"))
     await op.start()
     assert op.metrics.foreign_role_writes._value.get() == 0
+
+
+async def test_resyncs_list_the_unwatched_pods_at_once_then_every_period(
+        clock: ManualClock) -> None:
+    op = await election(clock)
+    op.kube.put_pod(NS, "left-over", {LABELS.role: "leader"})
+    resyncs = asyncio.ensure_future(op.operator.resyncs(60))
+    try:
+        await op.settle()
+        assert op.role("left-over") is None  # at once, not a period later
+        op.kube.put_pod(NS, "later", {LABELS.role: "follower"})
+        await clock.advance(59.999)
+        assert op.role("later") == "follower"
+        await clock.advance(0.001)
+        await op.settle()
+        assert op.role("later") is None
+    finally:
+        resyncs.cancel()
