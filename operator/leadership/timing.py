@@ -29,6 +29,11 @@ from .validation import validate_seconds, validate_ttl
 
 #: client-go's jitter factor: the renew deadline must exceed 1.2 renew intervals.
 JITTER_FACTOR = 1.2
+#: The default renew deadline as a fraction of the ttl: this library's, and the ratio of
+#: client-go's defaults (RenewDeadline 10 s of LeaseDuration 15 s). A holder of this library
+#: stops believing it leads this long after it sent its last renewal; the operator drains
+#: its routes then (`leadership.toolkit`).
+RENEW_DEADLINE_RATIO = 2 / 3
 
 
 def backoff(rng: random.Random, attempt: int, low: float, high: float) -> float:
@@ -67,7 +72,7 @@ class Timing:
         interval = (validate_seconds(renew_interval, "renew_interval")
                     if renew_interval is not None else whole_ttl / 3)
         deadline = (validate_seconds(renew_deadline, "renew_deadline")
-                    if renew_deadline is not None else whole_ttl * 2 / 3)
+                    if renew_deadline is not None else whole_ttl * RENEW_DEADLINE_RATIO)
         grace = (validate_seconds(resign_grace, "resign_grace", allow_zero=True)
                  if resign_grace is not None else interval)
         if not deadline < whole_ttl:

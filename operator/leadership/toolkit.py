@@ -20,7 +20,7 @@ from .clock import wait_until
 from .observer import ExpiryTracker, LeaseObserver, Observation
 from .record import LeaseRecord, format_microtime, parse_lease, parse_microtime
 from .stores import WATCH_SECONDS, WatchEvent
-from .timing import backoff
+from .timing import RENEW_DEADLINE_RATIO, backoff
 from .validation import is_dns_label, is_dns_subdomain
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "RENEW_DEADLINE_RATIO",
     "WATCH_SECONDS",
     "ExpiryTracker",
     "KubeApi",

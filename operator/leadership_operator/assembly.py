@@ -44,7 +44,7 @@ class Operator:
         # Only Leases a member pod names are elections: the others are never kept.
         self.leases = LeaseCache(kube, scopes, clock, metrics=self.metrics,
                                  on_change=lambda key: self.reconciler.mark(key),
-                                 wanted=self.members.has)
+                                 wanted=self.members.has, max_duration=max_duration)
         self.events = Events(kube, identity, clock, self.metrics)
         self.reconciler = Reconciler(self.leases, self.members, kube, self.events, labels,
                                      clock, self.metrics, is_active,

@@ -7,6 +7,13 @@
   ``follower`` (every other member).
 - ``<prefix>/on-expiry: delete-pod`` on a member opts it into deletion when its Lease expires
   under it.
+- The holder leaves every route (its label becomes ``stale``) once it has not renewed for its
+  renew deadline, before its Lease expires: by default 2/3 of ``leaseDurationSeconds``, the
+  deadline at which this library's holders stop believing they lead. A member whose own
+  step-down comes later declares it, in seconds, with the annotation
+  ``<prefix>/renew-deadline-seconds`` (``13`` for client-go's defaults, which step down up to
+  RenewDeadline plus one RetryPeriod after their last renewal's answer, 12 s, and a second
+  of margin). A renewal gives the label back at once.
 
 The prefix defaults to ``leadership.dev`` and is configurable (``--label-prefix``).
 
@@ -55,6 +62,10 @@ class Labels:
     @property
     def on_expiry(self) -> str:
         return f"{self.prefix}/on-expiry"
+
+    @property
+    def renew_deadline(self) -> str:
+        return f"{self.prefix}/renew-deadline-seconds"
 
 
 def field_manager(lease_namespace: str, lease_name: str) -> str:

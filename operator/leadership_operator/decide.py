@@ -3,8 +3,8 @@ observed, its member pods, and the time.
 
 `decide` never reads a clock or the API: the caller passes the Lease's `Observation` (from
 the library's `ExpiryTracker`, the same expiry rule the candidates use), the member pods, the
-monotonic `now`, and whether an expiry has been confirmed by a fresh read. So every rule below
-is unit-tested exactly, and the kopf wiring around it stays thin.
+monotonic `now`, and when a fresh read last agreed with the watch (`confirmed_at`). So every
+rule below is unit-tested exactly, and the wiring around it stays thin.
 
 The rules:
 
@@ -13,10 +13,17 @@ The rules:
 - A free Lease (empty ``holderIdentity``, a release): every member is a follower, at once.
 - A held Lease: the holder is the member pod whose name equals ``holderIdentity``, or whose
   name followed by ``_`` starts it (client-go's ``<hostname>_<uuid>``).
-  - Live: that pod is `leader`.
-  - Expired (``leaseDurationSeconds`` observed without a renewal) and confirmed by a fresh
-    read: that pod is `stale`. An expiry not yet confirmed keeps the label and asks for the
-    read (`Verdict.needs_confirmation`): a silent watch is no evidence.
+  - Renewed less than its renew deadline ago (`renew_deadline`): that pod is `leader`.
+  - Late (its renew deadline passed without a renewal, its ``leaseDurationSeconds`` not
+    yet): that pod is `stale`, state `late`. The holder itself stopped believing it leads at
+    that deadline, and no successor may lead before the expiry: draining its routes now
+    gives them the rest of the duration to follow. A renewal makes it `leader` again.
+  - Expired (``leaseDurationSeconds`` observed without a renewal): that pod is `stale`, and
+    deleted if it opted in.
+  - Each of those two steps is taken only once a fresh read *made at or after its instant*
+    agrees with the watch; until then the pod keeps its role and the verdict asks for the
+    read (`Verdict.needs_confirmation`): a silent watch is no evidence, and a read made at
+    the drain says nothing of a renewal before the expiry.
   - No member matches, or two do: nobody is labelled leader, and a problem is reported.
 - Every other member is a `follower`.
 - A duration beyond `max_duration` is judged as `max_duration` (and reported): a holder that
@@ -26,10 +33,11 @@ The rules:
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from leadership.toolkit import Observation
+from leadership.toolkit import RENEW_DEADLINE_RATIO, Observation
 
 from .contract import Role
 from .pods import Member
@@ -43,6 +51,8 @@ class ElectionState(enum.StrEnum):
 
     #: the Lease names a live holder that matches one member.
     LEADING = "leading"
+    #: the holder has not renewed for its renew deadline: it is drained, not yet expired.
+    LATE = "late"
     #: the holder stopped renewing: its claim ran out (confirmed by a fresh read).
     EXPIRED = "expired"
     #: the Lease is held by nobody (a release).
@@ -72,10 +82,13 @@ class Verdict:
     holder: str = ""
     holder_pod: str | None = None
     problems: list[Problem] = field(default_factory=list)
-    #: the holder's claim ran out but no fresh read has confirmed it yet.
+    #: the holder's drain or expiry is due but no fresh read made since has confirmed it.
     needs_confirmation: bool = False
-    #: monotonic time at which this verdict next changes by itself (the expiry), if ever.
+    #: monotonic times of the holder's drain (renew deadline) and expiry, if it has a claim.
+    drains_at: float | None = None
     expires_at: float | None = None
+    #: monotonic time at which this verdict next changes by itself, if ever.
+    wakes_at: float | None = None
     #: members to delete (opted in, and their Lease expired under them).
     delete: list[str] = field(default_factory=list)
 
@@ -91,8 +104,31 @@ def pod_of_holder(holder: str, names: Iterable[str]) -> list[str]:
     return sorted(n for n in names if holder == n or holder.startswith(n + "_"))
 
 
+def renew_deadline(member: Member, duration: int) -> tuple[float, Problem | None]:
+    """Seconds after its last renewal at which holder `member` is drained, and a problem.
+
+    `RENEW_DEADLINE_RATIO` of `duration` unless the member declares a longer deadline (its
+    ``renew-deadline-seconds`` annotation, at most `duration`). A shorter one is raised to
+    the ratio: draining later than the holder's step-down is still before any successor.
+    One that is not a number of seconds in (0, duration] is a problem, and the holder is
+    drained at its expiry (never earlier than it may step down)."""
+    default = duration * RENEW_DEADLINE_RATIO
+    if member.renew_deadline is None:
+        return default, None
+    try:
+        declared = float(member.renew_deadline)
+    except ValueError:
+        declared = math.nan
+    if not 0 < declared <= duration:  # NaN fails too
+        return float(duration), Problem(
+            "BadRenewDeadline", f"renew-deadline-seconds annotation "
+            f"{member.renew_deadline!r} is not a number of seconds in (0, {duration}]; "
+            f"{member.name} leaves its routes at its Lease's expiry", pod=member.name)
+    return max(declared, default), None
+
+
 def decide(lease: Observation | None, members: Iterable[Member], now: float, *,
-           expiry_confirmed: bool = False, max_duration: int = MAX_DURATION) -> Verdict:
+           confirmed_at: float | None = None, max_duration: int = MAX_DURATION) -> Verdict:
     members = list(members)
     names = [m.name for m in members]
     followers = {n: Role.FOLLOWER for n in names}
@@ -120,16 +156,27 @@ def decide(lease: Observation | None, members: Iterable[Member], now: float, *,
                                 f"pods: {', '.join(matches)}; none is labelled leader"))
         return Verdict(followers, ElectionState.UNMATCHED, holder, problems=problems)
     pod = matches[0]
-    expires_at = lease.observed_at + duration
-    roles = dict(followers)
-    if now < expires_at:
-        roles[pod] = Role.LEADER
-        return Verdict(roles, ElectionState.LEADING, holder, pod, problems, expires_at=expires_at)
-    if not expiry_confirmed:
-        roles[pod] = Role.LEADER  # until a fresh read agrees
-        return Verdict(roles, ElectionState.LEADING, holder, pod, problems,
-                       needs_confirmation=True, expires_at=expires_at)
-    roles[pod] = Role.STALE
     member = next(m for m in members if m.name == pod)
-    return Verdict(roles, ElectionState.EXPIRED, holder, pod, problems,
-                   delete=[pod] if member.delete_on_expiry else [])
+    deadline, problem = renew_deadline(member, duration)
+    if problem is not None:
+        problems.append(problem)
+    drains_at, expires_at = lease.observed_at + deadline, lease.observed_at + duration
+
+    def verdict(role: Role, state: ElectionState, *, wakes_at: float | None = None,
+                needs_confirmation: bool = False, delete: bool = False) -> Verdict:
+        return Verdict({**followers, pod: role}, state, holder, pod, problems,
+                       needs_confirmation, drains_at, expires_at, wakes_at,
+                       [pod] if delete else [])
+
+    def confirmed(instant: float) -> bool:
+        return confirmed_at is not None and confirmed_at >= instant
+
+    if now < drains_at:
+        return verdict(Role.LEADER, ElectionState.LEADING, wakes_at=drains_at)
+    if now >= expires_at and confirmed(expires_at):
+        return verdict(Role.STALE, ElectionState.EXPIRED, delete=member.delete_on_expiry)
+    if confirmed(drains_at):
+        return verdict(Role.STALE, ElectionState.LATE, wakes_at=expires_at,
+                       needs_confirmation=now >= expires_at)
+    # Due, but no fresh read has agreed yet: keep the label until one does.
+    return verdict(Role.LEADER, ElectionState.LEADING, needs_confirmation=True)

@@ -5,17 +5,18 @@ Leases, so it never watches one at a time: per scope (a namespace, or the whole 
 lists them once, in pages, then watches them all from the list's version, with bookmarks.
 Each event feeds that Lease's `toolkit.ExpiryTracker` (expiry judged on this process's
 monotonic clock, never on a remote timestamp). The cache owns its trackers, versions and
-"changed hands at" times; the reconciler only asks (`observation`, `expiry_confirmed`,
-`take_handover_time`) and, before acting on an expiry, calls `confirm_expiry`.
+"changed hands at" times; the reconciler only asks (`observation`, `confirmed_at`,
+`take_handover_time`) and, before acting on a drain or an expiry, calls `confirm`.
 
 Its rules:
 
 - A watch the server ends is opened again from the last version seen (client-go's
   reflectors do the same); only a 410 (that version is gone) or an error re-lists. Errors
   back off, jittered, on the injected clock.
-- `confirm_expiry(key)` reads the Lease afresh. If the read shows the version the watch
-  delivered, the expiry stands. If it shows a change the watch never delivered, the read is
-  taken in and the watch is suspected: it is restarted (a re-list) unless it delivers
+- `confirm(key)` reads the Lease afresh. If the read shows the version the watch delivered,
+  `confirmed_at(key)` is when that read was made: a drain or an expiry due by then stands.
+  If it shows a change the watch never delivered, the read is taken in and the watch is
+  suspected: it is restarted (a re-list) unless it delivers
   anything, a bookmark will do, within `SUSPECT_GRACE` seconds, because a watch that still
   delivers is merely behind a busy API server, and re-listing thousands of Leases for that
   would only slow it further.
@@ -48,7 +49,7 @@ from typing import Any
 
 import leadership
 from leadership import Clock, toolkit
-from leadership.toolkit import ExpiryTracker, Observation
+from leadership.toolkit import RENEW_DEADLINE_RATIO, ExpiryTracker, Observation
 
 from . import text
 from .kube import Kube
@@ -82,17 +83,23 @@ def _slim(lease: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     return {"metadata": slim_meta, "spec": spec}, problem
 
 
-def _only_renewed(before: Observation | None, after: Observation, now: float) -> bool:
-    """True for a renewal by the same holder of a claim that had not run out, the same
-    duration, nothing newly malformed: nothing to decide anew. (The reconciler's wake-up at
-    the old expiry finds the claim renewed and waits for the new one.) Most Lease events
-    are these: at 1,000 elections, hundreds a second."""
+def _only_renewed(before: Observation | None, after: Observation, now: float,
+                  max_duration: int) -> bool:
+    """True for a renewal by the same holder of a claim not yet drained (its earliest renew
+    deadline, `RENEW_DEADLINE_RATIO` of the duration, had not passed), the same duration,
+    nothing newly malformed: nothing to decide anew. (The reconciler's wake-up at the old
+    drain finds the claim renewed and waits for the new one.) A renewal after the deadline
+    is decided at once: a drained holder gets its label back. Most Lease events are the
+    first kind: at 1,000 elections, hundreds a second. The duration is judged as the
+    reconciler judges it: at most `max_duration`."""
     return (before is not None and before.lease is not None and after.lease is not None
             and not after.record.is_free
             and after.record.holder_identity == before.record.holder_identity
             and after.duration == before.duration
             and after.parsed.problems == before.parsed.problems
-            and not before.expired_at(now) and after.expires_at >= before.expires_at)
+            and now < before.observed_at + RENEW_DEADLINE_RATIO * min(before.duration,
+                                                                      max_duration)
+            and after.expires_at >= before.expires_at)
 
 
 @dataclass
@@ -101,9 +108,10 @@ class _Election:
 
     #: the Lease's expiry, judged on this process's clock; None: known to have no Lease.
     tracker: ExpiryTracker | None = None
-    #: the resourceVersion delivered last, and whether a fresh read agreed with it.
+    #: the resourceVersion delivered last, and when (clock.now()) a read that agreed with it
+    #: was made, if one was.
     version: str | None = None
-    confirmed: bool = False
+    confirmed_at: float | None = None
     #: when the Lease last changed hands (clock.now()), until the label latency takes it.
     handed_over_at: float | None = None
     #: what is wrong with its holderIdentity, if anything (bounded).
@@ -128,16 +136,17 @@ class _Scope:
 
 class LeaseCache:
     """See the module's doc. `on_change(key)` is called for every Lease whose observation
-    changed (or that appeared or went)."""
+    changed (or that appeared or went); `max_duration` is the reconciler's (`decide`)."""
 
     def __init__(self, kube: Kube, scopes: list[str | None], clock: Clock, *,
                  on_change: Callable[[Key], None], metrics: OperatorMetrics,
+                 max_duration: int,
                  wanted: Callable[[Key], bool] = lambda key: True,
                  fallback_ttl: int = 15, rng: random.Random | None = None,
                  suspect_grace: float = SUSPECT_GRACE) -> None:
         self.kube, self.clock, self.metrics = kube, clock, metrics
         self.on_change, self.fallback_ttl, self.wanted = on_change, fallback_ttl, wanted
-        self.suspect_grace = suspect_grace
+        self.suspect_grace, self.max_duration = suspect_grace, max_duration
         self._rng = rng or random.Random()
         now = clock.now()
         self._scopes = [_Scope(ns, now) for ns in scopes]
@@ -187,10 +196,11 @@ class LeaseCache:
         """An election no pod is a member of any more: drop its entry."""
         self._elections.pop(key, None)
 
-    def expiry_confirmed(self, key: Key) -> bool:
-        """Whether a fresh read agreed with the version the watch delivered last."""
+    def confirmed_at(self, key: Key) -> float | None:
+        """When the last read that agreed with the version the watch delivered last was
+        made (clock.now() as it was sent), if one was: evidence of no change until then."""
         entry = self._elections.get(key)
-        return entry is not None and entry.confirmed
+        return entry.confirmed_at if entry is not None else None
 
     def take_handover_time(self, key: Key) -> float | None:
         """When the Lease last changed hands (clock.now()), once: for the label latency."""
@@ -213,17 +223,19 @@ class LeaseCache:
         now = self.clock.now()
         return [s.name for s in self._scopes if now - s.last_activity > limit]
 
-    async def confirm_expiry(self, key: Key) -> None:
-        """Read the Lease afresh before anyone acts on its expiry (see the module's doc)."""
+    async def confirm(self, key: Key) -> None:
+        """Read the Lease afresh before anyone acts on its drain or expiry (see the
+        module's doc)."""
         entry = self._elections.get(key)
         read_from = entry.version if entry is not None else None
+        asked = self.clock.now()
         fresh = await self.kube.read_lease(*key)
         if self._elections.get(key) is not entry or entry is None or (
                 entry.version != read_from):
             return  # the watch delivered something newer meanwhile: it is alive
         version = (fresh or {}).get("metadata", {}).get("resourceVersion")
         if version == read_from:
-            entry.confirmed = True
+            entry.confirmed_at = asked
             return
         log.warning("lease %s/%s: the watch missed an update (delivered %s, a read shows %s)",
                     key[0], key[1], read_from, version)
@@ -262,12 +274,15 @@ class LeaseCache:
             self._elections[key] = _Election(handed_over_at=self.clock.now())
             self.on_change(key)
             return key
-        version = meta.get("resourceVersion")
-        if version != entry.version:
-            entry.version, entry.confirmed = version, False
+        # A new version that leaves the record alone (a label, an annotation) is no
+        # renewal: what a read confirmed still stands.
+        entry.version = meta.get("resourceVersion")
+        if changed:
+            entry.confirmed_at = None
         if observation.record.holder_identity != before:
             entry.handed_over_at = self.clock.now()
-        if changed and not _only_renewed(previous, observation, self.clock.now()):
+        if changed and not _only_renewed(previous, observation, self.clock.now(),
+                                         self.max_duration):
             self.on_change(key)
         return key
 

@@ -13,13 +13,16 @@ class OperatorMetrics:
                             "1 on the replica that holds the operator's Lease and writes, "
                             "0 on a standby", registry=r)
         self.elections = Gauge("leadership_operator_elections",
-                               "Elections by state (leading, expired, free, missing, "
-                               "unmatched: ElectionState)", ["state"], registry=r)
+                               "Elections by state (leading, late, expired, free, "
+                               "missing, unmatched: ElectionState)", ["state"], registry=r)
         self.transitions = Counter("leadership_operator_election_transitions",
                                    "Changes of an election's state or holder, by new state",
                                    ["state"], registry=r)
         self.label_writes = Counter("leadership_operator_label_writes",
                                     "Role label writes to pods", registry=r)
+        self.drains = Counter("leadership_operator_drains",
+                              "Holders drained at their renew deadline, before expiry "
+                              "(confirmed)", registry=r)
         self.expiries = Counter("leadership_operator_expiries",
                                 "Leases seen expire under their holder (confirmed)", registry=r)
         self.label_latency = Histogram(

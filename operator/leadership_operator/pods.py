@@ -23,6 +23,7 @@ from typing import Any
 
 from leadership import toolkit
 
+from . import text
 from .contract import Labels
 
 #: (namespace, Lease name): one election.
@@ -39,6 +40,12 @@ def role_writer(meta: dict[str, Any], role_key: str) -> str:
         if isinstance(fields, dict) and f"f:{role_key}" in fields:
             return str(entry.get("manager") or "")
     return ""
+
+
+def _annotation(value: object) -> str | None:
+    """An annotation's value as kept: a str, cut to `text.QUOTE` (one that long is bad input
+    already, and quoting it whole would only bloat the record)."""
+    return text.cut(value, text.QUOTE, escape=True) if isinstance(value, str) else None
 
 
 @dataclass
@@ -60,6 +67,8 @@ class Member:
     resource_version: str = ""
     #: the field manager that set its role label last ("" when unknown).
     role_writer: str = ""
+    #: its renew-deadline annotation as found (judged by `decide.renew_deadline`), or None.
+    renew_deadline: str | None = None
 
     @property
     def ref(self) -> dict[str, str]:
@@ -124,7 +133,8 @@ class Members:
             namespace=str(meta.get("namespace")),
             election=raw if toolkit.is_dns_subdomain(raw) else None, raw_election=raw,
             resource_version=str(meta.get("resourceVersion") or ""),
-            role_writer=role_writer(meta, self.labels.role))
+            role_writer=role_writer(meta, self.labels.role),
+            renew_deadline=_annotation(annotations.get(self.labels.renew_deadline)))
 
     def pod_event(self, kind: str, pod: dict[str, Any]) -> PodChange:
         """Take in an event of the pod watch (or a pod listed before it runs).

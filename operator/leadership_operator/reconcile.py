@@ -8,17 +8,19 @@ The reconciler reads the Lease cache and the members (caches it never writes), d
   after it are not made, and the election is tried again a second later.
 - Right before every write it asks `is_active()` (this replica holds the operator's own
   Lease); a standby, or a replica that just lost it, writes nothing.
-- An expiry is acted upon only after the Lease cache's fresh read agrees with its watch
-  (`LeaseCache.confirm_expiry`).
+- A drain (the holder late past its renew deadline) or an expiry is acted upon only after a
+  fresh read made since it fell due agrees with the Lease cache's watch
+  (`LeaseCache.confirm`).
 - What it wrote counts until the pod watch shows it (`OwnWrites`): a cache behind the
   server never hides a `leader` label it gave.
 - What is said (log lines, Events, metrics) comes after the labels (a flip is what a
   Service waits for) and once per thing (`report.Reporter`).
 
 Its work comes from one queue (`workqueue.WorkQueue`): elections marked by the Lease cache
-and the pod events, woken at their next expiry, and three chores (strays, departed pods,
-foreign role writes) as items like them; one item is never worked on twice at once, and
-failed work comes back after one jittered back-off. Every wait is on the injected clock.
+and the pod events, woken when their verdict next changes by itself (a drain, an expiry),
+and three chores (strays, departed pods, foreign role writes) as items like them; one item
+is never worked on twice at once, and failed work comes back after one jittered back-off.
+Every wait is on the injected clock.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ log = logging.getLogger("leadership.operator")
 CONCURRENCY = 32
 #: foreign role writes kept to report, at most (the oldest go first).
 MAX_FOREIGN = 100
+#: seconds before an election is looked at again when a confirming read did not settle its
+#: drain or expiry (the read was sent before it fell due, or the watch moved meanwhile).
+RECONFIRM = 0.5
 
 
 @dataclass(frozen=True)
@@ -193,7 +198,7 @@ class Reconciler:
 
     def verdict(self, key: Key) -> Verdict:
         verdict = decide(self.leases.observation(key), self.members.of(key),
-                         self.clock.now(), expiry_confirmed=self.leases.expiry_confirmed(key),
+                         self.clock.now(), confirmed_at=self.leases.confirmed_at(key),
                          max_duration=self.max_duration)
         malformed = self.leases.malformed(key)
         if malformed is not None:
@@ -210,10 +215,12 @@ class Reconciler:
             await self.leases.track(key)  # a pod has just joined this election
         verdict = self.verdict(key)
         if verdict.needs_confirmation:
-            await self.leases.confirm_expiry(key)
+            await self.leases.confirm(key)
             verdict = self.verdict(key)
-        if verdict.expires_at is not None and verdict.expires_at > self.clock.now():
-            self.queue.add_at(key, verdict.expires_at)
+            if verdict.needs_confirmation:
+                self.queue.add_at(key, self.clock.now() + RECONFIRM)
+        if verdict.wakes_at is not None and verdict.wakes_at > self.clock.now():
+            self.queue.add_at(key, verdict.wakes_at)
         # Labels first: a flip is what the Service waits for, and each Event is one more API
         # write; the Events then also describe labels that are already there.
         try:

@@ -2,10 +2,10 @@
 
 The reconciler decides and writes labels; then it hands each verdict here (`Reporter`): the
 problems of a Lease (logged once, posted once by the active replica), transitions (a new
-holder, an expiry: counted, and posted), members of a Lease that does not exist (told after
-a grace), role labels another field manager wrote, bad election labels. What was said of an
-election is one record (`Said`), dropped with the election (`forget`). A standby logs and
-counts; only the active replica posts Events.
+holder, a drain, an expiry: counted, and posted), members of a Lease that does not exist
+(told after a grace), role labels another field manager wrote, bad election labels. What
+was said of an election is one record (`Said`), dropped with the election (`forget`). A
+standby logs and counts; only the active replica posts Events.
 """
 
 from __future__ import annotations
@@ -105,24 +105,41 @@ class Reporter:
             self.metrics.elections.labels(verdict.state.value).inc()
         self.metrics.transitions.labels(verdict.state.value).inc()
         if self.is_active():
-            await self._transition(key, verdict, members, lease_uid)
+            await self._transition(key, verdict, before, members, lease_uid)
         return again
 
-    async def _transition(self, key: Key, verdict: Verdict, members: list[Member],
+    async def _transition(self, key: Key, verdict: Verdict,
+                          before: tuple[ElectionState, str] | None, members: list[Member],
                           lease_uid: str) -> None:
-        if verdict.state is ElectionState.LEADING and verdict.holder_pod:
-            await self.events.post(lease_ref(key, lease_uid), "Normal", "LeaderElected",
-                                   f"{verdict.holder_pod} leads (holder {verdict.holder})")
-        elif verdict.state is ElectionState.EXPIRED and verdict.holder_pod:
+        if not verdict.holder_pod:
+            return
+        pod = next((m for m in members if m.name == verdict.holder_pod), None)
+        refs = [lease_ref(key, lease_uid), *([pod.ref] if pod is not None else [])]
+        if verdict.state is ElectionState.LEADING:
+            if before == (ElectionState.LATE, verdict.holder):
+                await self.events.post(refs[0], "Normal", "RenewedAgain",
+                                       f"{verdict.holder_pod} renewed after its renew "
+                                       f"deadline: it leads again, and is back in its routes")
+            else:
+                await self.events.post(refs[0], "Normal", "LeaderElected",
+                                       f"{verdict.holder_pod} leads (holder {verdict.holder})")
+            return
+        if verdict.state is ElectionState.LATE:
+            self.metrics.drains.inc()
+            reason = "RenewalLate"
+            message = (f"{verdict.holder} has not renewed for its renew deadline: "
+                       f"{verdict.holder_pod} is stale and out of its routes; its Lease "
+                       "expires at the end of its duration unless it renews")
+        elif verdict.state is ElectionState.EXPIRED:
             self.metrics.expiries.inc()
+            reason = "LeaseExpired"
             message = (f"the lease held by {verdict.holder} expired: no renewal seen for its "
                        f"duration; {verdict.holder_pod} is stale")
-            log.warning("lease %s/%s: %s", key[0], key[1], message)
-            await self.events.post(lease_ref(key, lease_uid), "Warning", "LeaseExpired",
-                                   message)
-            pod = next((m for m in members if m.name == verdict.holder_pod), None)
-            if pod is not None:
-                await self.events.post(pod.ref, "Warning", "LeaseExpired", message)
+        else:
+            return
+        log.warning("lease %s/%s: %s", key[0], key[1], message)
+        for ref in refs:
+            await self.events.post(ref, "Warning", reason, message)
 
     async def _lease_not_found(self, key: Key, verdict: Verdict,
                                members: list[Member]) -> float | None:

@@ -7,7 +7,8 @@ member pods, and the disagreement, if any:
 
 - two or more pods labelled ``leader``;
 - a live holder whose pod is not the one labelled ``leader`` (or no pod is);
-- a pod labelled ``leader`` while the Lease is free, missing, or past its duration;
+- a pod labelled ``leader`` while the Lease is free, missing, past its duration, or late
+  (past the holder's renew deadline: the operator drains it then, see `decide`);
 - a holder that matches no member pod, or several;
 - members of a Lease that does not exist (a typo in the election label, or a Lease not
   created yet).
@@ -40,9 +41,10 @@ from leadership import toolkit
 
 from . import text
 from .contract import Labels, Role
-from .decide import ElectionState, pod_of_holder
+from .decide import ElectionState, pod_of_holder, renew_deadline
 from .kube import ApiKube, Kube
 from .kubeclient import api_client
+from .pods import Member
 
 
 @dataclass
@@ -56,7 +58,8 @@ class Row:
     renewed_seconds_ago: float | None
     transitions: int | None
     members: int
-    #: leading (a live holder), expired, free or missing (no Lease object).
+    #: leading (a live holder), late (past its renew deadline), expired, free or missing
+    #: (no Lease object).
     lease_state: ElectionState
     disagreement: str = ""
     problems: list[str] = field(default_factory=list)
@@ -85,6 +88,8 @@ def election_row(namespace: str, name: str, lease: dict[str, Any] | None,
         state = ElectionState.FREE
     elif age is None or duration is None or age >= duration + SKEW_TOLERANCE:
         state = ElectionState.EXPIRED
+    elif age >= _deadline(record.holder_identity, pods, labels, duration) + SKEW_TOLERANCE:
+        state = ElectionState.LATE
     else:
         state = ElectionState.LEADING
     row = Row(namespace, name, record.holder_identity, leaders,
@@ -100,17 +105,30 @@ def election_row(namespace: str, name: str, lease: dict[str, Any] | None,
         wrong.append("no such Lease: a typo in the election label, or not created yet")
     if len(leaders) > 1:
         wrong.append(f"{len(leaders)} pods labelled leader")
-    if state is ElectionState.LEADING:
+    if state in (ElectionState.LEADING, ElectionState.LATE):
         if not matches:
             wrong.append("the holder matches no member pod")
         elif len(matches) > 1:
             wrong.append(f"the holder matches {len(matches)} pods")
-        elif leaders != matches:
+        elif state is ElectionState.LEADING and leaders != matches:
             wrong.append(f"holder pod {matches[0]} is not the one labelled leader")
-    elif leaders:
+    if leaders and state is not ElectionState.LEADING:
         wrong.append(f"labelled leader but the Lease is {state}")
     row.disagreement = "; ".join(wrong)
     return row
+
+
+def _deadline(holder: str, pods: list[dict[str, Any]], labels: Labels,
+              duration: int) -> float:
+    """The holder's renew deadline as the operator judges it (its pod's annotation, if one
+    member pod is the holder; otherwise the default)."""
+    matches = pod_of_holder(holder, [str(p["metadata"]["name"]) for p in pods])
+    declared = None
+    if len(matches) == 1:
+        pod = next(p for p in pods if p["metadata"]["name"] == matches[0])
+        value = (pod["metadata"].get("annotations") or {}).get(labels.renew_deadline)
+        declared = value if isinstance(value, str) else None
+    return renew_deadline(Member(holder, renew_deadline=declared), duration)[0]
 
 
 async def collect(kube: Kube, namespaces: list[str], labels: Labels, all_leases: bool,
@@ -156,8 +174,8 @@ def table(rows: list[Row], color: bool) -> str:
         renewed = ("-" if ago is None else f"in {-ago:.0f}s (holder's clock ahead)"
                    if ago < -SKEW_TOLERANCE else f"{max(ago, 0):.0f}s ago")
         holder = printable(r.holder) or f"<{r.lease_state}>"
-        if r.holder and r.lease_state is ElectionState.EXPIRED:
-            holder += " (expired)"
+        if r.holder and r.lease_state in (ElectionState.EXPIRED, ElectionState.LATE):
+            holder += f" ({r.lease_state})"
         cells.append((r.namespace, r.lease, holder, ",".join(r.labelled_leader) or "<none>",
                       renewed, "-" if r.transitions is None else str(r.transitions),
                       str(r.members), ("! " + r.disagreement) if r.disagreement else ""))

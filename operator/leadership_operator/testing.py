@@ -53,6 +53,8 @@ class FakeKube:
         #: ("patch-event", ns, name), ("delete", ns, pod).
         self.writes: list[tuple[Any, ...]] = []
         self.reads = 0  # read_lease calls
+        #: seconds (on the clock) each read_lease takes: a slow API server.
+        self.read_seconds = 0.0
         self.lists = 0  # list_leases calls
         self._version = itertools.count(1)
         self._history: deque[tuple[int, str, JSONDict]] = deque()
@@ -82,6 +84,14 @@ class FakeKube:
         lease["spec"] = {"holderIdentity": holder, "leaseDurationSeconds": duration,
                          "acquireTime": now, "renewTime": now, "leaseTransitions": transitions}
         return self._store("MODIFIED" if existing else "ADDED", lease)
+
+    def touch_lease(self, namespace: str, name: str) -> JSONDict:
+        """A write that leaves the election record alone (a label added to the Lease): a new
+        resourceVersion, the same spec; watches see it."""
+        lease = copy.deepcopy(self.leases[(namespace, name)])
+        labels = lease["metadata"].setdefault("labels", {})
+        labels["touched"] = str(int(labels.get("touched", "0")) + 1)
+        return self._store("MODIFIED", lease)
 
     def delete_lease(self, namespace: str, name: str) -> None:
         lease = self.leases.pop((namespace, name))
@@ -220,6 +230,8 @@ class FakeKube:
     async def read_lease(self, namespace: str, name: str) -> JSONDict | None:
         await self._maybe_fail("read_lease")
         self.reads += 1
+        if self.read_seconds:
+            await self.clock.sleep_until(self.clock.now() + self.read_seconds)
         lease = self.leases.get((namespace, name))
         return copy.deepcopy(lease) if lease else None
 

@@ -192,7 +192,7 @@ def _exit_time(events: RuntimeEvents, container_id: str) -> float | None:
         return None
 
 
-def test_a_frozen_leader_leaves_the_service_when_its_lease_expires(
+def test_a_frozen_leader_leaves_the_service_before_its_lease_expires(
         deployed: E2ECluster) -> None:
     leader = settled(deployed)
     # Freeze only the sidecar, the Lease's holder: the pod stays Running and Ready (the
@@ -205,17 +205,19 @@ def test_a_frozen_leader_leaves_the_service_when_its_lease_expires(
              if e.seen >= stopped and leader not in e.listed), None),
                           TTL + 10, "the frozen leader out of web-leader")
         renewed = deployed.recorder.last_renewal(ELECTION, stopped)
-        # At expiry the operator labels it `stale`, or straight `follower` when a follower
-        # has already taken the Lease: either way it is no longer `leader`.
+        # At its renew deadline (2/3 of the TTL without a renewal) the operator labels it
+        # `stale`: out of the Service before any successor may take the Lease.
         labels = [r for t, pod, r in list(deployed.recorder.roles)
                   if pod == leader and t >= stopped]
-        assert labels and labels[0] in ("stale", "follower"), labels
+        assert labels and labels[0] == "stale", labels
         after = gone.seen - renewed
-        assert TTL - 1 < after < TTL + 2, f"left the Service {after:.2f} s after its last " \
-                                          f"renewal (Lease {TTL} s)"
-        _, successor = eventually(
-            lambda: deployed.recorder.next_holder(ELECTION, stopped, leader), 10,
+        assert TTL * 2 / 3 - 1 < after < TTL, f"left the Service {after:.2f} s after its " \
+                                              f"last renewal (Lease {TTL} s)"
+        began, successor = eventually(
+            lambda: deployed.recorder.next_holder(ELECTION, stopped, leader), 10 + TTL,
             "a successor")
+        assert began - gone.seen > 1.0, "the successor's term began before the drain had " \
+                                        "a second to reach kube-proxy"
         eventually(lambda: next(
             (e for e in list(deployed.recorder.endpoints)
              if e.seen >= gone.seen and e.listed == (successor,)), None),

@@ -1,16 +1,19 @@
 """The Lease cache on FakeKube and a manual clock: how it lists, watches, re-watches,
-re-lists, backs off, and confirms an expiry, at exact times."""
+re-lists, backs off, and confirms a drain or an expiry, at exact times."""
 
 from __future__ import annotations
 
 import leadership
 from leadership.testing import ManualClock
 from leadership_operator.leases import SUSPECT_GRACE
+from leadership_operator.reconcile import RECONFIRM
 from leadership_operator.testing import FakeKube
 
 from .inside import NS, Inside
 
 TTL = 15
+#: the default renew deadline of a TTL-second Lease: the holder is drained then.
+DRAIN = 10
 
 
 async def inside_with_election(clock: ManualClock) -> Inside:
@@ -65,14 +68,53 @@ async def test_a_failed_list_is_retried_after_a_backoff_on_the_clock(clock: Manu
     await op.stop()
 
 
-async def test_an_expiry_is_acted_on_when_a_fresh_read_agrees(clock: ManualClock) -> None:
+async def test_a_drain_and_an_expiry_are_each_acted_on_when_a_fresh_read_agrees(
+        clock: ManualClock) -> None:
     op = await inside_with_election(clock)
     reads = op.kube.reads
-    await clock.advance(TTL - 0.001)
+    await clock.advance(DRAIN - 0.001)
     assert op.role("web-0") == "leader" and op.kube.reads == reads
     await clock.advance(0.001)
-    assert op.kube.reads == reads + 1  # the confirming read, at the expiry
+    assert op.kube.reads == reads + 1  # the confirming read, at the renew deadline
     assert op.role("web-0") == "stale" and op.role("web-1") == "follower"
+    assert op.metrics.drains._value.get() == 1 and op.metrics.expiries._value.get() == 0
+    await clock.advance(TTL - DRAIN - 0.001)
+    assert op.kube.reads == reads + 1 and op.metrics.expiries._value.get() == 0
+    await clock.advance(0.001)
+    assert op.kube.reads == reads + 2  # a read of its own at the expiry: the first is old
+    assert op.role("web-0") == "stale" and op.metrics.expiries._value.get() == 1
+    await op.stop()
+
+
+async def test_a_write_that_leaves_the_record_alone_does_not_undo_a_drain(
+        clock: ManualClock) -> None:
+    op = await inside_with_election(clock)
+    await clock.advance(DRAIN)
+    assert op.role("web-0") == "stale"
+    op.kube.silence()
+    op.kube.touch_lease(NS, "web")  # someone labels the Lease: a new version, no renewal
+    await clock.advance(TTL - DRAIN)  # the expiry's read finds the version the watch missed
+    assert op.role("web-0") == "stale"  # taken in; the drain still stands: no renewal since
+    assert op.metrics.expiries._value.get() == 0  # that read disagreed with the watch
+    await clock.advance(RECONFIRM)  # the next one agrees with what was taken in
+    assert op.role("web-0") == "stale" and op.metrics.expiries._value.get() == 1
+    assert op.labels_written().count(("web-0", "leader")) == 1  # never given back
+    await op.stop()
+
+
+async def test_a_read_sent_before_the_expiry_is_sent_again_after_it(clock: ManualClock) -> None:
+    op = await inside_with_election(clock)
+    op.kube.read_seconds = 5.5  # a slow API server: the drain's read comes back after 15 s
+    op.kube.hold_pods()  # no pod event of the label writes looks at the election again
+    reads = op.kube.reads
+    await clock.advance(DRAIN + 5.5)
+    assert op.kube.reads == reads + 1 and op.role("web-0") == "stale"
+    assert op.metrics.expiries._value.get() == 0  # that read was sent before the expiry
+    await clock.advance(RECONFIRM)  # one more, sent after it
+    assert op.kube.reads == reads + 2 and op.metrics.expiries._value.get() == 0
+    await clock.advance(5.5)
+    assert op.metrics.expiries._value.get() == 1
+    op.kube.release_pods()
     await op.stop()
 
 
@@ -82,13 +124,13 @@ async def test_an_expiry_a_fresh_read_contradicts_is_not_acted_on_and_a_silent_w
     op.kube.silence()  # a half-open watch: the holder's renewals no longer arrive
     await clock.advance(4)
     op.kube.put_lease(NS, "web", "web-0", duration=TTL)  # renewed at T+4, unseen
-    await clock.advance(TTL - 4 + 0.001)  # T+15: expired, as far as the watch tells
+    await clock.advance(DRAIN - 4 + 0.001)  # T+10: late, as far as the watch tells
     assert op.role("web-0") == "leader"  # the confirming read showed the renewal: no stale
     lists = op.kube.lists
     await clock.advance(SUSPECT_GRACE - 0.002)
-    assert op.kube.lists == lists  # suspected at T+15, given its grace
+    assert op.kube.lists == lists  # suspected at T+10, given its grace
     await clock.advance(0.002)
-    assert op.kube.lists == lists + 1  # silent throughout: restarted, re-listed at T+20
+    assert op.kube.lists == lists + 1  # silent throughout: restarted, re-listed at T+15
     assert op.role("web-0") == "leader"
     await op.stop()
 
@@ -99,7 +141,7 @@ async def test_a_suspected_watch_that_delivers_anything_is_left_alone(
     op.kube.silence()
     await clock.advance(4)
     op.kube.put_lease(NS, "web", "web-0", duration=TTL)  # unseen by the watch
-    await clock.advance(TTL - 4 + 0.001)  # the read contradicts the watch: suspected
+    await clock.advance(DRAIN - 4 + 0.001)  # the read contradicts the watch: suspected
     lists, opened = op.kube.lists, op.metrics.watches_opened._value.get()
     # The server ends the silent watch; the next one, from its version, delivers: it was
     # behind, not dead.
@@ -170,7 +212,7 @@ async def test_a_lease_is_read_when_a_pod_joins_its_election_and_forgotten_when_
     await op.stop()
 
 
-async def test_a_renewal_by_the_holder_is_nothing_to_reconcile_and_its_expiry_still_counts(
+async def test_a_renewal_by_the_holder_is_nothing_to_reconcile_and_its_drain_still_counts(
         clock: ManualClock) -> None:
     op = await inside_with_election(clock)
     changes: list[tuple[str, str]] = []
@@ -183,17 +225,33 @@ async def test_a_renewal_by_the_holder_is_nothing_to_reconcile_and_its_expiry_st
     assert changes == []  # 20 renewals: not one reconcile of their own
     # One wake-up pending for the election, not one per renewal (the heap stays small).
     assert op.reconciler.queue.timers() == 1
-    await clock.advance(TTL - 0.001)  # the last renewal (t = 40) counts: the claim ends at 55
+    await clock.advance(DRAIN - 0.001)  # the last renewal (t = 40) counts: drained at 50
     assert op.role("web-0") == "leader"
     await clock.advance(0.001)
     assert op.role("web-0") == "stale"
-    op.kube.put_lease(NS, "web", "web-0", duration=TTL)  # a renewal after the expiry
+    op.kube.put_lease(NS, "web", "web-0", duration=TTL)  # a renewal after the drain
     await op.settle()
-    assert changes == [(NS, "web")] and op.role("web-0") == "leader"
+    assert changes == [(NS, "web")] and op.role("web-0") == "leader"  # back at once
     op.kube.put_lease(NS, "web", "web-0", duration=2 * TTL)  # a longer term: decided anew
     await op.settle()
     op.kube.put_lease(NS, "web", "web-1", duration=2 * TTL, transitions=1)  # a new holder
     await op.settle()
     assert len(changes) == 3
     assert op.role("web-1") == "leader" and op.role("web-0") == "follower"
+    await op.stop()
+
+
+async def test_a_renewal_after_the_drain_of_a_clamped_duration_is_decided_at_once(
+        clock: ManualClock) -> None:
+    kube = FakeKube(clock)
+    kube.put_lease(NS, "web", "web-0", duration=2**31 - 1)  # judged as 600 s: drained at 400
+    op = Inside(clock, kube)
+    op.member("web-0")
+    op.member("web-1")
+    await op.start()
+    await clock.advance(400)
+    assert op.role("web-0") == "stale"
+    kube.put_lease(NS, "web", "web-0", duration=2**31 - 1)
+    await op.settle()
+    assert op.role("web-0") == "leader"
     await op.stop()

@@ -67,13 +67,17 @@ def test_labels_follow_the_lease_through_handover_crash_and_expiry(
     if third == "web-2":
         assert go_identity.startswith("web-2_")
 
-    # Crash with no successor: the label leaves the dead holder within 1 s of expiry, which
-    # is TTL after the last renewal seen (here by the recorder's own watch).
+    # Crash with no successor: the label leaves the dead holder within 1 s of its renew
+    # deadline (2/3 of the TTL after the last renewal seen, here by the recorder's own
+    # watch), before its Lease expires.
     killed = time.monotonic()
     candidates.signal(third, signal.SIGKILL)
     recorder.wait(lambda r: r.get(third) == "stale", TTL + 3, "the crashed holder stale")
-    expiry = recorder.last_renewal("web", killed) + TTL
-    assert recorder.when_role(third, "stale", killed) - expiry <= 1.0
+    renewed = recorder.last_renewal("web", killed)
+    drained = recorder.when_role(third, "stale", killed) - renewed
+    # (Two watches, the recorder's and the operator's, see the renewal: 0.2 s apart at most.)
+    assert TTL * 2 / 3 - 0.2 <= drained <= TTL * 2 / 3 + 1.0, f"stale {drained:.2f}s after " \
+                                                               "its last renewal"
     assert leader_of(recorder.current()) is None
 
     recorder.never_two_leaders()

@@ -68,16 +68,47 @@ async def test_a_standby_writes_nothing_until_it_is_active(clock: ManualClock) -
     assert [w for w in op.kube.writes if w[0] == "event"] == []
 
 
-async def test_a_crashed_leader_is_stale_at_its_expiry_and_events_say_so(
+async def test_a_crashed_leader_is_stale_at_its_renew_deadline_and_events_say_so(
         clock: ManualClock) -> None:
     op = await election(clock)
-    await clock.advance(TTL - 0.001)
+    await clock.advance(TTL * 2 / 3 - 0.001)
     assert op.role("web-0") == "leader"
-    await clock.advance(0.001)
+    await clock.advance(0.001)  # 10 s without a renewal: it no longer believes it leads
     assert op.role("web-0") == "stale"
     reasons = [w[2] for w in op.kube.writes if w[0] == "event"]
-    assert reasons.count("LeaseExpired") == 2  # on the Lease and on the pod
+    assert reasons.count("RenewalLate") == 2  # on the Lease and on the pod
+    assert "LeaseExpired" not in reasons
+    labels = len(op.labels_written())
+    await clock.advance(TTL / 3)
+    reasons = [w[2] for w in op.kube.writes if w[0] == "event"]
+    assert reasons.count("LeaseExpired") == 2 and len(op.labels_written()) == labels
     assert op.metrics.expiries._value.get() == 1
+    assert op.metrics.elections.labels("expired")._value.get() == 1
+    assert op.metrics.elections.labels("late")._value.get() == 0
+
+
+async def test_a_drained_leader_that_renews_is_leader_again_at_once(
+        clock: ManualClock) -> None:
+    op = await election(clock)
+    await clock.advance(11)  # late: drained at 10
+    assert op.role("web-0") == "stale"
+    op.kube.put_lease(NS, "web", "web-0", duration=TTL)  # its renewal, late but in its term
+    await op.settle()
+    assert op.role("web-0") == "leader" and op.role("web-1") == "follower"
+    reasons = [w[2] for w in op.kube.writes if w[0] == "event"]
+    assert reasons.count("RenewedAgain") == 1 and "LeaseExpired" not in reasons
+
+
+async def test_a_declared_renew_deadline_is_the_holders_drain(clock: ManualClock) -> None:
+    op = await election(clock)
+    pod = op.kube.pods[(NS, "web-0")]
+    pod["metadata"].setdefault("annotations", {})[LABELS.renew_deadline] = "12"
+    op.pod_event("MODIFIED", pod)
+    await op.settle()
+    await clock.advance(12 - 0.001)
+    assert op.role("web-0") == "leader"  # client-go's holders step down at 10 + 2
+    await clock.advance(0.001)
+    assert op.role("web-0") == "stale"
 
 
 async def test_strays_lose_their_role_label_and_a_bad_election_label_is_reported_once(

@@ -67,6 +67,16 @@ def test_each_disagreement_is_named(the_lease: dict[str, Any] | None,
     assert says in row(the_lease, pods(**roles)).disagreement
 
 
+def test_a_late_holder_is_drained_by_its_own_renew_deadline() -> None:
+    late = row(lease("a", 8), pods(a="leader", b="follower"))
+    assert (late.lease_state, late.disagreement) == ("late",
+                                                     "labelled leader but the Lease is late")
+    assert "a (late)" in render([late], "table", color=False)
+    declared = pods(a="leader", b="follower")
+    declared[0]["metadata"]["annotations"] = {LABELS.renew_deadline: "9"}
+    assert row(lease("a", 8), declared).lease_state == "leading"
+
+
 def test_an_expired_holder_with_a_stale_label_agrees() -> None:
     r = row(lease("a", 30), pods(a="stale", b="follower"))
     assert (r.lease_state, r.disagreement) == ("expired", "")
@@ -152,9 +162,12 @@ def test_a_renew_time_ahead_of_the_servers_clock_is_a_note_not_a_disagreement() 
     assert (r.lease_state, r.disagreement) == ("leading", "")
     assert any("3600s ahead of the API server's clock" in p for p in r.problems)
     assert "in 3600s (holder's clock ahead)" in render([r], "table", color=False)
-    # Within the second of the Date header's resolution: neither expired nor ahead.
-    edge = row(lease("a", 10.5), pods(a="leader"))
+    # Within the second of the Date header's resolution: neither late nor ahead (the renew
+    # deadline of a 10 s Lease is 6.67 s), nor expired.
+    edge = row(lease("a", 7.5), pods(a="leader"))
     assert (edge.lease_state, edge.disagreement) == ("leading", "")
+    drained = row(lease("a", 10.5), pods(a="stale"))
+    assert (drained.lease_state, drained.disagreement) == ("late", "")
     just = row(lease("a", -0.4), pods(a="leader"))  # renewed in the Date header's second
     assert (just.renewed_seconds_ago, just.problems) == (0.0, [])
 

@@ -159,7 +159,7 @@ OPERATOR_LAYERS = {
     "storage": set(),
     "testing": set(),
     "http": {"errors"},
-    "pods": {"contract"},
+    "pods": {"contract", "text"},
     "decide": {"contract", "pods"},
     "events": {"kube", "metrics", "text"},
     "leases": {"kube", "metrics", "pods", "text"},
@@ -173,7 +173,7 @@ OPERATOR_LAYERS = {
     "app": {"assembly", "contract", "errors", "http", "kube", "kubeclient", "leases",
             "metrics", "reconcile", "storage"},
     "sidecar": {"http", "kubeclient"},
-    "status": {"contract", "decide", "errors", "kube", "kubeclient", "text"},
+    "status": {"contract", "decide", "errors", "kube", "kubeclient", "pods", "text"},
     "cli": {"app", "contract", "errors", "sidecar", "status"},
     "": {"contract", "decide", "pods"},
 }
