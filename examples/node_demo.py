@@ -226,7 +226,7 @@ class Story:
                          TTL + 15, f"{leader} no longer labelled leader")
         label = self.recorder.current().get(leader)
         say(f"   {leader} labelled {label} {off - renewed:.2f} s after its last renewal "
-            f"(the Lease lasts {TTL} s)")
+            f"(its renew deadline is {TTL * 2 / 3:g} s, the Lease lasts {TTL} s)")
         new = self.wait_settled()
         answered = client.first_answer_from(new, killed)
         answers = client.stop()

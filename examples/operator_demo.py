@@ -11,9 +11,10 @@
    what each sidecar's `GET /leader` answers, which pod the `web-leader` Service selects,
    and `leadership status`.
 4. Then: SIGKILL of the leader's sidecar with no successor running (its label goes `stale`
-   at expiry, and the `web-leader` Service selects nobody; when the sidecars come back, the
-   label moves to the new leader), a graceful handover (SIGTERM), and SIGKILL of the active
-   operator replica (the standby takes over and keeps labelling).
+   at its renew deadline, before the Lease expires, and the `web-leader` Service selects
+   nobody; when the sidecars come back, the label moves to the new leader), a graceful
+   handover (SIGTERM), and SIGKILL of the active operator replica (the standby takes over
+   and keeps labelling).
 5. Prints the measured times, checks from a watch that no two pods were ever labelled
    `leader` at once, stops everything and exits 0.
 
