@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 
 from .clock import Clock
+from .errors import FatalStoreError
 from .record import (
     JSONDict,
     LeaseRecord,
@@ -35,6 +36,8 @@ from .stores import LeaseStore
 
 #: how many of its own renewTime stamps the lock remembers (a few terms' worth).
 _REMEMBERED_STAMPS = 64
+#: the largest leaseTransitions the API accepts (an int32).
+MAX_TRANSITIONS = 2**31 - 1
 
 
 class LeaseLock:
@@ -89,13 +92,24 @@ class LeaseLock:
         if current is None:
             floor = (self._highest_transitions + 1
                      if self._highest_transitions is not None else 0)
-            changes = acquire_changes(None, self.identity, ttl, now, first_transition=floor)
+            changes = self._counted(acquire_changes(None, self.identity, ttl, now,
+                                                    first_transition=floor))
             return self._cache(await self.store.create(build_lease(self.name, self._send(changes))))
         previous = parse_lease(current).record
-        changes = acquire_changes(previous, self.identity, ttl, now, new_term=not (
-            previous.holder_identity == self.identity and self.wrote(previous)))
+        changes = self._counted(acquire_changes(previous, self.identity, ttl, now, new_term=not (
+            previous.holder_identity == self.identity and self.wrote(previous))))
         return self._cache(await self.store.replace(
             with_spec_changes(current, **self._send(changes))))
+
+    def _counted(self, changes: JSONDict) -> JSONDict:
+        """`changes`, unless their fencing token is beyond what the API can store."""
+        if changes["leaseTransitions"] > MAX_TRANSITIONS:
+            raise FatalStoreError(
+                f"lease {self.name}: leaseTransitions is at its maximum ({MAX_TRANSITIONS}, "
+                "the API's int32), so no candidate can take it again: an admin deletes and "
+                "re-creates the Lease, resets any fencing token the protected resource "
+                "stored, and restarts the candidates", status=422)
+        return changes
 
     async def renew(self) -> LeaseRecord:
         """Write a new renewTime onto the cached Lease (the fast path: no read)."""

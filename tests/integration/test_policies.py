@@ -221,6 +221,12 @@ async def test_under_the_lease_holder_policy_a_pod_holds_a_lease_only_as_itself(
             {**held, "spec": {**held["spec"], "holderIdentity": "pod-b",
                               "leaseTransitions": held["spec"]["leaseTransitions"] - 1}}))
         assert "leaseTransitions back" in message
+        # A leap to the int32 maximum would wedge the election for good: refused; the +1 of
+        # a change of holder is what the takeover below writes.
+        message = await refused_async(lambda: store_b.replace(
+            {**held, "spec": {**held["spec"], "holderIdentity": "pod-b",
+                              "leaseTransitions": 2**31 - 1}}))
+        assert "at most one per write" in message
         # pod-a releases as the holder; pod-b takes over as itself.
         b = await stores["pod-b"].candidate("web", "pod-b", ttl=3)
         await consume(b)

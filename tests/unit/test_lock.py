@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from leadership import ConflictError, MemoryLeaseStore
-from leadership.lock import LeaseLock
+from leadership import ConflictError, FatalStoreError, MemoryLeaseStore
+from leadership.lock import MAX_TRANSITIONS, LeaseLock
 from leadership.testing import ManualClock
 from leadership.toolkit import LeaseRecord
 
@@ -56,3 +56,15 @@ async def test_observed_counts_raise_the_floor_too(clock: ManualClock,
     lock = LeaseLock(store, KEY, "a", clock)
     lock.observe(LeaseRecord(holder_identity="x", lease_transitions=41))
     assert (await lock.acquire(None, 15)).lease_transitions == 42
+
+
+async def test_a_lease_whose_count_is_at_the_int32_maximum_is_refused_with_what_to_do(
+        clock: ManualClock, store: MemoryLeaseStore) -> None:
+    a, b = LeaseLock(store, KEY, "a", clock), LeaseLock(store, KEY, "b", clock)
+    await a.acquire(None, 15)
+    await store.replace({**store.peek(KEY), "spec": {  # type: ignore[dict-item]
+        **store.peek(KEY)["spec"], "leaseTransitions": MAX_TRANSITIONS}})  # type: ignore[index]
+    with pytest.raises(FatalStoreError, match=r"at its maximum .* an admin deletes") as exc:
+        await b.acquire(store.peek(KEY), 15)
+    assert exc.value.status == 422
+    assert store.peek(KEY)["spec"]["holderIdentity"] == "a"  # type: ignore[index]  # nothing sent

@@ -83,7 +83,7 @@ LAYERS = {
     "stores.kubeapi": {"errors", "stores", "stores._wire", "validation"},
     "stores.kubernetes": {"errors", "stores", "stores._wire", "stores.kubeapi", "validation"},
     "stores.pykube": {"errors", "stores", "stores._wire", "validation"},
-    "lock": {"clock", "record", "stores"},
+    "lock": {"clock", "errors", "record", "stores"},
     "observer": {"clock", "errors", "record", "stores", "timing"},
     # The supervisor of run_while_leading sits beside the candidate: it uses only its public
     # surface (the stream, on_step_down, stop), and the candidate delegates to it.
