@@ -31,6 +31,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from .waiting import eventually
+
 T = TypeVar("T")
 
 
@@ -153,28 +155,27 @@ class TcpProxy:
         """The one connection whose traffic grew over a `window` in which no connection
         opened: a watch carrying frequent events, say. Waits (up to `timeout`) until exactly
         one qualifies."""
-        deadline = time.monotonic() + timeout
-        while True:
+        def the_busy_one() -> Link | None:
             before = {link.id: link.forwarded for link in self.links()}
-            time.sleep(window)
+            time.sleep(window)  # the window the traffic is counted over, not a wait
             growing = [link for link in self.links()
                        if link.id in before and link.forwarded > before[link.id]]
-            if len(growing) == 1:
-                return growing[0]
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no single busy connection within {timeout}s: {growing}")
+            return growing[0] if len(growing) == 1 else None
+
+        return eventually(the_busy_one, timeout, "one busy connection", every=0,
+                          fail=lambda last: TimeoutError(
+                              f"no single busy connection within {timeout}s"))
 
     def wait_for_links(self, count: int, timeout: float) -> list[Link]:
         """Wait until at least `count` connections are open; return them."""
-        deadline = time.monotonic() + timeout
-        while True:
+        def enough() -> list[Link] | None:
             open_now = self.links()
-            if len(open_now) >= count:
-                return open_now
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"only {len(open_now)} of {count} connections within "
-                                   f"{timeout}s through the proxy at {self.address}")
-            time.sleep(0.01)
+            return open_now if len(open_now) >= count else None
+
+        return eventually(enough, timeout, f"{count} connections", every=0.01,
+                          fail=lambda last: TimeoutError(
+                              f"fewer than {count} connections within {timeout}s through "
+                              f"the proxy at {self.address}"))
 
     # --- the forwarding -----------------------------------------------------------------
 

@@ -25,7 +25,7 @@ def _failure(what: str, within: float, last: object) -> AssertionError:
     return AssertionError(f"not within {within:g} s: {what} (last seen: {last!r})")
 
 
-def eventually(condition: Callable[[], T], within: float, what: str, *,
+def eventually(condition: Callable[[], T | None], within: float, what: str, *,
                every: float = 0.02, fail: Callable[[Any], BaseException] | None = None) -> T:
     """Poll `condition()` every `every` seconds until it returns something true; return it."""
     deadline = time.monotonic() + within

@@ -19,7 +19,7 @@ LAYERS = {
     "clients": set(),
     "pki": {"network"},
     "waiting": set(),
-    "proxy": set(),
+    "proxy": {"waiting"},
     "traffic": set(),
     "build": {"errors"},
     "network": {"errors"},
