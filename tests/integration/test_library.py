@@ -292,8 +292,11 @@ async def test_without_create_a_deleted_lease_is_waited_for_until_it_is_re_creat
         assert values == [False, True, False]
         coordination.create_namespaced_lease(namespace, {"metadata": {"name": "app"},
                                                          "spec": {}})
-        await eventually_async(lambda: a.is_leader, 3 * TTL, "a leads the re-created Lease")
-        assert a.blocked is None and values == [False, True, False, True]
+        # The stream's consumer runs after the candidate's state changes: wait for what it
+        # was told, not for the state alone.
+        await eventually_async(lambda: values == [False, True, False, True], 3 * TTL,
+                               "the stream says a leads the re-created Lease")
+        assert a.is_leader and a.blocked is None
         assert old is not None and a.fence is not None
         assert a.fence.lease_uid != old.lease_uid
         await a.stop()
