@@ -1,8 +1,9 @@
 """The operator process: kopf for pods, the Lease cache, our own Candidate for HA.
 
-- kopf watches pods through an `on.event` handler only: no state-changing handlers, so it
-  writes no annotation and no finalizer onto anything; posting of its own Events is off. The
-  handler feeds `Members.pod_event` and marks the elections it touches.
+- kopf watches pods, and the Services that opted into a leader endpoint, through `on.event`
+  handlers only: no state-changing handlers, so it writes no annotation and no finalizer
+  onto anything; posting of its own Events is off. The handlers feed `Members.pod_event` and
+  `Services.service_event`, and mark the elections they touch.
 - Leases come through the `LeaseCache` (one list and watch per scope), not kopf: a renewal
   every 2 s on 1,000 Leases is 500 events a second, and each must cost microseconds.
 - Replicas elect the active one with `leadership.Candidate` on the operator's own Lease. Every
@@ -96,6 +97,10 @@ def _registry(options: Options, inside: Operator) -> kopf.OperatorRegistry:
     async def pod_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
         inside.pod_event(str(event.get("type")), dict(body))
 
+    @kopf.on.event("", "v1", "services", registry=registry)
+    async def service_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+        inside.service_event(str(event.get("type")), dict(body))
+
     return registry
 
 
@@ -112,6 +117,8 @@ def _settings(options: Options) -> kopf.OperatorSettings:
     # Only pods with an election label reach the operator at all (server-side): its cost does
     # not grow with the cluster's other pods. One that loses the label arrives as DELETED.
     settings.watching.label_selectors["pods"] = Labels(options.label_prefix).election
+    # Likewise the Services that opted into a leader endpoint.
+    settings.watching.label_selectors["services"] = Labels(options.label_prefix).election
     settings.persistence.progress_storage = NowhereProgressStorage()
     settings.persistence.diffbase_storage = NowhereDiffBaseStorage()
     return settings

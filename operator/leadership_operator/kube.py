@@ -12,6 +12,9 @@ timeouts, errors as `leadership.errors`).
   StatefulSet's replacement), or one changed since, is never the one deleted.
 - Events are created and patched (aggregation); a patch of an Event the API server has
   already dropped (its ``--event-ttl``) raises `leadership.NotFoundError`.
+- Services are listed by label (those that opted into a leader endpoint); their leader
+  EndpointSlices are written whole by a server-side apply (forced, as the operator's field
+  manager: the slice is the operator's alone) and deleted when the Service leaves the route.
 - A namespace is only asked about (does it exist?), where RBAC allows.
 """
 
@@ -41,6 +44,14 @@ def pods_path(namespace: str | None) -> str:
     return f"/api/v1/namespaces/{namespace}/pods" if namespace else "/api/v1/pods"
 
 
+def services_path(namespace: str | None) -> str:
+    return f"/api/v1/namespaces/{namespace}/services" if namespace else "/api/v1/services"
+
+
+def slices_path(namespace: str) -> str:
+    return f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices"
+
+
 class Kube(Protocol):
     """What the operator asks of the API server (see the module's doc)."""
 
@@ -60,6 +71,12 @@ class Kube(Protocol):
 
     async def delete_pod(self, namespace: str, name: str, uid: str,
                          resource_version: str) -> None: ...
+
+    async def list_services(self, namespace: str | None, selector: str) -> list[JSONDict]: ...
+
+    async def apply_slice(self, namespace: str, body: JSONDict) -> None: ...
+
+    async def delete_slice(self, namespace: str, name: str) -> None: ...
 
     async def create_event(self, namespace: str, body: JSONDict) -> JSONDict: ...
 
@@ -129,6 +146,26 @@ class ApiKube:
                                         if resource_version else {})}
         await self.api.request("DELETE", f"{pods_path(namespace)}/{name}",
                                body={"preconditions": preconditions})
+
+    async def list_services(self, namespace: str | None, selector: str) -> list[JSONDict]:
+        items, _ = await self.api.list_all(services_path(namespace),
+                                           query=[("labelSelector", selector)])
+        return items
+
+    async def apply_slice(self, namespace: str, body: JSONDict) -> None:
+        """Create or replace the EndpointSlice `body` (a server-side apply, forced)."""
+        query = [("fieldManager", self.field_manager or "leadership-operator"),
+                 ("force", "true")]
+        await self.api.request("PATCH", f"{slices_path(namespace)}/{body['metadata']['name']}",
+                               query=query, body=body,
+                               content_type="application/apply-patch+yaml")
+
+    async def delete_slice(self, namespace: str, name: str) -> None:
+        """Delete the EndpointSlice; one already gone is no error."""
+        try:
+            await self.api.request("DELETE", f"{slices_path(namespace)}/{name}")
+        except leadership.NotFoundError:
+            pass
 
     async def create_event(self, namespace: str, body: JSONDict) -> JSONDict:
         return await self.api.request("POST", f"/api/v1/namespaces/{namespace}/events",

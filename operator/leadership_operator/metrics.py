@@ -20,6 +20,9 @@ class OperatorMetrics:
                                    ["state"], registry=r)
         self.label_writes = Counter("leadership_operator_label_writes",
                                     "Role label writes to pods", registry=r)
+        self.slice_writes = Counter("leadership_operator_leader_endpoint_writes",
+                                    "Writes of leader EndpointSlices (one per handover, "
+                                    "drain or change of the leader pod)", registry=r)
         self.drains = Counter("leadership_operator_drains",
                               "Holders drained at their renew deadline, before expiry "
                               "(confirmed)", registry=r)

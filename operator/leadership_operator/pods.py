@@ -7,7 +7,8 @@ The reconciler reads it and never writes it: what it wrote itself, the cache sho
 watch does (`ownwrites.OwnWrites` keeps it meanwhile). A pod is followed while it carries the
 election label (a member or, with a label that is no Lease name, a stray to report) or a role
 label (a stray in no election: its role label must go). `Members` keeps only what the
-decision needs, never the pod object, and makes no request.
+decision and the leader's EndpointSlice need (its `Address`), never the pod object, and
+makes no request.
 
 Each event answers what it changed (`PodChange`): the elections it touches, now or before; a
 pod that left the watch with a role label (the reconciler looks it up); a role label written
@@ -17,6 +18,7 @@ and one other than this operator's, another operator or a hand edit, is reported
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +30,10 @@ from .contract import Labels
 
 #: (namespace, Lease name): one election.
 Key = tuple[str, str]
+#: container ports kept of a pod, at most (a pod's spec has no limit; a route needs few).
+MAX_PORTS = 64
+#: protocols a port may have (Kubernetes' own).
+PROTOCOLS = ("TCP", "UDP", "SCTP")
 
 
 def role_writer(meta: dict[str, Any], role_key: str) -> str:
@@ -46,6 +52,90 @@ def _annotation(value: object) -> str | None:
     """An annotation's value as kept: a str, cut to `text.QUOTE` (one that long is bad input
     already, and quoting it whole would only bloat the record)."""
     return text.cut(value, text.QUOTE, escape=True) if isinstance(value, str) else None
+
+
+@dataclass(frozen=True)
+class ContainerPort:
+    """A port one of the pod's containers declares."""
+
+    name: str
+    number: int
+    protocol: str = "TCP"
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where a pod is reached, as an EndpointSlice lists it (`routes.leader_slice`)."""
+
+    #: its IPs (``status.podIPs``), each a valid address, IPv4 and IPv6 at most one each.
+    ips: tuple[str, ...] = ()
+    #: its containers' declared ports, at most `MAX_PORTS`.
+    ports: tuple[ContainerPort, ...] = ()
+    #: its Ready condition is True.
+    ready: bool = False
+    #: it is being deleted (``deletionTimestamp`` set).
+    terminating: bool = False
+    node_name: str = ""
+
+    def ip(self, family: str) -> str | None:
+        """Its IP of `family` ("IPv4" or "IPv6"), if it has one."""
+        version = 6 if family == "IPv6" else 4
+        return next((ip for ip in self.ips if ipaddress.ip_address(ip).version == version),
+                    None)
+
+    def port(self, name: str, protocol: str) -> int | None:
+        """The number of its container port `name` for `protocol`, if declared."""
+        return next((p.number for p in self.ports if p.name == name and p.protocol == protocol),
+                    None)
+
+
+def json_object(value: object) -> dict[str, Any]:
+    """`value` if it is a JSON object, else an empty one (hostile input is no crash)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _ips(status: dict[str, Any]) -> tuple[str, ...]:
+    """The pod's valid IPs, at most one of each family, as the kubelet reports them."""
+    listed = [entry.get("ip") for entry in status.get("podIPs") or []
+              if isinstance(entry, dict)][:2] or [status.get("podIP")]
+    ips: dict[int, str] = {}
+    for value in listed:
+        if not isinstance(value, str):
+            continue
+        try:
+            ip = ipaddress.ip_address(value)
+        except ValueError:
+            continue
+        ips.setdefault(ip.version, str(ip))
+    return tuple(ips.values())
+
+
+def _ports(spec: dict[str, Any]) -> tuple[ContainerPort, ...]:
+    ports: list[ContainerPort] = []
+    for container in spec.get("containers") or []:
+        for port in (container.get("ports") or []) if isinstance(container, dict) else []:
+            if not isinstance(port, dict):
+                continue
+            number, name = port.get("containerPort"), port.get("name")
+            protocol = port.get("protocol") or "TCP"
+            if (isinstance(number, int) and not isinstance(number, bool)
+                    and 0 < number < 65536 and protocol in PROTOCOLS):
+                ports.append(ContainerPort(name if isinstance(name, str) else "", number,
+                                           protocol))
+            if len(ports) >= MAX_PORTS:
+                return tuple(ports)
+    return tuple(ports)
+
+
+def address(pod: dict[str, Any]) -> Address:
+    """What an EndpointSlice needs of `pod`."""
+    meta, spec, status = (json_object(pod.get(k)) for k in ("metadata", "spec", "status"))
+    ready = any(isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True"
+                for c in status.get("conditions") or [])
+    node = spec.get("nodeName")
+    return Address(_ips(status), _ports(spec), ready,
+                   meta.get("deletionTimestamp") is not None,
+                   node if isinstance(node, str) and toolkit.is_dns_subdomain(node) else "")
 
 
 @dataclass
@@ -69,6 +159,8 @@ class Member:
     role_writer: str = ""
     #: its renew-deadline annotation as found (judged by `decide.renew_deadline`), or None.
     renew_deadline: str | None = None
+    #: where it is reached (its IPs, ports, readiness): for the leader's EndpointSlice.
+    address: Address = field(default_factory=Address)
 
     @property
     def ref(self) -> dict[str, str]:
@@ -134,7 +226,8 @@ class Members:
             election=raw if toolkit.is_dns_subdomain(raw) else None, raw_election=raw,
             resource_version=str(meta.get("resourceVersion") or ""),
             role_writer=role_writer(meta, self.labels.role),
-            renew_deadline=_annotation(annotations.get(self.labels.renew_deadline)))
+            renew_deadline=_annotation(annotations.get(self.labels.renew_deadline)),
+            address=address(pod))
 
     def pod_event(self, kind: str, pod: dict[str, Any]) -> PodChange:
         """Take in an event of the pod watch (or a pod listed before it runs).

@@ -1,7 +1,7 @@
-"""Turn verdicts into label writes, Events and deletions, in a safe order.
+"""Turn verdicts into label writes, leader endpoints, Events and deletions, in a safe order.
 
-The reconciler reads the Lease cache and the members (caches it never writes), decides
-(`decide`), and writes:
+The reconciler reads the Lease cache, the members and the opted-in Services (caches it never
+writes), decides (`decide`), and writes:
 
 - The old leader's label goes before the new one is given, each write awaited: at no instant
   does the API server see two `leader` labels in one election. If a write fails, the ones
@@ -13,12 +13,18 @@ The reconciler reads the Lease cache and the members (caches it never writes), d
   (`LeaseCache.confirm`).
 - What it wrote counts until the pod watch shows it (`OwnWrites`): a cache behind the
   server never hides a `leader` label it gave.
+- After the labels (written or failed), each opted-in Service's leader EndpointSlice
+  (`routes.leader_slice`): one write whenever what it should list changes, a handover
+  included; what was applied is remembered until the next full resync, which applies every
+  slice again (a no-op on the server when nothing changed). A Service that leaves the route
+  loses its slice.
 - What is said (log lines, Events, metrics) comes after the labels (a flip is what a
   Service waits for) and once per thing (`report.Reporter`).
 
 Its work comes from one queue (`workqueue.WorkQueue`): elections marked by the Lease cache
 and the pod events, woken when their verdict next changes by itself (a drain, an expiry),
-and three chores (strays, departed pods, foreign role writes) as items like them; one item
+and four chores (strays, departed pods, foreign role writes, retired Services) as items
+like them; one item
 is never worked on twice at once, and failed work comes back after one jittered back-off.
 Every wait is on the injected clock.
 """
@@ -40,12 +46,14 @@ from . import text
 from .contract import Labels, Role
 from .decide import MAX_DURATION, Problem, Verdict, decide
 from .events import Events
-from .kube import Kube
+from .kube import JSONDict, Kube
 from .leases import LeaseCache
 from .metrics import OperatorMetrics
 from .ownwrites import OwnWrites
 from .pods import Departed, Key, Member, Members, PodChange
 from .report import Reporter, lease_ref
+from .routes import leader_slice, selector_problem, slice_name
+from .services import LeaderService, ServiceChange, Services
 from .workqueue import WorkQueue
 
 log = logging.getLogger("leadership.operator")
@@ -71,7 +79,9 @@ STRAYS = Chore("strays")
 DEPARTED = Chore("departed pods")
 #: Role labels another field manager wrote: report them.
 FOREIGN_WRITES = Chore("foreign role writes")
-CHORES = (DEPARTED, STRAYS, FOREIGN_WRITES)
+#: Services that left the route: delete their leader EndpointSlice; report bad labels.
+RETIRED = Chore("retired services")
+CHORES = (DEPARTED, STRAYS, FOREIGN_WRITES, RETIRED)
 #: What the work queue holds: an election, or a chore.
 Item = Key | Chore
 
@@ -83,11 +93,12 @@ def _order(item: Item) -> tuple[int, tuple[str, str]]:
 
 
 class Reconciler:
-    def __init__(self, leases: LeaseCache, members: Members, kube: Kube, events: Events,
-                 labels: Labels, clock: Clock, metrics: OperatorMetrics,
+    def __init__(self, leases: LeaseCache, members: Members, services: Services, kube: Kube,
+                 events: Events, labels: Labels, clock: Clock, metrics: OperatorMetrics,
                  is_active: Callable[[], bool], *, max_duration: int = MAX_DURATION,
                  rng: random.Random | None = None) -> None:
         self.leases, self.members, self.kube, self.events = leases, members, kube, events
+        self.services = services
         self.labels, self.clock, self.metrics = labels, clock, metrics
         self.is_active, self.max_duration = is_active, max_duration
         self.queue: WorkQueue[Item] = WorkQueue(clock, order=_order, rng=rng)
@@ -103,6 +114,12 @@ class Reconciler:
         self._departures: dict[str, Departed] = {}
         #: role labels another field manager wrote: to report, oldest first.
         self._foreign: deque[tuple[Member, str]] = deque(maxlen=MAX_FOREIGN)
+        #: the leader EndpointSlices applied, by (namespace, Service name), until a resync.
+        self._slices: dict[tuple[str, str], JSONDict] = {}
+        #: Services that left the route, by (namespace, name): their slice is to delete.
+        self._retired: dict[tuple[str, str], LeaderService] = {}
+        #: Services whose election label names no possible Lease: to report.
+        self._bad_services: deque[LeaderService] = deque(maxlen=MAX_FOREIGN)
         #: why the operator cannot write (RBAC refused it), until a write succeeds again.
         self.denied: str | None = None
         self._denied_key: Item | None = None  # the item whose write RBAC refused
@@ -128,9 +145,23 @@ class Reconciler:
         if change.strays:
             self.queue.add(STRAYS)
 
+    def services_changed(self, change: ServiceChange) -> None:
+        """After a Service event or listing: the elections whose route it touched."""
+        for key in change.touched:
+            self.queue.add(key)
+        for service in change.retired:
+            self._retired[(service.namespace, service.name)] = service
+        if change.bad is not None:
+            self._bad_services.append(change.bad)
+        if change.retired or change.bad is not None:
+            self.queue.add(RETIRED)
+
     def mark_all(self) -> None:
-        """Everything needs a look (a resync, or this replica just became active)."""
-        for key in {*self.leases.keys(), *self.members.elections()}:
+        """Everything needs a look (a resync, or this replica just became active): every
+        leader EndpointSlice is applied again, too."""
+        self._slices.clear()
+        for key in {*self.leases.keys(), *self.members.elections(),
+                    *self.services.elections()}:
             self.queue.add(key)
         for chore in CHORES:
             self.queue.add(chore)
@@ -192,6 +223,8 @@ class Reconciler:
             return await self._departed()
         if chore == STRAYS:
             return await self._strays()
+        if chore == RETIRED:
+            return await self._retire()
         while self._foreign:
             await self.reporter.foreign_write(*self._foreign.popleft())
         return True
@@ -209,7 +242,10 @@ class Reconciler:
     async def reconcile(self, key: Key) -> None:
         """Decide one election and write what the verdict needs."""
         if not self.members.of(key):
-            self._forget(key)  # a Lease no pod is a member of is no election of ours
+            try:
+                await self._route(key, None)  # no pod: its leader endpoints list nobody
+            finally:
+                self._forget(key)  # a Lease no pod is a member of is no election of ours
             return
         if not self.leases.known(key):
             await self.leases.track(key)  # a pod has just joined this election
@@ -221,12 +257,22 @@ class Reconciler:
                 self.queue.add_at(key, self.clock.now() + RECONFIRM)
         if verdict.wakes_at is not None and verdict.wakes_at > self.clock.now():
             self.queue.add_at(key, verdict.wakes_at)
-        # Labels first: a flip is what the Service waits for, and each Event is one more API
-        # write; the Events then also describe labels that are already there.
+        # Labels first, then the leader endpoints (each route written even when the other
+        # failed): a flip is what the Services wait for, and each Event is one more API
+        # write; the Events then also describe routes that are already there.
+        route_problems: list[Problem] = []
         try:
-            if self.is_active():
-                await self._apply(key, verdict)
+            try:
+                if self.is_active():
+                    await self._apply(key, verdict)
+            finally:
+                leader = next((m for m in self.members.of(key) if m.name == verdict.leader),
+                              None)
+                route_problems = await self._route(key, leader)
         finally:
+            if route_problems:
+                verdict = dataclasses.replace(verdict,
+                                              problems=[*verdict.problems, *route_problems])
             again = await self.reporter.election(key, verdict, self.members.of(key),
                                                  self.leases.uid(key))
             if again is not None:
@@ -325,6 +371,27 @@ class Reconciler:
                 except (leadership.NotFoundError, leadership.ConflictError):
                     pass  # gone already, or replaced since: never delete the replacement
 
+    async def _route(self, key: Key, leader: Member | None) -> list[Problem]:
+        """Each of the election's opted-in Services gets the EndpointSlice that lists
+        `leader` (None: nobody), in one write when it changed; the problems found."""
+        problems: list[Problem] = []
+        for service in self.services.of(key):
+            if service.has_selector:
+                problems.append(selector_problem(service))
+                continue
+            body, found = leader_slice(service, leader, self.labels)
+            problems += found
+            where = (service.namespace, service.name)
+            if self._slices.get(where) == body or not self.is_active():
+                continue
+            await self.kube.apply_slice(service.namespace, body)
+            self._slices[where] = body
+            self.metrics.slice_writes.inc()
+            listed = [a for e in body["endpoints"] for a in e["addresses"]]
+            log.info("service %s/%s: leader endpoint %s (lease %s/%s)", *where,
+                     f"{leader.name} {listed[0]}" if leader and listed else "empty", *key)
+        return problems
+
     # --- reporting -------------------------------------------------------------------------
 
     def _writes_work_again(self) -> None:
@@ -357,6 +424,35 @@ class Reconciler:
                             self.queue.failed(DEPARTED))
                 return False
             self._departures.pop(departed.uid, None)
+        return True
+
+    async def _retire(self) -> bool:
+        """Delete the leader EndpointSlice of each Service that left the route (unless it
+        came back meanwhile), and report Services whose election label is no Lease name.
+        False when a deletion failed (the rest wait for the retry)."""
+        while self._bad_services:
+            service = self._bad_services.popleft()
+            message = (f"election label {service.raw_election!r} is not a valid Lease name; "
+                       "the Service gets no leader endpoint")
+            log.warning("service %s/%s: %s", service.namespace, service.name, message)
+            if self.is_active():
+                await self.events.post(service.ref, "Warning", "BadElectionLabel", message)
+        while self._retired:
+            where, service = next(iter(self._retired.items()))
+            if not self.services.has(*where):
+                if not self.is_active():
+                    return True  # a standby: becoming active marks every chore
+                try:
+                    await self.kube.delete_slice(service.namespace, slice_name(service))
+                except (TimeoutError, OSError, leadership.StoreError) as exc:
+                    log.warning("deleting the leader endpoint of service %s/%s failed: %s; "
+                                "retrying in %.1fs", *where, text.error(exc),
+                                self.queue.failed(RETIRED))
+                    return False
+                log.info("service %s/%s left the route of %s: its leader endpoint is "
+                         "deleted", *where, service.election or service.raw_election)
+                self._slices.pop(where, None)
+            self._retired.pop(where, None)
         return True
 
     async def _strays(self) -> bool:

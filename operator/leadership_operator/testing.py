@@ -49,8 +49,11 @@ class FakeKube:
         self.leases: dict[tuple[str, str], JSONDict] = {}
         self.pods: dict[tuple[str, str], JSONDict] = {}
         self.events: dict[tuple[str, str], JSONDict] = {}
+        self.services: dict[tuple[str, str], JSONDict] = {}
+        self.slices: dict[tuple[str, str], JSONDict] = {}
         #: every write asked for, in order: ("label", ns, pod, value), ("event", ns, reason),
-        #: ("patch-event", ns, name), ("delete", ns, pod).
+        #: ("patch-event", ns, name), ("delete", ns, pod), ("slice", ns, name, addresses),
+        #: ("delete-slice", ns, name).
         self.writes: list[tuple[Any, ...]] = []
         self.reads = 0  # read_lease calls
         #: seconds (on the clock) each read_lease takes: a slow API server.
@@ -98,10 +101,16 @@ class FakeKube:
         self._publish("DELETED", lease)
 
     def put_pod(self, namespace: str, name: str, labels: dict[str, str], *,
-                annotations: dict[str, str] | None = None, writer: str = "kubectl") -> JSONDict:
-        """Create or update a pod as field manager `writer` (which then owns its labels)."""
+                annotations: dict[str, str] | None = None, writer: str = "kubectl",
+                spec: JSONDict | None = None, status: JSONDict | None = None) -> JSONDict:
+        """Create or update a pod as field manager `writer` (which then owns its labels);
+        `spec` and `status`, when given, replace the pod's."""
         pod = self.pods.get((namespace, name)) or {"metadata": {
             "namespace": namespace, "name": name, "uid": f"uid-{next(self._uids)}"}}
+        if spec is not None:
+            pod["spec"] = copy.deepcopy(spec)
+        if status is not None:
+            pod["status"] = copy.deepcopy(status)
         pod["metadata"]["labels"] = dict(labels)
         pod["metadata"]["annotations"] = dict(annotations or {})
         pod["metadata"]["managedFields"] = [{"manager": writer, "operation": "Update",
@@ -110,6 +119,26 @@ class FakeKube:
         pod["metadata"]["resourceVersion"] = str(next(self._version))
         self.pods[(namespace, name)] = pod
         return copy.deepcopy(pod)
+
+    def put_service(self, namespace: str, name: str, labels: dict[str, str],
+                    ports: list[JSONDict] | None = None, *,
+                    selector: dict[str, str] | None = None) -> JSONDict:
+        """Create or update a Service (the operator learns of it by `service_event`)."""
+        service = self.services.get((namespace, name)) or {"metadata": {
+            "namespace": namespace, "name": name, "uid": f"svc-uid-{next(self._uids)}"}}
+        service["metadata"]["labels"] = dict(labels)
+        service["spec"] = {"ports": ports if ports is not None else [
+            {"name": "http", "port": 80, "targetPort": "http"}],
+            **({"selector": selector} if selector else {})}
+        self.services[(namespace, name)] = service
+        return copy.deepcopy(service)
+
+    def addresses(self, namespace: str, name: str) -> list[str] | None:
+        """The addresses the EndpointSlice lists (None: there is no such slice)."""
+        found = self.slices.get((namespace, name))
+        if found is None:
+            return None
+        return [a for e in found.get("endpoints") or [] for a in e["addresses"]]
 
     def watch_pods(self, deliver: Callable[[str, JSONDict], None]) -> None:
         """Call `deliver(kind, pod)` with every change the operator makes to a pod (a label
@@ -285,6 +314,22 @@ class FakeKube:
                                            f"{resource_version}", status=409)
         self.writes.append(("delete", namespace, name))
         self._pod_changed("DELETED", self.pods.pop((namespace, name)))
+
+    async def list_services(self, namespace: str | None, selector: str) -> list[JSONDict]:
+        await self._maybe_fail("list_services")
+        return [copy.deepcopy(s) for (ns, _), s in sorted(self.services.items())
+                if namespace in (None, ns) and selector in (s["metadata"].get("labels") or {})]
+
+    async def apply_slice(self, namespace: str, body: JSONDict) -> None:
+        await self._maybe_fail("apply_slice")
+        name = body["metadata"]["name"]
+        self.slices[(namespace, name)] = copy.deepcopy(body)
+        self.writes.append(("slice", namespace, name, self.addresses(namespace, name)))
+
+    async def delete_slice(self, namespace: str, name: str) -> None:
+        await self._maybe_fail("delete_slice")
+        self.slices.pop((namespace, name), None)
+        self.writes.append(("delete-slice", namespace, name))
 
     async def create_event(self, namespace: str, body: JSONDict) -> JSONDict:
         await self._maybe_fail("create_event")

@@ -1,6 +1,7 @@
 """The admission policies, on the real API server: what the operator's ServiceAccount may do
-to pods (manifests/operator/base/pod-writes-policy.yaml), and what a pod may write into an
-election's Lease (manifests/policies/lease-holder)."""
+to pods (manifests/operator/base/pod-writes-policy.yaml) and to EndpointSlices
+(endpointslice-writes-policy.yaml), and what a pod may write into an election's Lease
+(manifests/policies/lease-holder)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from tests.integration.helpers import StoreFactory, consume
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 POD_POLICY = MANIFESTS / "operator" / "base" / "pod-writes-policy.yaml"
+SLICE_POLICY = MANIFESTS / "operator" / "base" / "endpointslice-writes-policy.yaml"
 
 
 def pod(name: str, labels: dict[str, str], annotations: dict[str, str] | None = None
@@ -141,6 +143,68 @@ def test_a_non_default_label_prefix_is_followed_by_the_policy(
         cp.kubectl("apply", "-f", str(POD_POLICY))  # the default, for the other tests
         eventually(lambda: default_policy_in_force(operator_like, namespace), 10,
                    "the default policy back in force")
+
+
+def leader_slice(service: str, uid: str, ips: list[str], *, name: str | None = None,
+                 managed_by: str = "leadership-operator") -> dict[str, Any]:
+    """An EndpointSlice shaped as the operator writes it (`routes.leader_slice`)."""
+    return {
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": name or f"{service}-leader", "labels": {
+            "kubernetes.io/service-name": service,
+            "endpointslice.kubernetes.io/managed-by": managed_by},
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": service,
+                                 "uid": uid, "controller": True}]},
+        "addressType": "IPv4", "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": True},
+                       "targetRef": {"kind": "Pod", "name": f"pod-{i}"}}
+                      for i, ip in enumerate(ips)]}
+
+
+def test_the_operator_may_write_only_leader_endpoints_of_one_address(
+        cluster: Cluster, namespace: str, core_api: kubernetes.client.ApiClient,
+        service_account_kubeconfig: Callable[[str, str], Path]) -> None:
+    cp = cluster.require_control_plane()
+    cp.kubectl("apply", "-f", str(SLICE_POLICY))
+    kubeconfig = service_account_kubeconfig(namespace, "leadership-operator")
+    cp.kubectl("-n", namespace, "create", "role", "slices", "--verb=create,patch,delete",
+               "--resource=endpointslices.discovery.k8s.io")
+    cp.kubectl("-n", namespace, "create", "rolebinding", "slices", "--role=slices",
+               f"--serviceaccount={namespace}:leadership-operator")
+    operator = kubernetes.client.DiscoveryV1Api(sync_client(kubeconfig))
+    admin = kubernetes.client.DiscoveryV1Api(core_api)
+    uid = kubernetes.client.CoreV1Api(core_api).create_namespaced_service(namespace, {
+        "metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}}).metadata.uid
+
+    def create(body: dict[str, Any]) -> Callable[[], object]:
+        for ep in body["endpoints"]:
+            ep["targetRef"]["namespace"] = namespace
+        return lambda: operator.create_namespaced_endpoint_slice(namespace, body)
+
+    eventually(lambda: "at most one address" in refused_or_empty(
+        create(leader_slice("web", uid, ["10.1.0.1", "10.1.0.2"]))), 10, "the policy in force")
+    assert "managed by leadership-operator" in refused(
+        create(leader_slice("web", uid, ["10.1.0.1"], managed_by="someone-else")))
+    assert "named <service>-leader" in refused(
+        create(leader_slice("web", uid, ["10.1.0.1"], name="web-abcde")))
+    elsewhere = leader_slice("web", uid, ["10.1.0.1"])
+    elsewhere["endpoints"][0]["targetRef"]["namespace"] = "kube-system"
+    assert "of a pod of its namespace" in refused(
+        lambda: operator.create_namespaced_endpoint_slice(namespace, elsewhere))
+    create(leader_slice("web", uid, ["10.1.0.1"]))()  # the leader endpoint: admitted
+    operator.patch_namespaced_endpoint_slice("web-leader", namespace, {
+        "endpoints": [{"addresses": ["10.1.0.2"], "targetRef": {
+            "kind": "Pod", "namespace": namespace, "name": "pod-1"}}]})  # a handover
+    operator.delete_namespaced_endpoint_slice("web-leader", namespace)
+    # A slice another controller manages: neither taken over nor deleted.
+    admin.create_namespaced_endpoint_slice(namespace, leader_slice(
+        "web", uid, ["10.1.0.3"], managed_by="endpointslice-controller.k8s.io"))
+    assert "managed by leadership-operator" in refused(
+        lambda: operator.patch_namespaced_endpoint_slice("web-leader", namespace, {
+            "metadata": {"labels": {
+                "endpointslice.kubernetes.io/managed-by": "leadership-operator"}}}))
+    assert "managed by leadership-operator" in refused(
+        lambda: operator.delete_namespaced_endpoint_slice("web-leader", namespace))
 
 
 PREFIX_OVERLAY = """\

@@ -39,10 +39,27 @@ class Inside:
         self.events, self.reconciler = self.operator.events, self.operator.reconciler
         self.kube.watch_pods(self.pod_event)
 
-    def member(self, name: str, election: str = "web", **labels: str) -> None:
-        """A pod in the election `election`, and the pod event kopf would deliver."""
-        pod = self.kube.put_pod(NS, name, {LABELS.election: election, **labels})
-        self.pod_event("ADDED", pod)
+    def member(self, name: str, election: str = "web", *, ip: str | None = None,
+               ready: bool = True, kind: str = "ADDED", **labels: str) -> None:
+        """A pod in the election `election`, and the pod event kopf would deliver; with
+        `ip`, running there with a container port ``http`` 8080 (Ready or not)."""
+        spec = status = None
+        if ip is not None:
+            spec = {"nodeName": "node-1", "containers": [
+                {"name": "app", "ports": [{"name": "http", "containerPort": 8080}]}]}
+            status = {"podIP": ip, "podIPs": [{"ip": ip}], "conditions": [
+                {"type": "Ready", "status": "True" if ready else "False"}]}
+        pod = self.kube.put_pod(NS, name, {LABELS.election: election, **labels},
+                                spec=spec, status=status)
+        self.pod_event(kind, pod)
+
+    def service(self, name: str, election: str | None = "web", *, kind: str = "ADDED",
+                **spec: object) -> None:
+        """A Service opted into `election`'s leader endpoint (None: its label removed), and
+        the event the Service watch would deliver."""
+        labels = {LABELS.election: election} if election is not None else {}
+        body = self.kube.put_service(NS, name, labels, **spec)  # type: ignore[arg-type]
+        self.operator.service_event(kind if election is not None else "DELETED", body)
 
     def pod_event(self, kind: str, pod: dict[str, object]) -> None:
         self.operator.pod_event(kind, pod)

@@ -3,6 +3,7 @@ never two leaders, nothing written where it should only watch, RBAC enough and n
 
 from __future__ import annotations
 
+import itertools
 import signal
 import time
 from collections.abc import Callable
@@ -12,6 +13,7 @@ import kubernetes
 import pytest
 
 from controlplane.cluster import Cluster, audit_events
+from controlplane.waiting import eventually
 from tests.operator.conftest import (
     TTL,
     Candidates,
@@ -134,3 +136,63 @@ def test_the_rbac_is_no_broader_than_needed(cluster: Cluster, operator_kubeconfi
     answer = cp.kubectl(f"--kubeconfig={operator_kubeconfig}", "auth", "can-i", verb, resource,
                         *scope, check=False).stdout.strip()
     assert answer == "no"
+
+
+def test_the_leader_endpoint_follows_the_lease_in_one_write_each_time(
+        cluster: Cluster, namespace: str, core_api: kubernetes.client.ApiClient,
+        start_operator: Callable[..., OperatorProcess], candidates: Candidates,
+        recorder: ClusterRecorder) -> None:
+    v1 = kubernetes.client.CoreV1Api(core_api)
+    discovery = kubernetes.client.DiscoveryV1Api(core_api)
+    ips = {"web-0": "10.244.0.10", "web-1": "10.244.0.11"}
+    for name, ip in ips.items():
+        v1.create_namespaced_pod(namespace, {
+            "metadata": {"name": name, "labels": {"leadership.dev/election": "web"}},
+            "spec": {"containers": [{"name": "app", "image": "registry.example/app:1",
+                                     "ports": [{"name": "http", "containerPort": 8080}]}]}})
+        # No kubelet here: the status a kubelet would report, written as the admin.
+        v1.patch_namespaced_pod_status(name, namespace, {"status": {
+            "podIP": ip, "podIPs": [{"ip": ip}],
+            "conditions": [{"type": "Ready", "status": "True"}]}})
+    v1.create_namespaced_service(namespace, {
+        "metadata": {"name": "web-leader", "labels": {"leadership.dev/election": "web"}},
+        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": "http"}]}})
+    start_operator(namespace, "op-e")
+
+    def addresses() -> list[str] | None:
+        try:
+            found = discovery.read_namespaced_endpoint_slice("web-leader-leader", namespace)
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return [a for e in found.endpoints or [] for a in e.addresses]
+
+    eventually(lambda: addresses() == [], 15, "an empty leader endpoint: nobody leads")
+    start_version = discovery.read_namespaced_endpoint_slice(
+        "web-leader-leader", namespace).metadata.resource_version
+    candidates.start("web-0")
+    eventually(lambda: addresses() == [ips["web-0"]], 10, "web-0 in the leader endpoint")
+    candidates.start("web-1")
+    candidates.signal("web-0", signal.SIGTERM)  # a release: web-1 takes the Lease
+    eventually(lambda: addresses() == [ips["web-1"]], 10, "web-1 in the leader endpoint")
+    recorder.never_two_leaders()
+
+    # Every version of the slice since it was empty: one address at most, each change one
+    # write (empty -> web-0 -> web-1, an empty one between when the operator saw the Lease
+    # free), and no other slice for the Service (the EndpointSlice controller leaves a
+    # selector-less Service's slices alone).
+    seen = []
+    for event in kubernetes.watch.Watch().stream(
+            discovery.list_namespaced_endpoint_slice, namespace,
+            resource_version=start_version, timeout_seconds=1,
+            label_selector="kubernetes.io/service-name=web-leader"):
+        seen.append((event["object"].metadata.name,
+                     [a for e in event["object"].endpoints or [] for a in e.addresses]))
+    assert {name for name, _ in seen} == {"web-leader-leader"}
+    listed = [found for _, found in seen]
+    assert all(a != b for a, b in itertools.pairwise(listed))  # each a change
+    assert [found for found in listed if found] == [[ips["web-0"]], [ips["web-1"]]]
+    owner = discovery.read_namespaced_endpoint_slice("web-leader-leader", namespace)
+    assert [(o.kind, o.name) for o in owner.metadata.owner_references] == [
+        ("Service", "web-leader")]

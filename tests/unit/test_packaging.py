@@ -144,11 +144,12 @@ def test_imports_point_one_way() -> None:
         assert imports <= LAYERS[module], f"{module} imports {imports - LAYERS[module]}"
 
 
-# The operator's modules likewise: the API layer (`kube`) and the data (`contract`, `pods`)
-# at the bottom, the Lease cache and the Events on them, the decision pure, the reconciler on
-# those, and the process wiring (`app`), the sidecar, `status` and the command on top. No
-# module reaches into another's data: each asks through methods (a test in
-# tests/operator shows the reconciler runs on FakeKube through them alone).
+# The operator's modules likewise: the API layer (`kube`) and the data (`contract`, `pods`,
+# `services`) at the bottom, the Lease cache and the Events on them, the decision and the
+# leader endpoint (`routes`) pure, the reconciler on those, and the process wiring (`app`),
+# the sidecar, `status` and the command on top. No module reaches into another's data: each
+# asks through methods (a test in tests/operator shows the reconciler runs on FakeKube
+# through them alone).
 OPERATOR_LAYERS = {
     "contract": set(),
     "metrics": set(),
@@ -161,15 +162,17 @@ OPERATOR_LAYERS = {
     "http": {"errors"},
     "pods": {"contract", "text"},
     "decide": {"contract", "pods"},
+    "services": {"contract", "pods", "text"},
+    "routes": {"contract", "decide", "pods", "services"},
     "events": {"kube", "metrics", "text"},
     "leases": {"kube", "metrics", "pods", "text"},
     "workqueue": set(),
     "ownwrites": {"pods"},
     "report": {"contract", "decide", "events", "metrics", "pods", "text"},
     "reconcile": {"contract", "decide", "events", "kube", "leases", "metrics", "ownwrites",
-                  "pods", "report", "text", "workqueue"},
+                  "pods", "report", "routes", "services", "text", "workqueue"},
     "assembly": {"contract", "decide", "events", "kube", "leases", "metrics", "pods",
-                 "reconcile", "text"},
+                 "reconcile", "services", "text"},
     "app": {"assembly", "contract", "errors", "http", "kube", "kubeclient", "leases",
             "metrics", "reconcile", "storage"},
     "sidecar": {"http", "kubeclient"},

@@ -1,0 +1,96 @@
+"""The leader endpoint: the one EndpointSlice of an opted-in Service, a pure function of the
+Service and the pod the verdict names leader.
+
+Why a slice of our own: through the label route a handover is two EndpointSlice writes by
+the EndpointSlice controller (the old leader out, then the new one in), and kube-proxy
+applies a second change within its ``minSyncPeriod`` (1 s by default) only when that period
+has passed. Here a handover is ONE write that replaces the old address with the new one, and
+a drain one write that empties it: at no instant does the slice list two addresses.
+
+The slice (`leader_slice`), named ``<service>-leader``:
+
+- lists the leader pod's IP of the Service's address family, with the pod's conditions as
+  the EndpointSlice controller sets them (``serving``: its Ready condition; ``ready``: that,
+  and not terminating; ``terminating``: being deleted), its name as ``targetRef`` and its
+  node; no endpoint at all while nobody leads (or the leader has no IP yet);
+- has one port per Service port, its number resolved from ``targetPort`` (a number, or the
+  name of one of the leader's container ports for the same protocol: one it does not
+  declare is left out, and reported);
+- carries ``kubernetes.io/service-name`` (kube-proxy's key) and
+  ``endpointslice.kubernetes.io/managed-by: leadership-operator`` (the EndpointSlice
+  controllers leave it alone; the operator's admission policy lets it write only such
+  slices), and an owner reference to the Service (deleted with it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .contract import Labels
+from .decide import Problem
+from .pods import Member
+from .services import LeaderService
+
+#: kube-proxy finds a Service's slices by this label.
+SERVICE_NAME = "kubernetes.io/service-name"
+#: which controller owns a slice; the EndpointSlice controllers skip those of others.
+MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
+#: this operator's value of `MANAGED_BY`.
+OPERATOR = "leadership-operator"
+
+
+def slice_name(service: LeaderService) -> str:
+    """The name of the Service's leader EndpointSlice (no generated slice ends so)."""
+    return f"{service.name}-leader"
+
+
+def leader_slice(service: LeaderService, leader: Member | None,
+                 labels: Labels) -> tuple[dict[str, Any], list[Problem]]:
+    """The EndpointSlice `service` should have with `leader` leading (None: nobody), and
+    what is wrong with the ports. The whole object, for a server-side apply."""
+    problems: list[Problem] = []
+    endpoints: list[dict[str, Any]] = []
+    ports: list[dict[str, Any]] = []
+    ip = leader.address.ip(service.family) if leader is not None else None
+    if leader is not None and ip is not None:
+        address = leader.address
+        endpoint: dict[str, Any] = {
+            "addresses": [ip],
+            "conditions": {"ready": address.ready and not address.terminating,
+                           "serving": address.ready, "terminating": address.terminating},
+            "targetRef": {"kind": "Pod", "namespace": leader.namespace, "name": leader.name,
+                          "uid": leader.uid}}
+        if address.node_name:
+            endpoint["nodeName"] = address.node_name
+        endpoints.append(endpoint)
+        for port in service.ports:
+            number = (port.target if isinstance(port.target, int)
+                      else address.port(port.target, port.protocol))
+            if number is None:
+                problems.append(Problem(
+                    "UnresolvedTargetPort",
+                    f"Service {service.name} port {port.name or port.port}: the leader "
+                    f"{leader.name} declares no {port.protocol} container port named "
+                    f"{port.target!r}; the port is left out of its endpoint", pod=leader.name))
+                continue
+            ports.append({"name": port.name, "port": number, "protocol": port.protocol,
+                          **({"appProtocol": port.app_protocol} if port.app_protocol else {})})
+    return {
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {
+            "name": slice_name(service), "namespace": service.namespace,
+            "labels": {SERVICE_NAME: service.name, MANAGED_BY: OPERATOR,
+                       labels.election: service.election or ""},
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": service.name,
+                                 "uid": service.uid, "controller": True}]},
+        "addressType": service.family, "endpoints": endpoints, "ports": ports,
+    }, problems
+
+
+def selector_problem(service: LeaderService) -> Problem:
+    """Why a Service with a selector gets no leader endpoint."""
+    return Problem("LeaderServiceHasSelector",
+                   f"Service {service.name} opted into the leader endpoint but has a "
+                   "selector: the EndpointSlice controller lists every pod it selects, so "
+                   "the operator writes nothing for it; remove its selector (or its election "
+                   "label, and route by the role label)")

@@ -1,0 +1,171 @@
+"""The leader endpoint on FakeKube and a manual clock: one write per handover, a drain before
+any successor, never two addresses; what a standby, a resync, a Service that leaves the route
+or one with a selector get."""
+
+from __future__ import annotations
+
+import leadership
+from leadership.testing import ManualClock
+from leadership_operator.testing import FakeKube
+
+from .inside import NS, Inside
+
+TTL = 15
+SLICE = "web-leader-leader"
+IPS = {"web-0": "10.1.0.10", "web-1": "10.1.0.11", "web-2": "10.1.0.12"}
+
+
+async def election(clock: ManualClock, holder: str = "web-0", *,
+                   active: bool = True) -> Inside:
+    kube = FakeKube(clock)
+    kube.put_lease(NS, "web", holder, duration=TTL)
+    op = Inside(clock, kube, active=active)
+    for pod, ip in IPS.items():
+        op.member(pod, ip=ip)
+    op.service("web-leader")
+    await op.start()
+    return op
+
+
+def slice_writes(op: Inside) -> list[list[str] | None]:
+    return [w[3] for w in op.kube.writes if w[0] == "slice"]
+
+
+async def test_a_handover_is_one_write_that_replaces_the_address(clock: ManualClock) -> None:
+    op = await election(clock)
+    assert slice_writes(op) == [[IPS["web-0"]]]
+    assert op.metrics.slice_writes._value.get() == 1
+    op.kube.writes.clear()
+    op.kube.put_lease(NS, "web", "web-2", duration=TTL, transitions=1)
+    await op.settle()
+    assert slice_writes(op) == [[IPS["web-2"]]]  # one write, never two addresses
+    # ...after the labels: the old leader's off, the new one's on.
+    kinds = [(w[0], w[2]) for w in op.kube.writes if w[0] in ("label", "slice")]
+    assert kinds == [("label", "web-0"), ("label", "web-2"), ("slice", SLICE)]
+    for _ in range(3):  # renewals change nothing in the slice: no write
+        await clock.advance(2)
+        op.kube.put_lease(NS, "web", "web-2", duration=TTL, transitions=1)
+        await op.settle()
+    assert slice_writes(op) == [[IPS["web-2"]]]
+
+
+async def test_a_late_holder_leaves_the_endpoint_at_its_renew_deadline_and_returns(
+        clock: ManualClock) -> None:
+    op = await election(clock)
+    await clock.advance(TTL * 2 / 3 - 0.001)
+    assert op.kube.addresses(NS, SLICE) == [IPS["web-0"]]
+    await clock.advance(0.001)  # the holder's own step-down: out before any successor
+    assert op.kube.addresses(NS, SLICE) == []
+    op.kube.put_lease(NS, "web", "web-0", duration=TTL)  # it renews, late but in its term
+    await op.settle()
+    assert op.kube.addresses(NS, SLICE) == [IPS["web-0"]]
+    assert slice_writes(op) == [[IPS["web-0"]], [], [IPS["web-0"]]]
+
+
+async def test_a_release_empties_it_and_the_next_holder_fills_it(clock: ManualClock) -> None:
+    op = await election(clock)
+    op.kube.put_lease(NS, "web", "", duration=TTL)
+    await op.settle()
+    assert op.kube.addresses(NS, SLICE) == []
+    op.kube.put_lease(NS, "web", "web-1", duration=TTL, transitions=1)
+    await op.settle()
+    assert op.kube.addresses(NS, SLICE) == [IPS["web-1"]]
+
+
+async def test_the_leader_pods_readiness_and_address_are_followed(clock: ManualClock) -> None:
+    op = await election(clock)
+    op.member("web-0", ip=IPS["web-0"], ready=False, kind="MODIFIED")
+    await op.settle()
+    conditions = op.kube.slices[(NS, SLICE)]["endpoints"][0]["conditions"]
+    assert conditions == {"ready": False, "serving": False, "terminating": False}
+    op.member("web-0", ip="10.1.0.99", kind="MODIFIED")  # restarted elsewhere, say
+    await op.settle()
+    assert op.kube.addresses(NS, SLICE) == ["10.1.0.99"]
+
+
+async def test_the_last_member_gone_leaves_an_empty_endpoint(clock: ManualClock) -> None:
+    op = await election(clock)
+    for pod in IPS:
+        op.pod_event("DELETED", op.kube.pods.pop((NS, pod)))
+    await op.settle()
+    assert op.kube.addresses(NS, SLICE) == []
+
+
+async def test_a_standby_writes_no_slice_until_it_is_active_and_a_resync_applies_again(
+        clock: ManualClock) -> None:
+    op = await election(clock, active=False)
+    assert op.kube.slices == {}
+    op.active = True
+    op.reconciler.mark_all()
+    await op.settle()
+    assert op.kube.addresses(NS, SLICE) == [IPS["web-0"]]
+    del op.kube.slices[(NS, SLICE)]  # deleted by hand, say
+    await op.operator.resync()
+    await op.settle()
+    assert op.kube.addresses(NS, SLICE) == [IPS["web-0"]]
+
+
+async def test_a_failed_slice_write_is_retried_and_the_labels_still_move(
+        clock: ManualClock) -> None:
+    op = await election(clock)
+    op.kube.fail_next("apply_slice", leadership.TransientStoreError("API server busy"),
+                      times=2)  # the first try, and the one the label writes' echo brings
+    op.kube.put_lease(NS, "web", "web-1", duration=TTL, transitions=1)
+    await op.settle()
+    assert op.role("web-1") == "leader"
+    assert op.kube.addresses(NS, SLICE) == [IPS["web-0"]]
+    await clock.advance(0.999)
+    assert op.kube.addresses(NS, SLICE) == [IPS["web-0"]]
+    await clock.advance(1.5)  # the back-off, jittered
+    assert op.kube.addresses(NS, SLICE) == [IPS["web-1"]]
+
+
+async def test_a_failed_label_write_does_not_keep_the_endpoint_on_a_drained_holder(
+        clock: ManualClock) -> None:
+    op = await election(clock)
+    op.kube.fail_next("label_pod", leadership.TransientStoreError("API server busy"))
+    await clock.advance(TTL * 2 / 3)
+    assert op.role("web-0") == "leader"  # the label write failed...
+    assert op.kube.addresses(NS, SLICE) == []  # ...the endpoint is drained all the same
+
+
+async def test_a_service_that_leaves_the_route_loses_its_slice(clock: ManualClock) -> None:
+    op = await election(clock)
+    op.service("web-leader", None)  # its election label removed
+    await op.settle()
+    assert (NS, SLICE) not in op.kube.slices
+    op.kube.put_lease(NS, "web", "web-1", duration=TTL, transitions=1)
+    await op.settle()
+    assert (NS, SLICE) not in op.kube.slices  # not written again
+
+
+async def test_a_service_with_a_selector_gets_nothing_and_is_reported(
+        clock: ManualClock) -> None:
+    op = await election(clock)
+    op.service("selected", selector={"app": "web"})
+    await op.settle()
+    assert (NS, "selected-leader") not in op.kube.slices
+    reasons = [w[2] for w in op.kube.writes if w[0] == "event"]
+    assert reasons.count("LeaderServiceHasSelector") == 1
+
+
+async def test_a_bad_election_label_on_a_service_is_reported(clock: ManualClock) -> None:
+    op = await election(clock)
+    op.service("odd", "Not A Lease!")
+    await op.settle()
+    reasons = [w[2] for w in op.kube.writes if w[0] == "event"]
+    assert reasons.count("BadElectionLabel") == 1
+    assert (NS, "odd-leader") not in op.kube.slices
+
+
+async def test_never_two_addresses_over_a_run_of_handovers_crashes_and_releases(
+        clock: ManualClock) -> None:
+    op = await election(clock)
+    holders = ["web-1", "", "web-2", "web-0", "web-1"]
+    for i, holder in enumerate(holders):
+        op.kube.put_lease(NS, "web", holder, duration=TTL, transitions=i + 1)
+        await op.settle()
+        await clock.advance(TTL + 1)  # every holder crashes: drained, then expired
+    written = slice_writes(op)
+    assert all(addresses is not None and len(addresses) <= 1 for addresses in written)
+    assert [a for a in written if a] == [[IPS[h]] for h in ["web-0", *filter(None, holders)]]
