@@ -1,14 +1,17 @@
 """`make bench-node`: how fast traffic follows the Lease, on real pods, stage by stage.
 
     python -m benchmarks.node [--trials 30] [--scenarios handover rolling crash freeze]
-                              [--no-write]
+                              [--routes label endpoint] [--no-write] [--no-peer]
 
 The manifests as they are (`manifests/operator`, `manifests/example`: three app pods with
-the sidecar, a 15 s Lease) on a node of this machine (`controlplane.local.LocalCluster`). A
-client on the node calls the `web-leader` Service every 10 ms, each request on a new
-connection; watches record the Lease, the role labels and web-leader's EndpointSlices, all
-on one monotonic clock. Per scenario, `--trials` trials, each from a settled state (the
-holder labelled leader, alone and ready behind web-leader, and answering through it):
+the sidecar, a 15 s Lease) on a node of this machine (`controlplane.local.LocalCluster`).
+Two routes to the leader, trial by trial in turn: `label`, the `web-leader` Service that
+selects the role label (the EndpointSlice controller writes its slices), and `endpoint`,
+the selector-less `web-leader-endpoint` whose one EndpointSlice the operator writes. A
+client on the node calls the route's Service every 10 ms, each request on a new connection;
+watches record the Lease, the role labels and each route's EndpointSlices, all on one
+monotonic clock. Per scenario and route, `--trials` trials, each from a settled state (the
+holder labelled leader, alone and ready behind the route, and answering through it):
 
 - handover: `kubectl delete pod <leader>`. Stages: delete -> the Lease names a new holder
   (the app exits, the sidecar is stopped after it and releases, a watching follower
@@ -60,6 +63,8 @@ OUT = ROOT / "docs" / "node.md"
 TTL = 15
 INTERVAL = 0.01
 SCENARIOS = ("handover", "rolling", "crash", "freeze")
+#: route -> the Service of manifests/example it is.
+ROUTES = {"label": "web-leader", "endpoint": "web-leader-endpoint"}
 T = TypeVar("T")
 
 
@@ -78,15 +83,21 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Bench:
-    def __init__(self, cluster: LocalCluster) -> None:
+    def __init__(self, cluster: LocalCluster, route: str = "label",
+                 results: Results | None = None) -> None:
         self.cp = cluster.control_plane
         self.d = Deployed(cluster)
-        self.rec = ClusterRecorder(self.cp.kubeconfig, APP_NS, service="web-leader")
-        self.results = Results()
+        self.route, self.service = route, ROUTES[route]
+        self.rec = ClusterRecorder(self.cp.kubeconfig, APP_NS, service=self.service)
+        self.results = results if results is not None else Results()
         self.warm_up: dict[str, list[float]] = {}
 
+    def add(self, scenario: str, measure: str, value: float) -> None:
+        """One trial's value, under the scenario and this route."""
+        self.results.add(f"{scenario}, {self.route} route", measure, value)
+
     def settle(self, within: float = 120) -> str:
-        address = self.d.service_ip("web-leader")
+        address = self.d.service_ip(self.service)
 
         def check() -> str | None:
             pods = self.d.pods()
@@ -118,7 +129,7 @@ class Bench:
 
     def handover(self) -> None:
         leader = self.settle()
-        traffic = Traffic(self.d.service_ip("web-leader"), interval=INTERVAL).start()
+        traffic = Traffic(self.d.service_ip(self.service), interval=INTERVAL).start()
         try:
             t0 = time.monotonic()
             self.d.v1.delete_namespaced_pod(leader, APP_NS)
@@ -127,14 +138,14 @@ class Bench:
             t_label = self.wait("the new leader labelled", lambda: next(
                 (t for t, p, r in list(self.rec.roles)
                  if p == new and r == "leader" and t >= t0), None), 30)
-            t_slice = self.wait("the new leader behind web-leader", lambda: next(
+            t_slice = self.wait("the new leader behind the route", lambda: next(
                 (e.seen for e in list(self.rec.endpoints)
                  if e.seen >= t0 and e.ready == (new,)), None), 30)
             first = self.wait("an answer from the new leader",
                               lambda: traffic.first_answer_from(new, t0), 30)
         finally:
             answers = traffic.stop()
-        add = self.results.add
+        add = self.add
         add("handover", "delete -> Lease has a new holder", t_lease - t0)
         add("handover", "Lease -> new holder labelled leader", t_label - t_lease)
         add("handover", "label -> EndpointSlice lists it ready", t_slice - t_label)
@@ -148,7 +159,7 @@ class Bench:
 
     def rolling(self) -> None:
         self.settle()
-        traffic = Traffic(self.d.service_ip("web-leader"), interval=INTERVAL).start()
+        traffic = Traffic(self.d.service_ip(self.service), interval=INTERVAL).start()
         try:
             t0 = time.monotonic()
             self.cp.kubectl("-n", APP_NS, "rollout", "restart", "deployment/web")
@@ -158,7 +169,7 @@ class Bench:
         finally:
             answers = traffic.stop()
         changes = [h for _, h in self.rec.holder_changes(ELECTION, t0) if h]
-        add = self.results.add
+        add = self.add
         add("rolling", "rollout duration", end - t0)
         add("rolling", "leader changes", len(changes))
         add("rolling", "longest time with no ready leader endpoint",
@@ -180,13 +191,13 @@ class Bench:
 
     def crash(self, sig: int, scenario: str) -> None:
         leader = self.settle()
-        traffic = Traffic(self.d.service_ip("web-leader"), interval=INTERVAL).start()
+        traffic = Traffic(self.d.service_ip(self.service), interval=INTERVAL).start()
         frozen: list[int] = []
         try:
             t0 = time.monotonic()
             pids = self.d.signal(leader, ("leadership",), sig)
             frozen = pids if sig == signal.SIGSTOP else []
-            t_removed = self.wait("the old leader out of web-leader", lambda: next(
+            t_removed = self.wait("the old leader out of the route", lambda: next(
                 (e.seen for e in list(self.rec.endpoints)
                  if e.seen >= t0 and leader not in e.listed), None), TTL + 30)
             t_lease, new = self.wait("a successor", lambda: next(
@@ -205,7 +216,7 @@ class Bench:
             # A container killed again and again is restarted ever later by the kubelet
             # (CrashLoopBackOff): replace the pod, so each trial starts from fresh pods.
             self.d.v1.delete_namespaced_pod(leader, APP_NS)
-        add = self.results.add
+        add = self.add
         if sig == signal.SIGKILL:
             unready = next((e.seen for e in list(self.rec.endpoints)
                             if e.seen >= t0 and leader not in e.ready), None)
@@ -236,53 +247,61 @@ def table(results: Results) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(scenarios: list[str], trials: int,
+def run(scenarios: list[str], trials: int, routes: list[str],
         node_config: dict[str, dict[str, Any]]) -> tuple[Results, tuple[int, int]]:
-    """Every scenario's trials on one fresh node; the results, and how many role label and
-    endpoint changes were checked for "never two"."""
+    """Every scenario's trials on one fresh node, the routes in turn trial by trial (the
+    same conditions for both); the results, and how many role label and endpoint changes
+    were checked for "never two"."""
     with LocalCluster(node_config=node_config) as cluster:
         cp = cluster.control_plane
-        bench = Bench(cluster)
+        results = Results()
+        benches = [Bench(cluster, route, results) for route in routes]
         try:
-            bench.d.apply()
-            bench.d.wait_ready()
+            first = benches[0]
+            first.d.apply()
+            first.d.wait_ready()
             # The first pod deletion after a node starts waits about 2 s longer in the
             # kubelet before the app gets SIGTERM (measured with containerd's task events):
             # one handover first, not counted, so the trials measure the steady state.
-            warm = Bench(cluster)
+            warm = Bench(cluster, routes[0])
             warm.rec.close()
-            warm.rec = bench.rec
+            warm.rec = first.rec
             warm.handover()
-            bench.warm_up = warm.results.values["handover"]
+            warm_up = next(iter(warm.results.values.values()))
             for scenario in scenarios:
                 for trial in range(trials):
-                    t = time.monotonic()
-                    if scenario == "handover":
-                        bench.handover()
-                    elif scenario == "rolling":
-                        bench.rolling()
-                    else:
-                        bench.crash(signal.SIGKILL if scenario == "crash" else signal.SIGSTOP,
-                                    scenario)
-                    values = {m: round(v[-1], 3) for m, v in
-                              bench.results.values.get(scenario, {}).items()}
-                    print(f"{scenario} {trial + 1}/{trials}: {time.monotonic() - t:.1f} s "
-                          f"{values}", flush=True)
-            bench.rec.never_two_leaders()
-            bench.rec.never_two_endpoints()
+                    for bench in benches:
+                        t = time.monotonic()
+                        if scenario == "handover":
+                            bench.handover()
+                        elif scenario == "rolling":
+                            bench.rolling()
+                        else:
+                            bench.crash(signal.SIGKILL if scenario == "crash"
+                                        else signal.SIGSTOP, scenario)
+                        key = f"{scenario}, {bench.route} route"
+                        values = {m: round(v[-1], 3) for m, v in
+                                  results.values.get(key, {}).items()}
+                        print(f"{key} {trial + 1}/{trials}: {time.monotonic() - t:.1f} s "
+                              f"{values}", flush=True)
+            for bench in benches:
+                bench.rec.never_two_leaders()
+                bench.rec.never_two_endpoints()
             # The EndpointSlice controller re-queues a Service, 1 s later, when its cache of
             # the Service's slices is older than its own last write: two pod updates in a row
             # (the old leader's label off, the new one's on) can meet that.
             stale = (cp.logs / "kube-controller-manager.log").read_text(
                 errors="replace").count("EndpointSlice informer cache is out of date")
-            bench.results.values.setdefault("controller", {})[
+            results.values.setdefault("controller", {})[
                 "EndpointSlice syncs retried 1 s later (informer cache out of date)"] = [stale]
-            bench.results.values.setdefault("controller", {})[
+            results.values.setdefault("controller", {})[
                 "first handover after the node started: delete -> first answer"] = \
-                bench.warm_up["delete -> first answer from the new leader"]
-            return bench.results, (len(bench.rec.roles), len(bench.rec.endpoints))
+                warm_up["delete -> first answer from the new leader"]
+            return results, (len(first.rec.roles),
+                             sum(len(b.rec.endpoints) for b in benches))
         finally:
-            bench.rec.close()
+            for bench in benches:
+                bench.rec.close()
 
 
 def main() -> int:
@@ -290,6 +309,7 @@ def main() -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trials", type=int, default=30)
     p.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    p.add_argument("--routes", nargs="+", choices=list(ROUTES), default=list(ROUTES))
     p.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
     p.add_argument("--no-peer", action="store_true",
                    help="skip the handover on a second node whose kube-proxy syncs every change "
@@ -297,14 +317,16 @@ def main() -> int:
     args = p.parse_args()
     load_before = os.getloadavg()
     started = time.monotonic()
-    results, checked = run(args.scenarios, args.trials, {})
+    results, checked = run(args.scenarios, args.trials, args.routes, {})
     if not args.no_peer and "handover" in args.scenarios:
         # The same handover with kube-proxy syncing every change at once: what the last stage
         # costs with kube-proxy's default of at most one sync a second. (0 cannot say so:
         # kube-proxy defaults a zero minSyncPeriod to 1 s; 1 ms is no limit in practice.)
-        peer, peer_checked = run(["handover"], args.trials,
+        peer, peer_checked = run(["handover"], args.trials, args.routes,
                                  {"kube-proxy": {"nftables": {"minSyncPeriod": "1ms"}}})
-        results.values["handover, kube-proxy minSyncPeriod 1 ms"] = peer.values["handover"]
+        for route in args.routes:
+            results.values[f"handover, {route} route, kube-proxy minSyncPeriod 1 ms"] = \
+                peer.values[f"handover, {route} route"]
         for measure, values in peer.values["controller"].items():
             results.values["controller"][f"{measure}, the minSyncPeriod 1 ms node"] = values
         checked = (checked[0] + peer_checked[0], checked[1] + peer_checked[1])
@@ -325,9 +347,11 @@ def main() -> int:
         f"same {os.cpu_count()} cores. Load average before: {load_before[0]:.2f}, after: "
         f"{load_after[0]:.2f}. Took {time.monotonic() - started:.0f} s. "
         f"Checked over the whole run: {checked[0]} role label changes and {checked[1]} changes "
-        "of web-leader's endpoints, never two pods labelled leader, never two behind "
-        "web-leader.\n\n"
-        "The manifests as they are (a 15 s Lease); a client on the node calls web-leader "
+        "of the routes' endpoints, never two pods labelled leader, never two behind either "
+        "route.\n\n"
+        "The manifests as they are (a 15 s Lease); routes: `label` is web-leader (selects the "
+        "role label), `endpoint` is web-leader-endpoint (the operator's one-write "
+        "EndpointSlice); a client on the node calls the route's Service "
         f"every {INTERVAL * 1000:.0f} ms on a new connection; the stages are watch events "
         "and answers on one monotonic clock. Percentiles are nearest-rank (with 30 trials "
         "p99 is the largest). The scenarios are described in `benchmarks/node.py`.\n\n"

@@ -116,6 +116,8 @@ class Reconciler:
         self._foreign: deque[tuple[Member, str]] = deque(maxlen=MAX_FOREIGN)
         #: the leader EndpointSlices applied, by (namespace, Service name), until a resync.
         self._slices: dict[tuple[str, str], JSONDict] = {}
+        #: slices to apply again even if unchanged (after a resync, or becoming active).
+        self._reapply: set[tuple[str, str]] = set()
         #: Services that left the route, by (namespace, name): their slice is to delete.
         self._retired: dict[tuple[str, str], LeaderService] = {}
         #: Services whose election label names no possible Lease: to report.
@@ -159,7 +161,7 @@ class Reconciler:
     def mark_all(self) -> None:
         """Everything needs a look (a resync, or this replica just became active): every
         leader EndpointSlice is applied again, too."""
-        self._slices.clear()
+        self._reapply.update(self._slices)
         for key in {*self.leases.keys(), *self.members.elections(),
                     *self.services.elections()}:
             self.queue.add(key)
@@ -266,9 +268,11 @@ class Reconciler:
                 if self.is_active():
                     await self._apply(key, verdict)
             finally:
-                leader = next((m for m in self.members.of(key) if m.name == verdict.leader),
-                              None)
-                route_problems = await self._route(key, leader)
+                # Decided again: a Lease change seen while the labels were written (a release
+                # followed at once by the next holder's acquisition) is then one slice write,
+                # not two (kube-proxy applies a second change within its sync period only
+                # at the end of it).
+                route_problems = await self._route(key, self.verdict(key).leader)
         finally:
             if route_problems:
                 verdict = dataclasses.replace(verdict,
@@ -371,21 +375,24 @@ class Reconciler:
                 except (leadership.NotFoundError, leadership.ConflictError):
                     pass  # gone already, or replaced since: never delete the replacement
 
-    async def _route(self, key: Key, leader: Member | None) -> list[Problem]:
-        """Each of the election's opted-in Services gets the EndpointSlice that lists
-        `leader` (None: nobody), in one write when it changed; the problems found."""
+    async def _route(self, key: Key, name: str | None) -> list[Problem]:
+        """Each of the election's opted-in Services gets the EndpointSlice that lists the
+        member `name` (None: nobody), in one write when it changed; the problems found."""
         problems: list[Problem] = []
+        leader = next((m for m in self.members.of(key) if m.name == name), None)
         for service in self.services.of(key):
             if service.has_selector:
                 problems.append(selector_problem(service))
                 continue
-            body, found = leader_slice(service, leader, self.labels)
-            problems += found
             where = (service.namespace, service.name)
-            if self._slices.get(where) == body or not self.is_active():
+            body, found = leader_slice(service, leader, self.labels, self._slices.get(where))
+            problems += found
+            if ((self._slices.get(where) == body and where not in self._reapply)
+                    or not self.is_active()):
                 continue
             await self.kube.apply_slice(service.namespace, body)
             self._slices[where] = body
+            self._reapply.discard(where)
             self.metrics.slice_writes.inc()
             listed = [a for e in body["endpoints"] for a in e["addresses"]]
             log.info("service %s/%s: leader endpoint %s (lease %s/%s)", *where,
@@ -452,6 +459,7 @@ class Reconciler:
                 log.info("service %s/%s left the route of %s: its leader endpoint is "
                          "deleted", *where, service.election or service.raw_election)
                 self._slices.pop(where, None)
+                self._reapply.discard(where)
             self._retired.pop(where, None)
         return True
 

@@ -13,6 +13,12 @@ The slice (`leader_slice`), named ``<service>-leader``:
   the EndpointSlice controller sets them (``serving``: its Ready condition; ``ready``: that,
   and not terminating; ``terminating``: being deleted), its name as ``targetRef`` and its
   node; no endpoint at all while nobody leads (or the leader has no IP yet);
+- except that a leader being deleted keeps its endpoint as last written (`previous`) until
+  its term ends (its release, or its renew deadline): kube-proxy sends traffic to the only
+  endpoint of a Service whether it is terminating or not, so the write would change nothing
+  for clients, and it would spend kube-proxy's sync period (a second by default) right
+  before the write that matters, the successor's (a deletion is followed by the release
+  within a fraction of a second);
 - has one port per Service port, its number resolved from ``targetPort`` (a number, or the
   name of one of the leader's container ports for the same protocol: one it does not
   declare is left out, and reported);
@@ -44,10 +50,20 @@ def slice_name(service: LeaderService) -> str:
     return f"{service.name}-leader"
 
 
-def leader_slice(service: LeaderService, leader: Member | None,
-                 labels: Labels) -> tuple[dict[str, Any], list[Problem]]:
-    """The EndpointSlice `service` should have with `leader` leading (None: nobody), and
-    what is wrong with the ports. The whole object, for a server-side apply."""
+def _written(previous: dict[str, Any] | None, uid: str) -> dict[str, Any] | None:
+    """The endpoint of the pod `uid` in the slice as last written, if it lists it."""
+    for endpoint in (previous or {}).get("endpoints") or []:
+        if (endpoint.get("targetRef") or {}).get("uid") == uid:
+            return dict(endpoint)
+    return None
+
+
+def leader_slice(service: LeaderService, leader: Member | None, labels: Labels,
+                 previous: dict[str, Any] | None = None
+                 ) -> tuple[dict[str, Any], list[Problem]]:
+    """The EndpointSlice `service` should have with `leader` leading (None: nobody), given
+    the one written last (`previous`, None if unknown), and what is wrong with the ports.
+    The whole object, for a server-side apply."""
     problems: list[Problem] = []
     endpoints: list[dict[str, Any]] = []
     ports: list[dict[str, Any]] = []
@@ -62,7 +78,8 @@ def leader_slice(service: LeaderService, leader: Member | None,
                           "uid": leader.uid}}
         if address.node_name:
             endpoint["nodeName"] = address.node_name
-        endpoints.append(endpoint)
+        kept = _written(previous, leader.uid) if address.terminating else None
+        endpoints.append(kept if kept is not None and kept["addresses"] == [ip] else endpoint)
         for port in service.ports:
             number = (port.target if isinstance(port.target, int)
                       else address.port(port.target, port.protocol))

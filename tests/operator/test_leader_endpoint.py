@@ -4,6 +4,8 @@ or one with a selector get."""
 
 from __future__ import annotations
 
+import asyncio
+
 import leadership
 from leadership.testing import ManualClock
 from leadership_operator.testing import FakeKube
@@ -169,3 +171,24 @@ async def test_never_two_addresses_over_a_run_of_handovers_crashes_and_releases(
     written = slice_writes(op)
     assert all(addresses is not None and len(addresses) <= 1 for addresses in written)
     assert [a for a in written if a] == [[IPS[h]] for h in ["web-0", *filter(None, holders)]]
+
+
+async def test_a_release_and_the_next_acquisition_seen_during_the_label_writes_are_one_write(
+        clock: ManualClock) -> None:
+    op = await election(clock)
+    label_pod = op.kube.label_pod
+
+    async def label_while_the_next_holder_acquires(*args: object) -> str:
+        version = await label_pod(*args)  # type: ignore[arg-type]
+        if op.kube.leases[(NS, "web")]["spec"]["holderIdentity"] == "":
+            op.kube.put_lease(NS, "web", "web-1", duration=TTL, transitions=1)
+            for _ in range(5):  # the Lease cache's watch takes the acquisition in
+                await asyncio.sleep(0)
+        return version
+
+    op.kube.label_pod = label_while_the_next_holder_acquires  # type: ignore[method-assign]
+    op.kube.writes.clear()
+    op.kube.put_lease(NS, "web", "", duration=TTL)  # web-0 releases
+    await op.settle()
+    assert slice_writes(op) == [[IPS["web-1"]]]  # straight from web-0 to web-1
+    assert op.role("web-1") == "leader"

@@ -94,6 +94,18 @@ def test_conditions_follow_the_pod_as_the_endpointslice_controller_sets_them(
     assert body["endpoints"][0]["conditions"] == conditions
 
 
+def test_a_leader_being_deleted_keeps_its_endpoint_as_last_written() -> None:
+    svc = leader_service(LABELS, service())
+    before, _ = leader_slice(svc, member(pod()), LABELS)
+    after, _ = leader_slice(svc, member(pod(ready=False, deleting=True)), LABELS, before)
+    assert after == before  # no write: kube-proxy routes to a lone terminating one anyway
+    moved, _ = leader_slice(svc, member(pod(ips=["10.1.0.9"], deleting=True)), LABELS, before)
+    assert moved["endpoints"][0]["addresses"] == ["10.1.0.9"]  # a new address is news
+    assert moved["endpoints"][0]["conditions"]["terminating"] is True
+    other, _ = leader_slice(svc, member(pod("web-1", deleting=True)), LABELS, before)
+    assert other["endpoints"][0]["conditions"]["terminating"] is True  # not the one written
+
+
 def test_a_named_target_port_the_leader_lacks_is_left_out_and_reported() -> None:
     svc = leader_service(LABELS, service([
         {"name": "http", "port": 80, "targetPort": "http"},
