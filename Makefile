@@ -10,8 +10,8 @@ KIND_CLUSTER ?= leadership
 KUBECTL      ?= kubectl
 
 .PHONY: help venv binaries node-prepare controlplane node gomod lock lint unit test demo \
-	demo-processes demo-library bench bench-operator bench-stall bench-node chaos clean image \
-	kind-up kind-load deploy kind-down
+	demo-processes demo-library bench bench-operator bench-stall bench-node bench-gate chaos clean \
+	image kind-up kind-load deploy kind-down
 
 help:
 	@echo "make demo          the operator's story on real pods, on a node of this machine (root)"
@@ -25,6 +25,7 @@ help:
 	@echo "                    (BENCH_ARGS=\"--baseline DIR\": first the operator of checkout DIR)"
 	@echo "make bench-stall   first-leader time under CPU saturation and slow round trips; docs/stall.md"
 	@echo "make bench-node    traffic following the Lease on real pods, 30 trials; docs/node.md"
+	@echo "make bench-gate    the sidecar's gate against a direct connection; docs/gate.md"
 	@echo "make chaos         seeded faults for 5 min, checked for split brain; docs/reliability.md"
 	@echo "make gomod         re-render controlplane/gomod from versions.env"
 	@echo "make lock          re-generate image-lock.txt (the image's hashed dependencies)"
@@ -96,6 +97,9 @@ bench-operator: venv binaries
 
 bench-node: venv binaries
 	$(PY) -m benchmarks.node
+
+bench-gate: venv
+	$(PY) -m benchmarks.gate
 
 bench-stall: venv binaries
 	command -v stress >/dev/null || (apt-get update -qq && apt-get install -y -qq stress)

@@ -5,13 +5,20 @@
 
 The manifests as they are (`manifests/operator`, `manifests/example`: three app pods with
 the sidecar, a 15 s Lease) on a node of this machine (`controlplane.local.LocalCluster`).
-Two routes to the leader, trial by trial in turn: `label`, the `web-leader` Service that
-selects the role label (the EndpointSlice controller writes its slices), and `endpoint`,
-the selector-less `web-leader-endpoint` whose one EndpointSlice the operator writes. A
-client on the node calls the route's Service every 10 ms, each request on a new connection;
-watches record the Lease, the role labels and each route's EndpointSlices, all on one
-monotonic clock. Per scenario and route, `--trials` trials, each from a settled state (the
-holder labelled leader, alone and ready behind the route, and answering through it):
+Two routes to the leader, each on a node of its own (kube-proxy's sync period is one for
+the whole node: two routes to the same pods would slow each other): `label`,
+manifests/example's `web-leader` Service, which selects the role label (the EndpointSlice
+controller writes its slices), and `endpoint`, manifests/example-leader-endpoint's
+selector-less `web-leader-endpoint`, whose one EndpointSlice the operator writes. A client
+on the node calls the route's Service every 10 ms, each request on a new connection;
+watches record the Lease, the role labels and the route's EndpointSlices, all on one
+monotonic clock. Beside it, a kept-alive client (one connection, as HTTP libraries and
+database drivers keep by default) calls the same Service on the same cadence: its rows say
+when it first reached the new leader and how often the old one answered it after the new
+term began. Per scenario and route, `--trials` trials, each from a settled state (the
+holder labelled leader, alone and ready behind the route, answering through it, and no
+EndpointSlice of the namespace changed for 1.2 s, so that kube-proxy's sync period does not
+carry over from the previous trial):
 
 - handover: `kubectl delete pod <leader>`. Stages: delete -> the Lease names a new holder
   (the app exits, the sidecar is stopped after it and releases, a watching follower
@@ -55,16 +62,21 @@ from controlplane import build
 from controlplane.deployed import APP_NS, ELECTION, Deployed
 from controlplane.local import LocalCluster
 from controlplane.recorder import ClusterRecorder
-from controlplane.traffic import Traffic, ask
+from controlplane.traffic import Answer, Traffic, ask
 from controlplane.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "node.md"
 TTL = 15
 INTERVAL = 0.01
+#: seconds without any EndpointSlice change in the app's namespace before a trial starts:
+#: kube-proxy applies a change at once only a sync period (1 s) after its last sync, so a
+#: trial started right after the previous one's last change would pay for it.
+QUIET = 1.2
 SCENARIOS = ("handover", "rolling", "crash", "freeze")
-#: route -> the Service of manifests/example it is.
-ROUTES = {"label": "web-leader", "endpoint": "web-leader-endpoint"}
+#: route -> (its Service, the directory of manifests/ it comes from).
+ROUTES = {"label": ("web-leader", "example"),
+          "endpoint": ("web-leader-endpoint", "example-leader-endpoint")}
 T = TypeVar("T")
 
 
@@ -86,8 +98,8 @@ class Bench:
     def __init__(self, cluster: LocalCluster, route: str = "label",
                  results: Results | None = None) -> None:
         self.cp = cluster.control_plane
-        self.d = Deployed(cluster)
-        self.route, self.service = route, ROUTES[route]
+        self.route, (self.service, example) = route, ROUTES[route]
+        self.d = Deployed(cluster, example)
         self.rec = ClusterRecorder(self.cp.kubeconfig, APP_NS, service=self.service)
         self.results = results if results is not None else Results()
         self.warm_up: dict[str, list[float]] = {}
@@ -105,9 +117,11 @@ class Bench:
             state = self.rec.endpoints[-1] if self.rec.endpoints else None
             ready = all(any(c.type == "Ready" and c.status == "True"
                             for c in p.status.conditions or []) for p in pods)
+            changed = self.rec.slice_changes[-1] if self.rec.slice_changes else 0.0
             if (len(pods) == 3 and ready and holder and self.d.labelled("leader") == [holder]
                     and state is not None and state.listed == (holder,)
-                    and state.ready == (holder,) and ask(address) == holder):
+                    and state.ready == (holder,) and ask(address) == holder
+                    and time.monotonic() - changed >= QUIET):
                 return holder
             return None
 
@@ -127,9 +141,26 @@ class Bench:
 
     # --- scenarios -------------------------------------------------------------------------
 
+    def clients(self) -> tuple[Traffic, Traffic]:
+        """Both kinds of client, started: a new connection per request, and one kept-alive
+        connection (`Traffic`)."""
+        address = self.d.service_ip(self.service)
+        return (Traffic(address, interval=INTERVAL).start(),
+                Traffic(address, interval=INTERVAL, keep_alive=True).start())
+
+    def kept_alive(self, scenario: str, kept: list[Answer], since: float, t_lease: float,
+                   old: str, new: str) -> None:
+        """The kept-alive client's measures: its first answer from the new leader after the
+        Lease changed, and its answers by the old leader sent after the new term began."""
+        first = next((a for a in kept if a.sent >= since and a.body == new), None)
+        self.add(scenario, "kept-alive client: Lease -> first answer from the new leader",
+                 (first.done if first else math.inf) - t_lease)
+        self.add(scenario, "kept-alive client: answers by the old leader after the new term "
+                 "began", sum(1 for a in kept if a.body == old and a.sent >= t_lease))
+
     def handover(self) -> None:
         leader = self.settle()
-        traffic = Traffic(self.d.service_ip(self.service), interval=INTERVAL).start()
+        traffic, kept = self.clients()
         try:
             t0 = time.monotonic()
             self.d.v1.delete_namespaced_pod(leader, APP_NS)
@@ -143,9 +174,15 @@ class Bench:
                  if e.seen >= t0 and e.ready == (new,)), None), 30)
             first = self.wait("an answer from the new leader",
                               lambda: traffic.first_answer_from(new, t0), 30)
+            # The kept-alive client gets its answer once its connection ended (the old pod
+            # went, or the gate closed it): waited for, as long as that takes.
+            self.wait("a kept-alive answer from the new leader",
+                      lambda: kept.first_answer_from(new, t0), TTL + 30)
         finally:
             answers = traffic.stop()
+            kept_answers = kept.stop()
         add = self.add
+        self.kept_alive("handover", kept_answers, t0, t_lease, leader, new)
         add("handover", "delete -> Lease has a new holder", t_lease - t0)
         add("handover", "Lease -> new holder labelled leader", t_label - t_lease)
         add("handover", "label -> EndpointSlice lists it ready", t_slice - t_label)
@@ -159,7 +196,7 @@ class Bench:
 
     def rolling(self) -> None:
         self.settle()
-        traffic = Traffic(self.d.service_ip(self.service), interval=INTERVAL).start()
+        traffic, kept = self.clients()
         try:
             t0 = time.monotonic()
             self.cp.kubectl("-n", APP_NS, "rollout", "restart", "deployment/web")
@@ -168,6 +205,7 @@ class Bench:
             end = time.monotonic()
         finally:
             answers = traffic.stop()
+            kept_answers = kept.stop()
         changes = [h for _, h in self.rec.holder_changes(ELECTION, t0) if h]
         add = self.add
         add("rolling", "rollout duration", end - t0)
@@ -178,6 +216,8 @@ class Bench:
         add("rolling", "answers from a non-leader",
             len(self.rec.not_from_holder(ELECTION, answers)))
         add("rolling", "requests failed", sum(a.body is None for a in answers))
+        add("rolling", "kept-alive client: answers from a non-leader",
+            len(self.rec.not_from_holder(ELECTION, kept_answers)))
 
     def no_endpoint_windows(self, start: float, end: float) -> list[float]:
         spans, since = [], None
@@ -191,7 +231,7 @@ class Bench:
 
     def crash(self, sig: int, scenario: str) -> None:
         leader = self.settle()
-        traffic = Traffic(self.d.service_ip(self.service), interval=INTERVAL).start()
+        traffic, kept = self.clients()
         frozen: list[int] = []
         try:
             t0 = time.monotonic()
@@ -212,6 +252,7 @@ class Bench:
             if frozen:
                 self.d.thaw(frozen)
             answers = traffic.stop()
+            kept_answers = kept.stop()
         if sig == signal.SIGKILL:
             # A container killed again and again is restarted ever later by the kubelet
             # (CrashLoopBackOff): replace the pod, so each trial starts from fresh pods.
@@ -228,6 +269,8 @@ class Bench:
         add(scenario, "last renewal -> first answer from the successor", first.done - renewed)
         add(scenario, "answers by the old leader after the successor's term began",
             sum(1 for a in answers if a.body == leader and a.sent >= t_lease))
+        add(scenario, "kept-alive client: answers by the old leader after the successor's "
+            "term began", sum(1 for a in kept_answers if a.body == leader and a.sent >= t_lease))
 
 
 def table(results: Results) -> str:
@@ -236,7 +279,7 @@ def table(results: Results) -> str:
     for scenario, measures in results.values.items():
         for measure, values in measures.items():
             counting = measure.startswith(("answers", "leader changes", "requests",
-                                           "EndpointSlice syncs"))
+                                           "EndpointSlice syncs")) or " answers " in measure
 
             def fmt(v: float, counting: bool = counting) -> str:
                 return f"{v:.0f}" if counting else f"{v * 1000:.0f} ms"
@@ -247,61 +290,58 @@ def table(results: Results) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(scenarios: list[str], trials: int, routes: list[str],
+def run(scenarios: list[str], trials: int, route: str,
         node_config: dict[str, dict[str, Any]]) -> tuple[Results, tuple[int, int]]:
-    """Every scenario's trials on one fresh node, the routes in turn trial by trial (the
-    same conditions for both); the results, and how many role label and endpoint changes
-    were checked for "never two"."""
+    """Every scenario's trials on one fresh node with the route's example; the results, and
+    how many role label and endpoint changes were checked for "never two"."""
     with LocalCluster(node_config=node_config) as cluster:
         cp = cluster.control_plane
-        results = Results()
-        benches = [Bench(cluster, route, results) for route in routes]
+        bench = Bench(cluster, route)
         try:
-            first = benches[0]
-            first.d.apply()
-            first.d.wait_ready()
+            bench.d.apply()
+            bench.d.wait_ready()
             # The first pod deletion after a node starts waits about 2 s longer in the
             # kubelet before the app gets SIGTERM (measured with containerd's task events):
             # one handover first, not counted, so the trials measure the steady state.
-            warm = Bench(cluster, routes[0])
+            warm = Bench(cluster, route)
             warm.rec.close()
-            warm.rec = first.rec
+            warm.rec = bench.rec
             warm.handover()
             warm_up = next(iter(warm.results.values.values()))
             for scenario in scenarios:
                 for trial in range(trials):
-                    for bench in benches:
-                        t = time.monotonic()
-                        if scenario == "handover":
-                            bench.handover()
-                        elif scenario == "rolling":
-                            bench.rolling()
-                        else:
-                            bench.crash(signal.SIGKILL if scenario == "crash"
-                                        else signal.SIGSTOP, scenario)
-                        key = f"{scenario}, {bench.route} route"
-                        values = {m: round(v[-1], 3) for m, v in
-                                  results.values.get(key, {}).items()}
-                        print(f"{key} {trial + 1}/{trials}: {time.monotonic() - t:.1f} s "
-                              f"{values}", flush=True)
-            for bench in benches:
-                bench.rec.never_two_leaders()
-                bench.rec.never_two_endpoints()
+                    t = time.monotonic()
+                    if scenario == "handover":
+                        bench.handover()
+                    elif scenario == "rolling":
+                        bench.rolling()
+                    else:
+                        bench.crash(signal.SIGKILL if scenario == "crash" else signal.SIGSTOP,
+                                    scenario)
+                    key = f"{scenario}, {route} route"
+                    values = {m: round(v[-1], 3) for m, v in
+                              bench.results.values.get(key, {}).items()}
+                    print(f"{key} {trial + 1}/{trials}: {time.monotonic() - t:.1f} s "
+                          f"{values}", flush=True)
+            bench.rec.never_two_leaders()
+            bench.rec.never_two_endpoints()
+            controller = bench.results.values.setdefault(f"node of the {route} route", {})
             # The EndpointSlice controller re-queues a Service, 1 s later, when its cache of
             # the Service's slices is older than its own last write: two pod updates in a row
             # (the old leader's label off, the new one's on) can meet that.
-            stale = (cp.logs / "kube-controller-manager.log").read_text(
-                errors="replace").count("EndpointSlice informer cache is out of date")
-            results.values.setdefault("controller", {})[
-                "EndpointSlice syncs retried 1 s later (informer cache out of date)"] = [stale]
-            results.values.setdefault("controller", {})[
-                "first handover after the node started: delete -> first answer"] = \
+            controller["EndpointSlice syncs retried 1 s later (informer cache out of date)"] = [
+                (cp.logs / "kube-controller-manager.log").read_text(errors="replace").count(
+                    "EndpointSlice informer cache is out of date")]
+            controller["first handover after the node started: delete -> first answer"] = \
                 warm_up["delete -> first answer from the new leader"]
-            return results, (len(first.rec.roles),
-                             sum(len(b.rec.endpoints) for b in benches))
+            return bench.results, (len(bench.rec.roles), len(bench.rec.endpoints))
         finally:
-            for bench in benches:
-                bench.rec.close()
+            bench.rec.close()
+
+
+def merge(into: Results, results: Results, suffix: str = "") -> None:
+    for key, measures in results.values.items():
+        into.values[f"{key}{suffix}"] = measures
 
 
 def main() -> int:
@@ -317,19 +357,20 @@ def main() -> int:
     args = p.parse_args()
     load_before = os.getloadavg()
     started = time.monotonic()
-    results, checked = run(args.scenarios, args.trials, args.routes, {})
+    results, checked = Results(), (0, 0)
+    configs: list[tuple[str, dict[str, dict[str, Any]], list[str]]] = [
+        ("", {}, args.scenarios)]
     if not args.no_peer and "handover" in args.scenarios:
         # The same handover with kube-proxy syncing every change at once: what the last stage
         # costs with kube-proxy's default of at most one sync a second. (0 cannot say so:
         # kube-proxy defaults a zero minSyncPeriod to 1 s; 1 ms is no limit in practice.)
-        peer, peer_checked = run(["handover"], args.trials, args.routes,
-                                 {"kube-proxy": {"nftables": {"minSyncPeriod": "1ms"}}})
+        configs.append((", kube-proxy minSyncPeriod 1 ms",
+                        {"kube-proxy": {"nftables": {"minSyncPeriod": "1ms"}}}, ["handover"]))
+    for suffix, node_config, scenarios in configs:
         for route in args.routes:
-            results.values[f"handover, {route} route, kube-proxy minSyncPeriod 1 ms"] = \
-                peer.values[f"handover, {route} route"]
-        for measure, values in peer.values["controller"].items():
-            results.values["controller"][f"{measure}, the minSyncPeriod 1 ms node"] = values
-        checked = (checked[0] + peer_checked[0], checked[1] + peer_checked[1])
+            found, counted = run(scenarios, args.trials, route, node_config)
+            merge(results, found, suffix)
+            checked = (checked[0] + counted[0], checked[1] + counted[1])
     load_after = os.getloadavg()
     body = table(results)
     print("\n" + body)

@@ -24,8 +24,11 @@ ROLE = "leadership.dev/role"
 
 
 class Deployed:
-    def __init__(self, cluster: LocalCluster) -> None:
+    def __init__(self, cluster: LocalCluster, example: str = "example") -> None:
         self.cp, self.node = cluster.control_plane, cluster.node
+        #: the directory of manifests/ the app comes from: "example" (routed by the role
+        #: label) or "example-leader-endpoint" (by the operator's one-write EndpointSlice).
+        self.example = example
         self.api = sync_client(self.cp.kubeconfig)
         self.v1 = kubernetes.client.CoreV1Api(self.api)
         self.coordination = kubernetes.client.CoordinationV1Api(self.api)
@@ -33,9 +36,9 @@ class Deployed:
     def apply(self) -> list[str]:
         """`kubectl apply -k` manifests/operator, the opt-in policy manifests/policies/
         lease-holder (the example's namespace opts in: its sidecars elect under it), then
-        manifests/example; their output."""
+        the example (`example`); their output."""
         return [self.cp.kubectl("apply", "-k", str(ROOT / "manifests" / d)).stdout
-                for d in ("operator", "policies/lease-holder", "example")]
+                for d in ("operator", "policies/lease-holder", self.example)]
 
     def rollout_status(self, namespace: str, deployment: str, timeout: float = 180) -> str:
         return self.cp.kubectl("-n", namespace, "rollout", "status",

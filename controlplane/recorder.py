@@ -50,6 +50,9 @@ class ClusterRecorder:
         self.holders: list[tuple[float, str, str]] = []  # (seen at, lease, holder): new terms
         self.renewals: list[tuple[float, str]] = []  # (seen at, lease): every record change
         self.endpoints: list[Endpoints] = []  # every change of `service`'s endpoints
+        #: when any EndpointSlice of the namespace changed (with `service`): what kube-proxy
+        #: syncs on, whichever Service it is of.
+        self.slice_changes: list[float] = []
         #: errors that ended a watch (it was resumed from the last version seen).
         self.watch_errors: list[str] = []
         self._stop = threading.Event()
@@ -118,6 +121,9 @@ class ClusterRecorder:
         slices: dict[str, list[Any]] = {}
 
         def on(kind: str, eps: Any) -> None:
+            self.slice_changes.append(time.monotonic())
+            if (eps.metadata.labels or {}).get("kubernetes.io/service-name") != service:
+                return
             slices[eps.metadata.name] = [] if kind == "DELETED" else list(eps.endpoints or [])
             every = [e for endpoints in slices.values() for e in endpoints]
 
@@ -134,7 +140,7 @@ class ClusterRecorder:
                 self.endpoints.append(state)
 
         self._stream(kubernetes.client.DiscoveryV1Api(self.api).list_namespaced_endpoint_slice,
-                     on, slices.clear, label_selector=f"kubernetes.io/service-name={service}")
+                     on, slices.clear)
 
     def holder_at(self, lease: str, when: float) -> str | None:
         """Who held `lease` as last seen at or before `when` (monotonic): the one "who led

@@ -5,6 +5,11 @@ Each request opens a new TCP connection (``Connection: close``), so every reques
 afresh by kube-proxy, as a new client's would be; requests start on a fixed cadence whether
 or not the previous one has answered (a request to a vanished pod hangs until its timeout),
 so a slow answer never hides what the next request would have seen.
+
+With ``keep_alive=True`` it is the other kind of client, the one every HTTP library and
+database driver is by default: one connection, kept open, its requests one after another
+on the same cadence (each waits for the previous answer); a new connection only once the
+open one failed or was closed. kube-proxy routes that connection once, when it opens.
 """
 
 from __future__ import annotations
@@ -43,8 +48,9 @@ class Traffic:
     """Calls ``http://<address>/`` every `interval` seconds from a thread until `stop()`."""
 
     def __init__(self, address: str, *, interval: float = 0.05, timeout: float = 1.0,
-                 port: int = 80) -> None:
+                 port: int = 80, keep_alive: bool = False) -> None:
         self.address, self.port, self.interval, self.timeout = address, port, interval, timeout
+        self.keep_alive = keep_alive
         self.answers: list[Answer] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -58,10 +64,38 @@ class Traffic:
 
     def _run(self) -> None:
         next_at = time.monotonic()
+        conn: http.client.HTTPConnection | None = None
         while not self._stop.is_set():
-            self._pool.submit(self._one, time.monotonic())
+            if self.keep_alive:
+                conn = self._kept(conn, time.monotonic())
+            else:
+                self._pool.submit(self._one, time.monotonic())
             next_at += self.interval
             self._stop.wait(max(0.0, next_at - time.monotonic()))
+        if conn is not None:
+            conn.close()
+
+    def _kept(self, conn: http.client.HTTPConnection | None,
+              sent: float) -> http.client.HTTPConnection | None:
+        """One request on the kept-alive connection (opened if there is none); the
+        connection to use next, None once this one failed."""
+        if conn is None:
+            conn = http.client.HTTPConnection(self.address, self.port, timeout=self.timeout)
+        try:
+            conn.request("GET", "/")
+            response = conn.getresponse()
+            body = response.read().decode(errors="replace").strip()
+            answer = (Answer(sent, time.monotonic(), body) if response.status == 200
+                      else Answer(sent, time.monotonic(), None, f"HTTP {response.status}"))
+            kept: http.client.HTTPConnection | None = None if response.will_close else conn
+        except (OSError, http.client.HTTPException) as exc:
+            answer = Answer(sent, time.monotonic(), None, type(exc).__name__)
+            kept = None
+        if kept is None:
+            conn.close()
+        with self._lock:
+            self.answers.append(answer)
+        return kept
 
     def _one(self, sent: float) -> None:
         conn = http.client.HTTPConnection(self.address, self.port, timeout=self.timeout)

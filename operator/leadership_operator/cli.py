@@ -87,6 +87,13 @@ def _port(value: str) -> int:
     return int(value)
 
 
+def _gate_target(value: str) -> tuple[str, int]:
+    """``PORT`` (on 127.0.0.1) or ``HOST:PORT`` (``[v6]:PORT`` for an IPv6 address)."""
+    host, _, port = value.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    return host, _port(port)
+
+
 def _prefix(value: str) -> str:
     try:
         Labels(value)
@@ -190,6 +197,13 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("--bind-address", default=None, metavar="ADDRESS",
                     help="address of /leader, /healthz and /metrics (default: every "
                          "address, IPv4 and IPv6)")
+    sc.add_argument("--gate-port", type=_port, default=None, metavar="PORT",
+                    help="serve the gate on this port: connections pass to --gate-target "
+                    "only while this pod leads, and every open one is closed when it steps "
+                    "down (default: no gate)")
+    sc.add_argument("--gate-target", type=_gate_target, default=("127.0.0.1", 8080),
+                    metavar="[HOST:]PORT",
+                    help="the app's address behind the gate (default: 127.0.0.1:8080)")
     _lease_seconds_flag(sc, "leaseDurationSeconds; the leader renews every third of it "
                         "and steps down when no renewal succeeded for two thirds")
     _log_format_flag(sc)
@@ -289,7 +303,8 @@ def _sidecar(args: argparse.Namespace) -> int:
     options = sidecar.SidecarOptions(
         election=args.election, namespace=args.namespace or own_namespace(),
         identity=identity, kubeconfig=args.kubeconfig, port=args.port,
-        lease_seconds=args.lease_seconds, bind_address=args.bind_address)
+        lease_seconds=args.lease_seconds, bind_address=args.bind_address,
+        gate_port=args.gate_port, gate_target=args.gate_target)
     return int(asyncio.run(sidecar.run(options)))
 
 

@@ -69,7 +69,7 @@ class Address:
 
     #: its IPs (``status.podIPs``), each a valid address, IPv4 and IPv6 at most one each.
     ips: tuple[str, ...] = ()
-    #: its containers' declared ports, at most `MAX_PORTS`.
+    #: its containers' (and native sidecars') declared ports, at most `MAX_PORTS`.
     ports: tuple[ContainerPort, ...] = ()
     #: its Ready condition is True.
     ready: bool = False
@@ -111,8 +111,12 @@ def _ips(status: dict[str, Any]) -> tuple[str, ...]:
 
 
 def _ports(spec: dict[str, Any]) -> tuple[ContainerPort, ...]:
+    """The ports of the app containers and of the native sidecars (init containers that
+    run beside them: the leadership sidecar's gate is one)."""
     ports: list[ContainerPort] = []
-    for container in spec.get("containers") or []:
+    sidecars = [c for c in spec.get("initContainers") or []
+                if isinstance(c, dict) and c.get("restartPolicy") == "Always"]
+    for container in [*(spec.get("containers") or []), *sidecars]:
         for port in (container.get("ports") or []) if isinstance(container, dict) else []:
             if not isinstance(port, dict):
                 continue

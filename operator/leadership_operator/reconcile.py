@@ -13,11 +13,13 @@ writes), decides (`decide`), and writes:
   (`LeaseCache.confirm`).
 - What it wrote counts until the pod watch shows it (`OwnWrites`): a cache behind the
   server never hides a `leader` label it gave.
-- After the labels (written or failed), each opted-in Service's leader EndpointSlice
-  (`routes.leader_slice`): one write whenever what it should list changes, a handover
-  included; what was applied is remembered until the next full resync, which applies every
-  slice again (a no-op on the server when nothing changed). A Service that leaves the route
-  loses its slice.
+- Before the labels, each opted-in Service's leader EndpointSlice (`routes.leader_slice`):
+  one write whenever what it should list changes, a handover included. First, because
+  kube-proxy applies at once only a change that comes a sync period (1 s by default) after
+  its last one, and a label write changes the EndpointSlices of every Service selecting the
+  label. The labels are written even when a slice write failed. What was applied is
+  remembered, and every slice applied again after a full resync (a no-op on the server when
+  nothing changed). A Service that leaves the route loses its slice.
 - What is said (log lines, Events, metrics) comes after the labels (a flip is what a
   Service waits for) and once per thing (`report.Reporter`).
 
@@ -44,7 +46,7 @@ from leadership import Clock
 
 from . import text
 from .contract import Labels, Role
-from .decide import MAX_DURATION, Problem, Verdict, decide
+from .decide import MAX_DURATION, ElectionState, Problem, Verdict, decide
 from .events import Events
 from .kube import JSONDict, Kube
 from .leases import LeaseCache
@@ -52,7 +54,7 @@ from .metrics import OperatorMetrics
 from .ownwrites import OwnWrites
 from .pods import Departed, Key, Member, Members, PodChange
 from .report import Reporter, lease_ref
-from .routes import leader_slice, selector_problem, slice_name
+from .routes import RELEASE_GRACE, leader_slice, releasing, selector_problem, slice_name
 from .services import LeaderService, ServiceChange, Services
 from .workqueue import WorkQueue
 
@@ -259,20 +261,16 @@ class Reconciler:
                 self.queue.add_at(key, self.clock.now() + RECONFIRM)
         if verdict.wakes_at is not None and verdict.wakes_at > self.clock.now():
             self.queue.add_at(key, verdict.wakes_at)
-        # Labels first, then the leader endpoints (each route written even when the other
+        # The leader endpoints, then the labels (each route written even when the other
         # failed): a flip is what the Services wait for, and each Event is one more API
         # write; the Events then also describe routes that are already there.
         route_problems: list[Problem] = []
         try:
             try:
+                route_problems = await self._route(key, verdict)
+            finally:
                 if self.is_active():
                     await self._apply(key, verdict)
-            finally:
-                # Decided again: a Lease change seen while the labels were written (a release
-                # followed at once by the next holder's acquisition) is then one slice write,
-                # not two (kube-proxy applies a second change within its sync period only
-                # at the end of it).
-                route_problems = await self._route(key, self.verdict(key).leader)
         finally:
             if route_problems:
                 verdict = dataclasses.replace(verdict,
@@ -336,8 +334,20 @@ class Reconciler:
     async def _apply(self, key: Key, verdict: Verdict) -> None:
         members = {m.name: m for m in self.members.of(key)}
         roles = {m.name: self.own_writes.roles(m) for m in members.values()}
-        wrong = [(members[n], r) for n, r in verdict.roles.items()
-                 if n in members and roles[n] != {r.value}]
+        wanted: dict[str, Role | None] = {}
+        for name, decided in verdict.roles.items():
+            if name not in members:
+                continue
+            if members[name].address.terminating and decided is not Role.LEADER:
+                # A pod being deleted is given no new role: only a `leader` it no longer is
+                # goes (so that it joins no Service on its way out, which would change that
+                # Service's endpoints, and spend kube-proxy's sync period, for nothing).
+                if Role.LEADER.value in roles[name]:
+                    wanted[name] = None
+            else:
+                wanted[name] = decided
+        wrong = [(members[n], r) for n, r in wanted.items()
+                 if roles[n] != {r.value if r else None}]
         # Take `leader` away first (from every pod that may have it), awaited, then every
         # other change, the new leader last.
         first = [(m, r) for m, r in wrong if Role.LEADER.value in roles[m.name]]
@@ -375,17 +385,31 @@ class Reconciler:
                 except (leadership.NotFoundError, leadership.ConflictError):
                     pass  # gone already, or replaced since: never delete the replacement
 
-    async def _route(self, key: Key, name: str | None) -> list[Problem]:
+    async def _route(self, key: Key, verdict: Verdict | None) -> list[Problem]:
         """Each of the election's opted-in Services gets the EndpointSlice that lists the
-        member `name` (None: nobody), in one write when it changed; the problems found."""
+        verdict's leader (None: no verdict, nobody), in one write when it changed; the
+        problems found."""
         problems: list[Problem] = []
-        leader = next((m for m in self.members.of(key) if m.name == name), None)
+        members = self.members.of(key)
+        name = verdict.leader if verdict is not None else None
+        leader = next((m for m in members if m.name == name), None)
+        grace_ends = None  # a release: a leader being deleted waits for its successor
+        observed = self.leases.observation(key)
+        if (verdict is not None and verdict.state is ElectionState.FREE
+                and observed is not None):
+            grace_ends = observed.observed_at + RELEASE_GRACE
+            if grace_ends <= self.clock.now():
+                grace_ends = None
         for service in self.services.of(key):
             if service.has_selector:
                 problems.append(selector_problem(service))
                 continue
             where = (service.namespace, service.name)
-            body, found = leader_slice(service, leader, self.labels, self._slices.get(where))
+            previous = self._slices.get(where)
+            if grace_ends is not None and releasing(previous, members) is not None:
+                self.queue.add_at(key, grace_ends)
+                continue
+            body, found = leader_slice(service, leader, self.labels, previous)
             problems += found
             if ((self._slices.get(where) == body and where not in self._reapply)
                     or not self.is_active()):

@@ -18,7 +18,10 @@ The slice (`leader_slice`), named ``<service>-leader``:
   endpoint of a Service whether it is terminating or not, so the write would change nothing
   for clients, and it would spend kube-proxy's sync period (a second by default) right
   before the write that matters, the successor's (a deletion is followed by the release
-  within a fraction of a second);
+  within a fraction of a second); and when it releases the Lease, it stays listed for at
+  most `RELEASE_GRACE` (`releasing`), so that the successor, which acquires within
+  milliseconds, replaces it in the same single write (its app has stopped: a deleted pod's
+  sidecar releases last);
 - has one port per Service port, its number resolved from ``targetPort`` (a number, or the
   name of one of the leader's container ports for the same protocol: one it does not
   declare is left out, and reported);
@@ -43,6 +46,9 @@ SERVICE_NAME = "kubernetes.io/service-name"
 MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
 #: this operator's value of `MANAGED_BY`.
 OPERATOR = "leadership-operator"
+#: seconds a leader being deleted stays in its endpoint after it released the Lease, for
+#: its successor to replace it in one write (kube-proxy's default sync period).
+RELEASE_GRACE = 1.0
 
 
 def slice_name(service: LeaderService) -> str:
@@ -55,6 +61,16 @@ def _written(previous: dict[str, Any] | None, uid: str) -> dict[str, Any] | None
     for endpoint in (previous or {}).get("endpoints") or []:
         if (endpoint.get("targetRef") or {}).get("uid") == uid:
             return dict(endpoint)
+    return None
+
+
+def releasing(previous: dict[str, Any] | None, members: list[Member]) -> Member | None:
+    """The member the slice lists as last written (`previous`), if it is being deleted."""
+    for endpoint in (previous or {}).get("endpoints") or []:
+        uid = (endpoint.get("targetRef") or {}).get("uid")
+        found = next((m for m in members if m.uid == uid), None)
+        if found is not None and found.address.terminating:
+            return found
     return None
 
 

@@ -14,6 +14,10 @@ Runs one `leadership.Candidate` for its pod (identity ``$POD_NAME``) on the Leas
 - ``GET /healthz``: liveness. 200 while the candidate campaigns, its body saying why when it
   waits for a deleted Lease it may not create; 503 once the campaign has ended (a fatal
   error such as RBAC refusing to read the Lease). It never depends on *being* leader.
+- with ``--gate-port``, the gate (`gate.Gate`): a TCP proxy to the app's port that accepts
+  connections only while this pod leads and closes every open one the moment it steps down
+  or releases; a Service that targets it never reaches a pod whose term is over, kept-alive
+  connections included.
 - ``GET /metrics``: Prometheus metrics under client-go's names,
   ``leader_election_master_status{name}`` and ``leader_election_slowpath_total{name}``, so
   existing dashboards and alerts work, plus the library's own counters
@@ -53,6 +57,7 @@ from prometheus_client.registry import Collector
 import leadership
 
 from . import http
+from .gate import Gate
 from .kubeclient import api_client
 
 log = logging.getLogger("leadership.sidecar")
@@ -70,6 +75,29 @@ class SidecarOptions:
     lease_seconds: int = 15
     #: None: every address, IPv4 and IPv6.
     bind_address: str | None = None
+    #: the gate's port (None: no gate), and the app's address it passes connections to.
+    gate_port: int | None = None
+    gate_target: tuple[str, int] = ("127.0.0.1", 8080)
+
+
+class GateCollector(Collector):
+    """The gate's counters, read at scrape time."""
+
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+
+    def collect(self) -> Iterator[Metric]:
+        g = self.gate
+        for name, doc, value in (
+                ("leadership_gate_connections_accepted_total",
+                 "Connections passed to the app while leading", g.accepted),
+                ("leadership_gate_connections_refused_total",
+                 "Connections aborted at once because this pod was not leading", g.refused),
+                ("leadership_gate_connections_cut_total",
+                 "Open connections aborted because the term ended", g.cut)):
+            yield CounterMetricFamily(name, doc, value=value)
+        yield GaugeMetricFamily("leadership_gate_connections_open",
+                                "Connections open through the gate", value=g.open_connections)
 
 
 class CandidateCollector(Collector):
@@ -168,10 +196,12 @@ def leader_answer(candidate: leadership.Candidate, roles: Roles) -> dict[str, An
 
 
 def http_app(candidate: leadership.Candidate, campaign: asyncio.Task[None],
-             roles: Roles | None = None) -> web.Application:
+             roles: Roles | None = None, gate: Gate | None = None) -> web.Application:
     roles = roles or Roles(candidate)
     registry = CollectorRegistry()
     registry.register(CandidateCollector(candidate))
+    if gate is not None:
+        registry.register(GateCollector(gate))
 
     async def leader(_: web.Request) -> web.Response:
         return web.json_response(leader_answer(candidate, roles))
@@ -208,6 +238,8 @@ async def serve(options: SidecarOptions, api: Any) -> int:
 
     roles = Roles(candidate)
     said = ""
+    gate = Gate(lambda: candidate.is_leader, *options.gate_target) if (
+        options.gate_port is not None) else None
 
     def say() -> None:
         nonlocal said
@@ -217,7 +249,9 @@ async def serve(options: SidecarOptions, api: Any) -> int:
             log.info("%s: %s", options.identity, words)
 
     async def campaign() -> None:
-        async for _ in candidate.run_for_election():
+        async for leading in candidate.run_for_election():
+            if not leading and gate is not None:
+                gate.shut()  # the term is over: so is every connection of it
             say()  # at once: a handover's log line carries its own time
 
     async def report() -> None:
@@ -229,9 +263,14 @@ async def serve(options: SidecarOptions, api: Any) -> int:
     election = asyncio.create_task(campaign())
     reporter = asyncio.create_task(report())
     served: http.Served | None = None
+    gate_server: asyncio.Server | None = None
     try:
-        served = await http.serve(http_app(candidate, election, roles), options.port,
+        served = await http.serve(http_app(candidate, election, roles, gate), options.port,
                                   options.bind_address)
+        if gate is not None and options.gate_port is not None:
+            gate_server = await gate.serve(options.bind_address, options.gate_port)
+            log.info("sidecar %s: gate on port %d to %s:%d, open while leading",
+                     options.identity, options.gate_port, *options.gate_target)
         log.info("sidecar %s: election %s/%s, serving on %s:%d", options.identity,
                  options.namespace, options.election, options.bind_address or "*",
                  options.port)
@@ -245,6 +284,10 @@ async def serve(options: SidecarOptions, api: Any) -> int:
         log.info("sidecar %s: stopping; releasing the Lease if held", options.identity)
         return 0
     finally:
+        if gate_server is not None:
+            gate_server.close()  # no new connection, and none of this term left open
+        if gate is not None:
+            gate.shut()
         await candidate.stop()  # releases the Lease if it holds it
         reporter.cancel()
         election.cancel()

@@ -25,7 +25,7 @@ MANIFESTS = ROOT / "manifests"
 KUSTOMIZATIONS = sorted(p.parent for p in MANIFESTS.rglob("kustomization.yaml"))
 #: What a user applies as is (the rest are parts of these).
 DEPLOYABLE = ["operator", "operator/overlays/namespaced", "operator/overlays/delete-pods",
-              "example"]
+              "example", "example-leader-endpoint"]
 
 
 def render(cluster: Cluster, directory: Path) -> list[dict[str, Any]]:
@@ -152,6 +152,28 @@ def test_the_example_routes_by_label_and_its_sidecar_may_touch_only_its_lease(
     followers = one(docs, "Service", "web-followers")["spec"]["selector"]
     assert leader == {"leadership.dev/election": election, "leadership.dev/role": "leader"}
     assert followers == {"leadership.dev/election": election, "leadership.dev/role": "follower"}
+
+
+def test_the_leader_endpoint_example_has_one_selector_less_route_and_no_label_route(
+        cluster: Cluster) -> None:
+    docs = render(cluster, MANIFESTS / "example-leader-endpoint")
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    assert set(services) == {"web-leader-endpoint", "web-followers"}
+    route = services["web-leader-endpoint"]
+    assert "selector" not in route["spec"]
+    assert route["metadata"]["labels"]["leadership.dev/election"] == "web"
+    # It targets the sidecar's gate, which passes connections to the app's port.
+    pod = one(docs, "Deployment", "web")["spec"]["template"]["spec"]
+    [sidecar] = pod["initContainers"]
+    args = parser().parse_args(sidecar["args"])
+    gate = {p["name"]: p["containerPort"] for p in sidecar["ports"]}["gate"]
+    app = {p["name"]: p["containerPort"] for p in pod["containers"][0]["ports"]}["http"]
+    assert route["spec"]["ports"][0]["targetPort"] == "gate"
+    assert (args.gate_port, args.gate_target) == (gate, ("127.0.0.1", app))
+    assert {"port": "gate"} in one(docs, "NetworkPolicy")["spec"]["ingress"][0]["ports"]
+    # The app itself is the example's, unchanged.
+    example = one(render(cluster, MANIFESTS / "example"), "Deployment", "web")
+    assert pod["containers"] == example["spec"]["template"]["spec"]["containers"]
 
 
 def test_one_image_name_everywhere_and_its_entrypoint_is_the_tested_command(

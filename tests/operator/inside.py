@@ -40,9 +40,11 @@ class Inside:
         self.kube.watch_pods(self.pod_event)
 
     def member(self, name: str, election: str = "web", *, ip: str | None = None,
-               ready: bool = True, kind: str = "ADDED", **labels: str) -> None:
+               ready: bool = True, deleting: bool = False, kind: str = "ADDED",
+               **labels: str) -> None:
         """A pod in the election `election`, and the pod event kopf would deliver; with
-        `ip`, running there with a container port ``http`` 8080 (Ready or not)."""
+        `ip`, running there with a container port ``http`` 8080 (Ready or not, being
+        deleted or not)."""
         spec = status = None
         if ip is not None:
             spec = {"nodeName": "node-1", "containers": [
@@ -51,6 +53,9 @@ class Inside:
                 {"type": "Ready", "status": "True" if ready else "False"}]}
         pod = self.kube.put_pod(NS, name, {LABELS.election: election, **labels},
                                 spec=spec, status=status)
+        if deleting:
+            pod["metadata"]["deletionTimestamp"] = "2026-12-04T00:00:00Z"
+            self.kube.pods[(NS, name)]["metadata"]["deletionTimestamp"] = "2026-12-04T00:00:00Z"
         self.pod_event(kind, pod)
 
     def service(self, name: str, election: str | None = "web", *, kind: str = "ADDED",

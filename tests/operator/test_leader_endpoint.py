@@ -4,17 +4,17 @@ or one with a selector get."""
 
 from __future__ import annotations
 
-import asyncio
-
 import leadership
 from leadership.testing import ManualClock
+from leadership_operator.routes import RELEASE_GRACE
 from leadership_operator.testing import FakeKube
 
-from .inside import NS, Inside
+from .inside import LABELS, NS, Inside
 
 TTL = 15
 SLICE = "web-leader-leader"
 IPS = {"web-0": "10.1.0.10", "web-1": "10.1.0.11", "web-2": "10.1.0.12"}
+LEADER = {LABELS.role: "leader"}  # what a pod event of the labelled leader carries
 
 
 async def election(clock: ManualClock, holder: str = "web-0", *,
@@ -41,9 +41,9 @@ async def test_a_handover_is_one_write_that_replaces_the_address(clock: ManualCl
     op.kube.put_lease(NS, "web", "web-2", duration=TTL, transitions=1)
     await op.settle()
     assert slice_writes(op) == [[IPS["web-2"]]]  # one write, never two addresses
-    # ...after the labels: the old leader's off, the new one's on.
+    # ...before the labels (whose writes change the slices of Services selecting them).
     kinds = [(w[0], w[2]) for w in op.kube.writes if w[0] in ("label", "slice")]
-    assert kinds == [("label", "web-0"), ("label", "web-2"), ("slice", SLICE)]
+    assert kinds == [("slice", SLICE), ("label", "web-0"), ("label", "web-2")]
     for _ in range(3):  # renewals change nothing in the slice: no write
         await clock.advance(2)
         op.kube.put_lease(NS, "web", "web-2", duration=TTL, transitions=1)
@@ -173,22 +173,46 @@ async def test_never_two_addresses_over_a_run_of_handovers_crashes_and_releases(
     assert [a for a in written if a] == [[IPS[h]] for h in ["web-0", *filter(None, holders)]]
 
 
-async def test_a_release_and_the_next_acquisition_seen_during_the_label_writes_are_one_write(
+async def test_a_leader_being_deleted_stays_until_its_successor_replaces_it_in_one_write(
         clock: ManualClock) -> None:
     op = await election(clock)
-    label_pod = op.kube.label_pod
-
-    async def label_while_the_next_holder_acquires(*args: object) -> str:
-        version = await label_pod(*args)  # type: ignore[arg-type]
-        if op.kube.leases[(NS, "web")]["spec"]["holderIdentity"] == "":
-            op.kube.put_lease(NS, "web", "web-1", duration=TTL, transitions=1)
-            for _ in range(5):  # the Lease cache's watch takes the acquisition in
-                await asyncio.sleep(0)
-        return version
-
-    op.kube.label_pod = label_while_the_next_holder_acquires  # type: ignore[method-assign]
-    op.kube.writes.clear()
-    op.kube.put_lease(NS, "web", "", duration=TTL)  # web-0 releases
+    op.member("web-0", ip=IPS["web-0"], ready=False, deleting=True, kind="MODIFIED",
+              **LEADER)
     await op.settle()
-    assert slice_writes(op) == [[IPS["web-1"]]]  # straight from web-0 to web-1
-    assert op.role("web-1") == "leader"
+    assert slice_writes(op) == [[IPS["web-0"]]]  # kept as written: no write at the deletion
+    op.kube.put_lease(NS, "web", "", duration=TTL)  # its sidecar releases, last
+    await op.settle()
+    assert slice_writes(op) == [[IPS["web-0"]]]  # waits for the successor...
+    assert op.role("web-0") is None  # ...while the labels move at once
+    await clock.advance(0.05)
+    op.kube.put_lease(NS, "web", "web-1", duration=TTL, transitions=1)
+    await op.settle()
+    assert slice_writes(op) == [[IPS["web-0"]], [IPS["web-1"]]]  # one write, web-0 to web-1
+
+
+async def test_without_a_successor_a_released_leader_being_deleted_leaves_after_the_grace(
+        clock: ManualClock) -> None:
+    op = await election(clock)
+    op.member("web-0", ip=IPS["web-0"], deleting=True, kind="MODIFIED", **LEADER)
+    op.kube.put_lease(NS, "web", "", duration=TTL)
+    await op.settle()
+    await clock.advance(RELEASE_GRACE - 0.001)
+    assert op.kube.addresses(NS, SLICE) == [IPS["web-0"]]
+    await clock.advance(0.001)
+    assert op.kube.addresses(NS, SLICE) == []
+
+
+async def test_a_pod_being_deleted_only_loses_a_leader_label_and_gains_none(
+        clock: ManualClock) -> None:
+    op = await election(clock)
+    op.member("web-0", ip=IPS["web-0"], deleting=True, kind="MODIFIED", **LEADER)
+    op.member("web-2", ip=IPS["web-2"], deleting=True, kind="MODIFIED",
+              **{LABELS.role: "follower"})
+    op.kube.writes.clear()
+    op.kube.put_lease(NS, "web", "", duration=TTL)  # web-0 releases on its way out
+    await op.settle()
+    assert op.labels_written() == [("web-0", None)]  # joins no Service, not even followers
+    assert op.role("web-2") == "follower"  # a follower on its way out: left alone
+    op.kube.put_lease(NS, "web", "web-1", duration=TTL, transitions=1)
+    await op.settle()
+    assert op.labels_written() == [("web-0", None), ("web-1", "leader")]

@@ -117,6 +117,19 @@ def test_a_named_target_port_the_leader_lacks_is_left_out_and_reported() -> None
     assert "'grpc'" in problems[0].message
 
 
+def test_a_native_sidecars_port_is_a_target_and_an_init_containers_is_not() -> None:
+    body = pod()
+    body["spec"]["initContainers"] = [
+        {"name": "leadership", "restartPolicy": "Always",
+         "ports": [{"name": "gate", "containerPort": 8081}]},
+        {"name": "setup", "ports": [{"name": "setup", "containerPort": 9}]}]
+    svc = leader_service(LABELS, service([{"name": "http", "port": 80, "targetPort": "gate"},
+                                          {"name": "x", "port": 9, "targetPort": "setup"}]))
+    slice_body, problems = leader_slice(svc, member(body), LABELS)
+    assert slice_body["ports"] == [{"name": "http", "port": 8081, "protocol": "TCP"}]
+    assert [p.reason for p in problems] == ["UnresolvedTargetPort"]
+
+
 def test_hostile_pods_keep_only_valid_addresses_and_at_most_max_ports() -> None:
     hostile = pod(ips=["not-an-ip", "10.1.0.7", "10.1.0.8"], ports=[
         {"name": "x", "containerPort": True}, {"name": "y", "containerPort": 70000},
