@@ -1,6 +1,7 @@
 """`make bench-node`: how fast traffic follows the Lease, on real pods, stage by stage.
 
-    python -m benchmarks.node [--trials 30] [--scenarios handover rolling crash freeze]
+    python -m benchmarks.node [--trials 30] [--crash-trials N]
+                              [--scenarios handover rolling crash freeze]
                               [--routes label endpoint] [--no-write] [--no-peer]
 
 The manifests as they are (`manifests/operator`, `manifests/example`: three app pods with
@@ -15,7 +16,8 @@ watches record the Lease, the role labels and the route's EndpointSlices, all on
 monotonic clock. Beside it, a kept-alive client (one connection, as HTTP libraries and
 database drivers keep by default) calls the same Service on the same cadence: its rows say
 when it first reached the new leader and how often the old one answered it after the new
-term began. Per scenario and route, `--trials` trials, each from a settled state (the
+term began. Per scenario and route, `--trials` trials (`--crash-trials` for crash and
+freeze, which wait a Lease's duration each), each from a settled state (the
 holder labelled leader, alone and ready behind the route, answering through it, and no
 EndpointSlice of the namespace changed for 1.2 s, so that kube-proxy's sync period does not
 carry over from the previous trial):
@@ -290,7 +292,7 @@ def table(results: Results) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(scenarios: list[str], trials: int, route: str,
+def run(scenarios: list[str], trials: dict[str, int], route: str,
         node_config: dict[str, dict[str, Any]]) -> tuple[Results, tuple[int, int]]:
     """Every scenario's trials on one fresh node with the route's example; the results, and
     how many role label and endpoint changes were checked for "never two"."""
@@ -309,7 +311,7 @@ def run(scenarios: list[str], trials: int, route: str,
             warm.handover()
             warm_up = next(iter(warm.results.values.values()))
             for scenario in scenarios:
-                for trial in range(trials):
+                for trial in range(trials[scenario]):
                     t = time.monotonic()
                     if scenario == "handover":
                         bench.handover()
@@ -321,7 +323,7 @@ def run(scenarios: list[str], trials: int, route: str,
                     key = f"{scenario}, {route} route"
                     values = {m: round(v[-1], 3) for m, v in
                               bench.results.values.get(key, {}).items()}
-                    print(f"{key} {trial + 1}/{trials}: {time.monotonic() - t:.1f} s "
+                    print(f"{key} {trial + 1}/{trials[scenario]}: {time.monotonic() - t:.1f} s "
                           f"{values}", flush=True)
             bench.rec.never_two_leaders()
             bench.rec.never_two_endpoints()
@@ -348,6 +350,8 @@ def main() -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.node", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trials", type=int, default=30)
+    p.add_argument("--crash-trials", type=int, default=None,
+                   help="trials of crash and freeze (default: --trials)")
     p.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     p.add_argument("--routes", nargs="+", choices=list(ROUTES), default=list(ROUTES))
     p.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
@@ -368,7 +372,9 @@ def main() -> int:
                         {"kube-proxy": {"nftables": {"minSyncPeriod": "1ms"}}}, ["handover"]))
     for suffix, node_config, scenarios in configs:
         for route in args.routes:
-            found, counted = run(scenarios, args.trials, route, node_config)
+            trials = {s: args.crash_trials if s in ("crash", "freeze") and args.crash_trials
+                      else args.trials for s in scenarios}
+            found, counted = run(scenarios, trials, route, node_config)
             merge(results, found, suffix)
             checked = (checked[0] + counted[0], checked[1] + counted[1])
     load_after = os.getloadavg()
@@ -390,10 +396,13 @@ def main() -> int:
         f"Checked over the whole run: {checked[0]} role label changes and {checked[1]} changes "
         "of the routes' endpoints, never two pods labelled leader, never two behind either "
         "route.\n\n"
-        "The manifests as they are (a 15 s Lease); routes: `label` is web-leader (selects the "
-        "role label), `endpoint` is web-leader-endpoint (the operator's one-write "
-        "EndpointSlice); a client on the node calls the route's Service "
-        f"every {INTERVAL * 1000:.0f} ms on a new connection; the stages are watch events "
+        "The manifests as they are (a 15 s Lease); routes, each on a node of its own: "
+        "`label` is manifests/example's web-leader (selects the role label), `endpoint` is "
+        "manifests/example-leader-endpoint's web-leader-endpoint (the operator's one-write "
+        "EndpointSlice, targeting the sidecar's gate); a client on the node calls the "
+        f"route's Service every {INTERVAL * 1000:.0f} ms on a new connection, a second one "
+        "on one kept-alive connection; each trial starts once no EndpointSlice of the "
+        f"namespace changed for {QUIET} s; the stages are watch events "
         "and answers on one monotonic clock. Percentiles are nearest-rank (with 30 trials "
         "p99 is the largest). The scenarios are described in `benchmarks/node.py`.\n\n"
         + body)
