@@ -39,6 +39,9 @@ carry over from the previous trial):
 - freeze: SIGSTOP of the leader's sidecar: the pod stays Running and Ready, only the Lease
   tells. From the last renewal: the endpoint removed (target <= TTL + 1 s), the first
   answer by the successor; answers by the frozen pod after its Lease had a new holder.
+- partition: the leader pod's network namespace drops every packet to the API server's
+  address (`Deployed.cut_from_api_server`), restored after the Lease's duration; the pod
+  runs on and its clients still reach it. The same measures as freeze.
 
 Percentiles are nearest-rank: with 30 trials p99 is the largest value. Writes
 docs/node.md unless --no-write.
@@ -75,7 +78,7 @@ INTERVAL = 0.01
 #: kube-proxy applies a change at once only a sync period (1 s) after its last sync, so a
 #: trial started right after the previous one's last change would pay for it.
 QUIET = 1.2
-SCENARIOS = ("handover", "rolling", "crash", "freeze")
+SCENARIOS = ("handover", "rolling", "crash", "freeze", "partition")
 #: route -> (its Service, the directory of manifests/ it comes from).
 ROUTES = {"label": ("web-leader", "example"),
           "endpoint": ("web-leader-endpoint", "example-leader-endpoint")}
@@ -235,10 +238,14 @@ class Bench:
         leader = self.settle()
         traffic, kept = self.clients()
         frozen: list[int] = []
+        cut: int | None = None
         try:
             t0 = time.monotonic()
-            pids = self.d.signal(leader, ("leadership",), sig)
-            frozen = pids if sig == signal.SIGSTOP else []
+            if scenario == "partition":
+                cut = self.d.cut_from_api_server(leader)
+            else:
+                pids = self.d.signal(leader, ("leadership",), sig)
+                frozen = pids if sig == signal.SIGSTOP else []
             t_removed = self.wait("the old leader out of the route", lambda: next(
                 (e.seen for e in list(self.rec.endpoints)
                  if e.seen >= t0 and leader not in e.listed), None), TTL + 30)
@@ -253,6 +260,9 @@ class Bench:
         finally:
             if frozen:
                 self.d.thaw(frozen)
+            if cut is not None:  # restored after the Lease's duration (and its successor)
+                time.sleep(max(0.0, t0 + TTL - time.monotonic()))
+                self.d.reconnect(cut)
             answers = traffic.stop()
             kept_answers = kept.stop()
         if sig == signal.SIGKILL:
@@ -319,7 +329,7 @@ def run(scenarios: list[str], trials: dict[str, int], route: str,
                         bench.rolling()
                     else:
                         bench.crash(signal.SIGKILL if scenario == "crash" else signal.SIGSTOP,
-                                    scenario)
+                                    scenario)  # partition: no signal, a cut
                     key = f"{scenario}, {route} route"
                     values = {m: round(v[-1], 3) for m, v in
                               bench.results.values.get(key, {}).items()}
@@ -351,7 +361,7 @@ def main() -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trials", type=int, default=30)
     p.add_argument("--crash-trials", type=int, default=None,
-                   help="trials of crash and freeze (default: --trials)")
+                   help="trials of crash, freeze and partition (default: --trials)")
     p.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     p.add_argument("--routes", nargs="+", choices=list(ROUTES), default=list(ROUTES))
     p.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
@@ -372,7 +382,8 @@ def main() -> int:
                         {"kube-proxy": {"nftables": {"minSyncPeriod": "1ms"}}}, ["handover"]))
     for suffix, node_config, scenarios in configs:
         for route in args.routes:
-            trials = {s: args.crash_trials if s in ("crash", "freeze") and args.crash_trials
+            trials = {s: args.crash_trials if s in ("crash", "freeze", "partition")
+                      and args.crash_trials
                       else args.trials for s in scenarios}
             found, counted = run(scenarios, trials, route, node_config)
             merge(results, found, suffix)

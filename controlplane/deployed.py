@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import kubernetes
 
 from .clients import sync_client
+from .network import KUBERNETES_SERVICE_IP
 
 if TYPE_CHECKING:
     from .local import LocalCluster
@@ -21,6 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 APP_NS, ELECTION, APP = "leadership-example", "web", "web"
 OPERATOR_NS, OPERATOR = "leadership-system", "leadership-operator"
 ROLE = "leadership.dev/role"
+#: the nftables table that `Deployed.cut_from_api_server` adds in a pod's network namespace.
+PARTITION_TABLE = "leadership-partition"
 
 
 class Deployed:
@@ -94,6 +98,24 @@ class Deployed:
         """SIGSTOP the pod's processes: to Kubernetes it still runs (a hung process, a
         partitioned pod); only its Lease's expiry tells."""
         return self.signal(pod, containers, signal.SIGSTOP)
+
+    def cut_from_api_server(self, pod: str, namespace: str = APP_NS) -> int:
+        """Drop, in the pod's network namespace, every packet to the API server's address
+        (the `kubernetes` Service, which pods use): the pod runs on and clients still reach
+        it, only the API server does not (a partition). The pid whose namespace it is, for
+        `reconnect`; the rule goes with the namespace when the pod does."""
+        pid = self.pids(pod, "leadership", namespace)[0]
+        rules = (f"table inet {PARTITION_TABLE} {{ chain out {{ type filter hook output "
+                 f"priority 0; policy accept; ip daddr {KUBERNETES_SERVICE_IP} tcp dport 443 "
+                 "drop; }; }\n")
+        subprocess.run(["nsenter", "-t", str(pid), "-n", "nft", "-f", "-"], input=rules,
+                       text=True, check=True, capture_output=True)
+        return pid
+
+    def reconnect(self, pid: int) -> None:
+        """Undo `cut_from_api_server` (nothing to undo if the pod is gone)."""
+        subprocess.run(["nsenter", "-t", str(pid), "-n", "nft", "delete", "table", "inet",
+                        PARTITION_TABLE], capture_output=True, check=False)
 
     def thaw(self, pids: list[int]) -> None:
         for pid in pids:
