@@ -12,8 +12,10 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import kubernetes
 import pytest
 
+import leadership
 from controlplane.candidates import CandidateProcess
 from controlplane.cluster import Cluster
 from controlplane.waiting import eventually_async
@@ -117,3 +119,35 @@ async def test_go_waits_while_python_holds_then_takes_over_when_python_releases(
         assert time.monotonic() - stopped_at < 2.0
     finally:
         await go.stop(signal.SIGKILL)
+
+
+async def test_at_the_counter_bound_python_says_why_and_go_cannot_take_it_either(
+        stores: StoreFactory, cluster: Cluster, namespace: str,
+        core_api: kubernetes.client.ApiClient) -> None:
+    # What the lease-holder policy now refuses a pod, an admin (or a pod without the
+    # policy) can still write: a free Lease whose count is at the int32 maximum.
+    leases = kubernetes.client.CoordinationV1Api(core_api)
+    leases.create_namespaced_lease(namespace, {"metadata": {"name": "bound"}, "spec": {
+        "holderIdentity": "", "leaseDurationSeconds": TTL, "leaseTransitions": 2**31 - 1}})
+    py = await stores.candidate("bound", "py", ttl=TTL)
+    with pytest.raises(leadership.FatalStoreError, match=r"at its maximum.*an admin deletes"):
+        async with asyncio.timeout(10):
+            async for leading in py.run_for_election():
+                assert not leading
+    # client-go sends the count + 1 as an int32: it wraps negative, the API server refuses
+    # it (422), and client-go tries again every retry period, never leading.
+    proc = await asyncio.create_subprocess_exec(
+        *CandidateProcess("client-go", cluster.kubeconfig, "bound", "go", TTL, namespace,
+                          renew_deadline=3, retry_period=0.5).command(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        assert proc.stderr is not None
+        async with asyncio.timeout(20):
+            while b"greater than or equal to 0" not in (line := await proc.stderr.readline()):
+                assert line, "client-go exited without the API server's refusal"
+    finally:
+        proc.kill()
+        out, _ = await proc.communicate()
+    assert b"LEADING" not in out
+    lease = leases.read_namespaced_lease("bound", namespace)
+    assert (lease.spec.holder_identity, lease.spec.lease_transitions) == ("", 2**31 - 1)
