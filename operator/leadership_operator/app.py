@@ -6,7 +6,9 @@
   `Services.service_event`, and mark the elections they touch.
 - Leases come through the `LeaseCache` (one list and watch per scope), not kopf: a renewal
   every 2 s on 1,000 Leases is 500 events a second, and each must cost microseconds.
-- Replicas elect the active one with `leadership.Candidate` on the operator's own Lease. Every
+- Replicas elect the active one with `leadership.Candidate` on the operator's own Lease, on
+  an API client of its own (its renewals wait behind no label write; a FlowSchema in
+  manifests/operator gives them a priority level of their own on the API server too). Every
   replica watches and decides (a standby is warm); only the active one writes, and it checks
   `is_leader` right before each write. Becoming active triggers a full resync.
 - ``/healthz`` (liveness) fails (503, saying why) until the Leases are listed, when a
@@ -171,20 +173,27 @@ async def run(options: Options) -> None:
     """Run until SIGTERM/SIGINT; then release the operator's Lease and exit."""
     api = await api_client(options.kubeconfig)
     try:
-        await operate(options, api)
+        # The operator's own Lease on a client (a connection pool) of its own: its renewals
+        # never queue behind the label writes and lists of thousands of elections.
+        own_lease_api = await api_client(options.kubeconfig)
+        try:
+            await operate(options, api, own_lease_api)
+        finally:
+            await own_lease_api.close()
     finally:
         await api.close()
 
 
-async def operate(options: Options, api: Any) -> None:
-    """`run` on an API client the caller closes."""
+async def operate(options: Options, api: Any, own_lease_api: Any | None = None) -> None:
+    """`run` on API clients the caller closes: `api` for the elections, `own_lease_api`
+    for the operator's own Lease (None: `api`)."""
     labels = Labels(options.label_prefix)
     clock = leadership.SystemClock()
     metrics = OperatorMetrics()
     manager = field_manager(options.lease_namespace, options.lease_name)
     kube = ApiKube(toolkit.KubeApi(api), field_manager=manager)
     await check_namespaces(kube, options)
-    store = leadership.KubernetesLeaseStore(api, options.lease_namespace)
+    store = leadership.KubernetesLeaseStore(own_lease_api or api, options.lease_namespace)
     candidate = leadership.Candidate(store, options.lease_name, options.identity,
                                      ttl=options.lease_seconds)
     scopes: list[str | None] = [*options.namespaces] or [None]
