@@ -51,7 +51,7 @@ class Operator:
         self.events = Events(kube, identity, clock, self.metrics)
         self.reconciler = Reconciler(self.leases, self.members, self.services, kube,
                                      self.events, labels, clock, self.metrics, is_active,
-                                     max_duration=max_duration, rng=rng)
+                                     scopes=scopes, max_duration=max_duration, rng=rng)
 
     def pod_event(self, kind: str, pod: dict[str, Any]) -> None:
         """One event of the pod watch (kopf's, or the initial listing's)."""

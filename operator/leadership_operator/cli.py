@@ -89,8 +89,15 @@ def _port(value: str) -> int:
 
 def _gate_target(value: str) -> tuple[str, int]:
     """``PORT`` (on 127.0.0.1) or ``HOST:PORT`` (``[v6]:PORT`` for an IPv6 address)."""
-    host, _, port = value.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
+    if value.startswith("["):
+        host, _, port = value[1:].partition("]:")
+    elif ":" in value:
+        host, port = value.rsplit(":", 1)
+    else:
+        host, port = "127.0.0.1", value
+    if not host or (":" in host and not value.startswith("[")):
+        raise argparse.ArgumentTypeError(
+            f"not [HOST:]PORT (an IPv6 address in brackets: [::1]:8080): {value!r}")
     return host, _port(port)
 
 
@@ -201,7 +208,7 @@ def parser() -> argparse.ArgumentParser:
                     help="serve the gate on this port: connections pass to --gate-target "
                     "only while this pod leads, and every open one is closed when it steps "
                     "down (default: no gate)")
-    sc.add_argument("--gate-target", type=_gate_target, default=("127.0.0.1", 8080),
+    sc.add_argument("--gate-target", type=_gate_target, default=None,
                     metavar="[HOST:]PORT",
                     help="the app's address behind the gate (default: 127.0.0.1:8080)")
     _lease_seconds_flag(sc, "leaseDurationSeconds; the leader renews every third of it "
@@ -300,11 +307,13 @@ def _sidecar(args: argparse.Namespace) -> int:
         from . import sidecar
     _logging(args.log_format)
     identity = args.identity or leadership.pod_identity()  # the operator matches it to the pod
+    if args.gate_target is not None and args.gate_port is None:
+        raise CommandError("--gate-target needs --gate-port (the gate's own port)", code=2)
     options = sidecar.SidecarOptions(
         election=args.election, namespace=args.namespace or own_namespace(),
         identity=identity, kubeconfig=args.kubeconfig, port=args.port,
         lease_seconds=args.lease_seconds, bind_address=args.bind_address,
-        gate_port=args.gate_port, gate_target=args.gate_target)
+        gate_port=args.gate_port, gate_target=args.gate_target or ("127.0.0.1", 8080))
     return int(asyncio.run(sidecar.run(options)))
 
 

@@ -58,7 +58,7 @@ class _Connection:
             reset(writer)
 
 
-@dataclass
+@dataclass(eq=False)
 class Gate:
     """A TCP proxy to the app at (`host`, `port`), open only while `is_leading()`."""
 
@@ -109,6 +109,11 @@ class Gate:
             log.warning("gate: cannot reach the app at %s:%d: %s", self.host, self.port, exc)
             reset(client)
             return
+        if not self.is_leading():  # the term ended while connecting: `shut` has run
+            self.refused += 1
+            reset(app)
+            reset(client)
+            return
         connection = _Connection(client, app)
         self.accepted += 1
         self._open.add(connection)
@@ -119,7 +124,8 @@ class Gate:
                 pipes.create_task(self._pipe(app_reader, client))
             ended = True  # both sides said all they had to say
         except* _TermOver:
-            self.cut += 1
+            if connection in self._open:  # not counted by `shut` already
+                self.cut += 1
         except* OSError:
             pass  # either side went away: the other is closed below
         finally:

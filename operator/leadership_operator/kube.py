@@ -48,8 +48,13 @@ def services_path(namespace: str | None) -> str:
     return f"/api/v1/namespaces/{namespace}/services" if namespace else "/api/v1/services"
 
 
-def slices_path(namespace: str) -> str:
-    return f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices"
+def slices_path(namespace: str | None) -> str:
+    return (f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices" if namespace
+            else "/apis/discovery.k8s.io/v1/endpointslices")
+
+
+#: the label and value of the EndpointSlices the operator writes (`routes.leader_slice`).
+MANAGED_BY = ("endpointslice.kubernetes.io/managed-by", "leadership-operator")
 
 
 class Kube(Protocol):
@@ -77,6 +82,8 @@ class Kube(Protocol):
     async def apply_slice(self, namespace: str, body: JSONDict) -> None: ...
 
     async def delete_slice(self, namespace: str, name: str) -> None: ...
+
+    async def list_slices(self, namespace: str | None) -> list[tuple[str, str, str]]: ...
 
     async def create_event(self, namespace: str, body: JSONDict) -> JSONDict: ...
 
@@ -159,6 +166,15 @@ class ApiKube:
         await self.api.request("PATCH", f"{slices_path(namespace)}/{body['metadata']['name']}",
                                query=query, body=body,
                                content_type="application/apply-patch+yaml")
+
+    async def list_slices(self, namespace: str | None) -> list[tuple[str, str, str]]:
+        """(namespace, name, its Service's name) of every EndpointSlice the operator
+        manages."""
+        items, _ = await self.api.list_all(slices_path(namespace), query=[
+            ("labelSelector", "=".join(MANAGED_BY))])
+        return [(str(i["metadata"].get("namespace") or namespace), str(i["metadata"]["name"]),
+                 str((i["metadata"].get("labels") or {}).get("kubernetes.io/service-name")))
+                for i in items]
 
     async def delete_slice(self, namespace: str, name: str) -> None:
         """Delete the EndpointSlice; one already gone is no error."""

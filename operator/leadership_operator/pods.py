@@ -94,9 +94,14 @@ def json_object(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def json_list(value: object) -> list[Any]:
+    """`value` if it is a JSON array, else an empty one."""
+    return value if isinstance(value, list) else []
+
+
 def _ips(status: dict[str, Any]) -> tuple[str, ...]:
     """The pod's valid IPs, at most one of each family, as the kubelet reports them."""
-    listed = [entry.get("ip") for entry in status.get("podIPs") or []
+    listed = [entry.get("ip") for entry in json_list(status.get("podIPs"))
               if isinstance(entry, dict)][:2] or [status.get("podIP")]
     ips: dict[int, str] = {}
     for value in listed:
@@ -114,10 +119,10 @@ def _ports(spec: dict[str, Any]) -> tuple[ContainerPort, ...]:
     """The ports of the app containers and of the native sidecars (init containers that
     run beside them: the leadership sidecar's gate is one)."""
     ports: list[ContainerPort] = []
-    sidecars = [c for c in spec.get("initContainers") or []
+    sidecars = [c for c in json_list(spec.get("initContainers"))
                 if isinstance(c, dict) and c.get("restartPolicy") == "Always"]
-    for container in [*(spec.get("containers") or []), *sidecars]:
-        for port in (container.get("ports") or []) if isinstance(container, dict) else []:
+    for container in [*json_list(spec.get("containers")), *sidecars]:
+        for port in json_list(container.get("ports")) if isinstance(container, dict) else []:
             if not isinstance(port, dict):
                 continue
             number, name = port.get("containerPort"), port.get("name")
@@ -135,7 +140,7 @@ def address(pod: dict[str, Any]) -> Address:
     """What an EndpointSlice needs of `pod`."""
     meta, spec, status = (json_object(pod.get(k)) for k in ("metadata", "spec", "status"))
     ready = any(isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True"
-                for c in status.get("conditions") or [])
+                for c in json_list(status.get("conditions")))
     node = spec.get("nodeName")
     return Address(_ips(status), _ports(spec), ready,
                    meta.get("deletionTimestamp") is not None,

@@ -46,7 +46,7 @@ from leadership import Clock
 
 from . import text
 from .contract import Labels, Role
-from .decide import MAX_DURATION, ElectionState, Problem, Verdict, decide
+from .decide import MAX_DURATION, Problem, Verdict, decide
 from .events import Events
 from .kube import JSONDict, Kube
 from .leases import LeaseCache
@@ -54,7 +54,7 @@ from .metrics import OperatorMetrics
 from .ownwrites import OwnWrites
 from .pods import Departed, Key, Member, Members, PodChange
 from .report import Reporter, lease_ref
-from .routes import RELEASE_GRACE, leader_slice, releasing, selector_problem, slice_name
+from .routes import leader_slice, release_grace_ends, releasing, selector_problem, slice_name
 from .services import LeaderService, ServiceChange, Services
 from .workqueue import WorkQueue
 
@@ -97,10 +97,12 @@ def _order(item: Item) -> tuple[int, tuple[str, str]]:
 class Reconciler:
     def __init__(self, leases: LeaseCache, members: Members, services: Services, kube: Kube,
                  events: Events, labels: Labels, clock: Clock, metrics: OperatorMetrics,
-                 is_active: Callable[[], bool], *, max_duration: int = MAX_DURATION,
-                 rng: random.Random | None = None) -> None:
+                 is_active: Callable[[], bool], *, scopes: list[str | None] | None = None,
+                 max_duration: int = MAX_DURATION, rng: random.Random | None = None) -> None:
         self.leases, self.members, self.kube, self.events = leases, members, kube, events
         self.services = services
+        #: the namespaces watched (None: all of them): where slices of ours are swept.
+        self.scopes = scopes if scopes is not None else [None]
         self.labels, self.clock, self.metrics = labels, clock, metrics
         self.is_active, self.max_duration = is_active, max_duration
         self.queue: WorkQueue[Item] = WorkQueue(clock, order=_order, rng=rng)
@@ -124,6 +126,8 @@ class Reconciler:
         self._retired: dict[tuple[str, str], LeaderService] = {}
         #: Services whose election label names no possible Lease: to report.
         self._bad_services: deque[LeaderService] = deque(maxlen=MAX_FOREIGN)
+        #: whether to look for slices of ours whose Service is no route (after a resync).
+        self._sweep = True
         #: why the operator cannot write (RBAC refused it), until a write succeeds again.
         self.denied: str | None = None
         self._denied_key: Item | None = None  # the item whose write RBAC refused
@@ -155,15 +159,15 @@ class Reconciler:
             self.queue.add(key)
         for service in change.retired:
             self._retired[(service.namespace, service.name)] = service
-        if change.bad is not None:
-            self._bad_services.append(change.bad)
-        if change.retired or change.bad is not None:
+        self._bad_services.extend(change.bad)
+        if change.retired or change.bad:
             self.queue.add(RETIRED)
 
     def mark_all(self) -> None:
         """Everything needs a look (a resync, or this replica just became active): every
         leader EndpointSlice is applied again, too."""
         self._reapply.update(self._slices)
+        self._sweep = True
         for key in {*self.leases.keys(), *self.members.elections(),
                     *self.services.elections()}:
             self.queue.add(key)
@@ -208,8 +212,8 @@ class Reconciler:
         except Exception as exc:
             delay = self.queue.failed(item)
             what = item.name if isinstance(item, Chore) else f"{item[0]}/{item[1]}"
-            if isinstance(exc, leadership.PermissionDeniedError) and (
-                    exc.verb, exc.resource) == ("patch", "pods"):
+            if isinstance(exc, leadership.PermissionDeniedError) and exc.resource in (
+                    "pods", "endpointslices"):
                 await self._denied(item, what, exc, delay)
             elif isinstance(exc, (TimeoutError, OSError, leadership.StoreError)):
                 # The API server is slow, unreachable or refusing: expected in operation,
@@ -339,9 +343,10 @@ class Reconciler:
             if name not in members:
                 continue
             if members[name].address.terminating and decided is not Role.LEADER:
-                # A pod being deleted is given no new role: only a `leader` it no longer is
-                # goes (so that it joins no Service on its way out, which would change that
-                # Service's endpoints, and spend kube-proxy's sync period, for nothing).
+                # A pod being deleted is given no new role but leader: only a `leader` it
+                # no longer is goes (so that it joins no Service on its way out, which
+                # would change that Service's endpoints, and spend kube-proxy's sync
+                # period, for nothing).
                 if Role.LEADER.value in roles[name]:
                     wanted[name] = None
             else:
@@ -388,40 +393,52 @@ class Reconciler:
     async def _route(self, key: Key, verdict: Verdict | None) -> list[Problem]:
         """Each of the election's opted-in Services gets the EndpointSlice that lists the
         verdict's leader (None: no verdict, nobody), in one write when it changed; the
-        problems found."""
+        problems found. Every Service is tried; the first failure is raised at the end."""
         problems: list[Problem] = []
         members = self.members.of(key)
         name = verdict.leader if verdict is not None else None
         leader = next((m for m in members if m.name == name), None)
-        grace_ends = None  # a release: a leader being deleted waits for its successor
         observed = self.leases.observation(key)
-        if (verdict is not None and verdict.state is ElectionState.FREE
-                and observed is not None):
-            grace_ends = observed.observed_at + RELEASE_GRACE
-            if grace_ends <= self.clock.now():
-                grace_ends = None
+        grace_ends = release_grace_ends(
+            verdict.state if verdict is not None else None,
+            observed.observed_at if observed is not None else None, self.clock.now())
+        failed: BaseException | None = None
         for service in self.services.of(key):
+            where = (service.namespace, service.name)
             if service.has_selector:
                 problems.append(selector_problem(service))
+                if where in self._slices:  # it had one: the controller's slices now serve it
+                    self._retire_later(service)
                 continue
-            where = (service.namespace, service.name)
             previous = self._slices.get(where)
             if grace_ends is not None and releasing(previous, members) is not None:
                 self.queue.add_at(key, grace_ends)
                 continue
             body, found = leader_slice(service, leader, self.labels, previous)
             problems += found
-            if ((self._slices.get(where) == body and where not in self._reapply)
-                    or not self.is_active()):
+            if (previous == body and where not in self._reapply) or not self.is_active():
                 continue
-            await self.kube.apply_slice(service.namespace, body)
+            try:
+                await self.kube.apply_slice(service.namespace, body)
+            except Exception as exc:
+                failed = failed or exc
+                continue
             self._slices[where] = body
             self._reapply.discard(where)
             self.metrics.slice_writes.inc()
             listed = [a for e in body["endpoints"] for a in e["addresses"]]
             log.info("service %s/%s: leader endpoint %s (lease %s/%s)", *where,
                      f"{leader.name} {listed[0]}" if leader and listed else "empty", *key)
+            current = self.services.get(*where)
+            if current is None or current.key != key:  # it left while the write was out
+                self._retire_later(service)
+        if failed is not None:
+            raise failed
         return problems
+
+    def _retire_later(self, service: LeaderService) -> None:
+        self._retired[(service.namespace, service.name)] = service
+        self.queue.add(RETIRED)
 
     # --- reporting -------------------------------------------------------------------------
 
@@ -458,9 +475,11 @@ class Reconciler:
         return True
 
     async def _retire(self) -> bool:
-        """Delete the leader EndpointSlice of each Service that left the route (unless it
-        came back meanwhile), and report Services whose election label is no Lease name.
-        False when a deletion failed (the rest wait for the retry)."""
+        """Delete the leader EndpointSlice of each Service that left the route or gained a
+        selector (unless it came back meanwhile), after a resync every slice of ours whose
+        Service is no such route (one left while no replica was active), and report
+        Services whose election label is no Lease name. False when a deletion failed (the
+        rest wait for the retry)."""
         while self._bad_services:
             service = self._bad_services.popleft()
             message = (f"election label {service.raw_election!r} is not a valid Lease name; "
@@ -468,24 +487,39 @@ class Reconciler:
             log.warning("service %s/%s: %s", service.namespace, service.name, message)
             if self.is_active():
                 await self.events.post(service.ref, "Warning", "BadElectionLabel", message)
-        while self._retired:
-            where, service = next(iter(self._retired.items()))
-            if not self.services.has(*where):
-                if not self.is_active():
-                    return True  # a standby: becoming active marks every chore
-                try:
+        if not self.is_active():
+            return True  # a standby: becoming active marks every chore, and sweeps
+        try:
+            if self._sweep:
+                for scope in self.scopes:
+                    for namespace, name, service_name in await self.kube.list_slices(scope):
+                        where = (namespace, service_name)
+                        if name == f"{service_name}-leader" and not self._routed(where):
+                            self._retired.setdefault(where, LeaderService(
+                                namespace, service_name, "", None))
+                self._sweep = False
+            while self._retired:
+                where, service = next(iter(self._retired.items()))
+                if not self._routed(where):
+                    self._slices.pop(where, None)  # before the await: a return rewrites it
+                    self._reapply.discard(where)
                     await self.kube.delete_slice(service.namespace, slice_name(service))
-                except (TimeoutError, OSError, leadership.StoreError) as exc:
-                    log.warning("deleting the leader endpoint of service %s/%s failed: %s; "
-                                "retrying in %.1fs", *where, text.error(exc),
-                                self.queue.failed(RETIRED))
-                    return False
-                log.info("service %s/%s left the route of %s: its leader endpoint is "
-                         "deleted", *where, service.election or service.raw_election)
-                self._slices.pop(where, None)
-                self._reapply.discard(where)
-            self._retired.pop(where, None)
+                    log.info("service %s/%s is no leader route (any more): its leader "
+                             "endpoint is deleted", *where)
+                    current = self.services.get(*where)
+                    if current is not None and current.key is not None:
+                        self.queue.add(current.key)  # it came back during the delete
+                self._retired.pop(where, None)
+        except (TimeoutError, OSError, leadership.StoreError) as exc:
+            log.warning("deleting leader endpoints failed: %s; retrying in %.1fs",
+                        text.error(exc), self.queue.failed(RETIRED))
+            return False
         return True
+
+    def _routed(self, where: tuple[str, str]) -> bool:
+        """Whether the Service `where` is a leader route now (opted in, no selector)."""
+        current = self.services.get(*where)
+        return current is not None and not current.has_selector
 
     async def _strays(self) -> bool:
         """Report bad election labels and take the role label off strays. A stray gone

@@ -21,7 +21,7 @@ The slice (`leader_slice`), named ``<service>-leader``:
   within a fraction of a second); and when it releases the Lease, it stays listed for at
   most `RELEASE_GRACE` (`releasing`), so that the successor, which acquires within
   milliseconds, replaces it in the same single write (its app has stopped: a deleted pod's
-  sidecar releases last);
+  native sidecar, an init container with ``restartPolicy: Always``, stops after the app);
 - has one port per Service port, its number resolved from ``targetPort`` (a number, or the
   name of one of the leader's container ports for the same protocol: one it does not
   declare is left out, and reported);
@@ -35,17 +35,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import kube
 from .contract import Labels
-from .decide import Problem
+from .decide import ElectionState, Problem
 from .pods import Member
 from .services import LeaderService
 
 #: kube-proxy finds a Service's slices by this label.
 SERVICE_NAME = "kubernetes.io/service-name"
-#: which controller owns a slice; the EndpointSlice controllers skip those of others.
-MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
-#: this operator's value of `MANAGED_BY`.
-OPERATOR = "leadership-operator"
+#: which controller owns a slice (the EndpointSlice controllers skip those of others), and
+#: this operator's value of it.
+MANAGED_BY, OPERATOR = kube.MANAGED_BY
 #: seconds a leader being deleted stays in its endpoint after it released the Lease, for
 #: its successor to replace it in one write (kube-proxy's default sync period).
 RELEASE_GRACE = 1.0
@@ -62,6 +62,16 @@ def _written(previous: dict[str, Any] | None, uid: str) -> dict[str, Any] | None
         if (endpoint.get("targetRef") or {}).get("uid") == uid:
             return dict(endpoint)
     return None
+
+
+def release_grace_ends(state: ElectionState | None, released_at: float | None,
+                       now: float) -> float | None:
+    """Until when a leader being deleted that released the Lease stays in its endpoint
+    (None: no such grace now): `RELEASE_GRACE` after the release was seen."""
+    if state is not ElectionState.FREE or released_at is None:
+        return None
+    ends = released_at + RELEASE_GRACE
+    return ends if ends > now else None
 
 
 def releasing(previous: dict[str, Any] | None, members: list[Member]) -> Member | None:

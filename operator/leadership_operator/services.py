@@ -1,4 +1,5 @@
-"""The Services that opted into a leader endpoint: a cache written only by the Service watch.
+"""The Services that opted into a leader endpoint: a cache written only by what reads the
+cluster (the Service watch, and the listing before the first decision).
 
 A Service joins the route of election ``<lease>`` of its own namespace with the label
 ``<prefix>/election: <lease>`` (the pods' label). The operator then writes its one
@@ -22,10 +23,10 @@ from leadership import toolkit
 
 from . import text
 from .contract import Labels
-from .pods import PROTOCOLS, Key, json_object
+from .pods import PROTOCOLS, Key, json_list, json_object
 
 #: ports kept of a Service (Kubernetes allows far fewer in practice; a bound all the same).
-MAX_PORTS = 64
+MAX_SERVICE_PORTS = 64
 
 
 @dataclass(frozen=True)
@@ -87,9 +88,10 @@ def _port(entry: object) -> ServicePort | None:
 def leader_service(labels: Labels, service: dict[str, Any]) -> LeaderService:
     """What the operator keeps of `service`."""
     meta, spec = json_object(service.get("metadata")), json_object(service.get("spec"))
-    raw = (meta.get("labels") or {}).get(labels.election)
-    ports = [p for p in map(_port, (spec.get("ports") or [])[:MAX_PORTS]) if p is not None]
-    families = spec.get("ipFamilies") or []
+    raw = json_object(meta.get("labels")).get(labels.election)
+    ports = [p for p in map(_port, json_list(spec.get("ports"))[:MAX_SERVICE_PORTS])
+             if p is not None]
+    families = json_list(spec.get("ipFamilies"))
     family = families[0] if families and families[0] in ("IPv4", "IPv6") else "IPv4"
     return LeaderService(
         namespace=str(meta.get("namespace")), name=str(meta.get("name")),
@@ -107,8 +109,8 @@ class ServiceChange:
     touched: list[Key] = field(default_factory=list)
     #: Services that left the route (deleted, or their label removed): their slice goes.
     retired: list[LeaderService] = field(default_factory=list)
-    #: a Service whose election label names no possible Lease.
-    bad: LeaderService | None = None
+    #: Services whose election label names no possible Lease.
+    bad: list[LeaderService] = field(default_factory=list)
 
 
 class Services:
@@ -136,7 +138,7 @@ class Services:
                 change.retired.append(old)
             return change
         if service.key is None:
-            change.bad = service
+            change.bad.append(service)
             if old is not None:
                 change.retired.append(old)
             return change
@@ -153,7 +155,8 @@ class Services:
         for body in bodies:
             one = self.service_event("ADDED", body)
             change.touched += [k for k in one.touched if k not in change.touched]
-            change.bad = one.bad or change.bad
+            change.bad += one.bad
+            change.retired += one.retired
             meta = body.get("metadata") or {}
             seen.add((str(meta.get("namespace")), str(meta.get("name"))))
         for name, service in list(self._by_name.items()):
@@ -173,6 +176,9 @@ class Services:
 
     def has(self, namespace: str, name: str) -> bool:
         return (namespace, name) in self._by_name
+
+    def get(self, namespace: str, name: str) -> LeaderService | None:
+        return self._by_name.get((namespace, name))
 
     def __len__(self) -> int:
         return len(self._by_name)

@@ -326,6 +326,13 @@ class FakeKube:
         self.slices[(namespace, name)] = copy.deepcopy(body)
         self.writes.append(("slice", namespace, name, self.addresses(namespace, name)))
 
+    async def list_slices(self, namespace: str | None) -> list[tuple[str, str, str]]:
+        await self._maybe_fail("list_slices")
+        return [(ns, name, s["metadata"]["labels"]["kubernetes.io/service-name"])
+                for (ns, name), s in sorted(self.slices.items()) if namespace in (None, ns)
+                and s["metadata"]["labels"].get("endpointslice.kubernetes.io/managed-by")
+                == "leadership-operator"]
+
     async def delete_slice(self, namespace: str, name: str) -> None:
         await self._maybe_fail("delete_slice")
         self.slices.pop((namespace, name), None)

@@ -77,6 +77,11 @@ def test_defaults() -> None:
     (["sidecar", "--election", "web", "--port", "0"], "--port"),
     (["sidecar", "--election", "web", "--lease-seconds", "1"], "--lease-seconds"),
     (["sidecar", "--election", "web", "--namespace", "-x"], "--namespace"),
+    (["sidecar", "--election", "web", "--gate-port", "8081", "--gate-target", "::1"],
+     "--gate-target"),
+    (["sidecar", "--election", "web", "--gate-port", "8081", "--gate-target", "h:0"],
+     "--gate-target"),
+    (["sidecar", "--election", "web", "--gate-target", "8080"], "--gate-target"),
     (["status", "-o", "yaml"], "--output"),
     (["status", "--interval", "0"], "--interval"),
     (["status", "-n", "a", "-A"], "--all-namespaces"),
@@ -94,6 +99,11 @@ def test_sidecar_and_status_defaults() -> None:
     args = parser().parse_args(["status"])
     assert (args.namespaces, args.output, args.watch, args.all_leases) == ([], "table", False,
                                                                           False)
+    gated = parser().parse_args(["sidecar", "--election", "web", "--gate-port", "8081",
+                                 "--gate-target", "[::1]:9000"])
+    assert (gated.gate_port, gated.gate_target) == (8081, ("::1", 9000))
+    assert parser().parse_args(["sidecar", "--election", "web", "--gate-target",
+                                "9000"]).gate_target == ("127.0.0.1", 9000)
 
 
 @pytest.mark.parametrize("fmt", ["json", "text"])

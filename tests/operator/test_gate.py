@@ -10,13 +10,18 @@ import pytest
 
 from leadership_operator.gate import Gate
 
+#: every line the app received, in order.
+RECEIVED: list[bytes] = []
+
 
 @pytest.fixture
 async def app() -> AsyncIterator[int]:
-    """An app that answers each line with ``ok <line>``; its port."""
+    """An app that answers each line with ``ok <line>`` (and records it); its port."""
+    RECEIVED.clear()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while line := await reader.readline():
+            RECEIVED.append(line)
             writer.write(b"ok " + line)
             await writer.drain()
         writer.close()
@@ -82,9 +87,35 @@ async def test_no_byte_passes_after_the_term_even_before_shut(app: int) -> None:
     term.leading = False  # the renew deadline passed; the step-down not yet told
     writer.write(b"b\n")
     await writer.drain()
-    with pytest.raises(ConnectionResetError):  # no answer passes
+    with pytest.raises(ConnectionResetError):
         await asyncio.wait_for(reader.read(), 5)
-    assert gate.cut == 1
+    assert RECEIVED == [b"a\n"] and gate.cut == 1  # "b" never reached the app
+    gate.shut()
+    assert gate.cut == 1  # counted once
+    server.close()
+
+
+async def test_a_term_that_ends_while_connecting_to_the_app_lets_nothing_through(
+        app: int) -> None:
+    term = Term()
+    gate, server, port = await gate_on(app, term)
+    real_open = asyncio.open_connection
+
+    async def slow_open(*args: object, **kwargs: object) -> object:
+        connected = await real_open(*args, **kwargs)  # type: ignore[arg-type]
+        term.leading = False  # the step-down comes while the gate connects...
+        gate.shut()  # ...and `shut` finds nothing open yet
+        return connected
+
+    asyncio.open_connection = slow_open  # type: ignore[assignment]
+    try:
+        reader, writer = await real_open("127.0.0.1", port)
+        writer.write(b"a\n")
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(reader.read(), 5)
+    finally:
+        asyncio.open_connection = real_open
+    assert (gate.accepted, gate.refused, gate.open_connections, RECEIVED) == (0, 1, 0, [])
     server.close()
 
 

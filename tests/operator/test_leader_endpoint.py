@@ -4,6 +4,8 @@ or one with a selector get."""
 
 from __future__ import annotations
 
+import asyncio
+
 import leadership
 from leadership.testing import ManualClock
 from leadership_operator.routes import RELEASE_GRACE
@@ -160,7 +162,7 @@ async def test_a_bad_election_label_on_a_service_is_reported(clock: ManualClock)
     assert (NS, "odd-leader") not in op.kube.slices
 
 
-async def test_never_two_addresses_over_a_run_of_handovers_crashes_and_releases(
+async def test_the_endpoint_follows_each_holder_in_turn_through_crashes_and_releases(
         clock: ManualClock) -> None:
     op = await election(clock)
     holders = ["web-1", "", "web-2", "web-0", "web-1"]
@@ -216,3 +218,79 @@ async def test_a_pod_being_deleted_only_loses_a_leader_label_and_gains_none(
     op.kube.put_lease(NS, "web", "web-1", duration=TTL, transitions=1)
     await op.settle()
     assert op.labels_written() == [("web-0", None), ("web-1", "leader")]
+
+
+async def test_a_service_that_leaves_while_its_slice_is_written_loses_it_after(
+        clock: ManualClock) -> None:
+    op = await election(clock)
+    apply_slice = op.kube.apply_slice
+
+    async def apply_while_the_label_goes(namespace: str, body: dict[str, object]) -> None:
+        if op.kube.services[(NS, "web-leader")]["metadata"]["labels"]:
+            op.service("web-leader", None)  # its label removed while the write is out...
+            for _ in range(10):  # ...and its slice deleted before the write lands
+                await asyncio.sleep(0)
+        await apply_slice(namespace, body)
+
+    op.kube.apply_slice = apply_while_the_label_goes  # type: ignore[method-assign]
+    op.kube.put_lease(NS, "web", "web-1", duration=TTL, transitions=1)
+    await op.settle()
+    assert (NS, SLICE) not in op.kube.slices
+
+
+async def test_a_service_that_gains_a_selector_loses_its_slice(clock: ManualClock) -> None:
+    op = await election(clock)
+    op.service("web-leader", selector={"app": "web"}, kind="MODIFIED")
+    await op.settle()
+    assert (NS, SLICE) not in op.kube.slices  # the EndpointSlice controller serves it now
+
+
+async def test_a_service_back_while_its_slice_is_deleted_gets_it_again(
+        clock: ManualClock) -> None:
+    op = await election(clock)
+    delete_slice = op.kube.delete_slice
+
+    async def delete_while_it_comes_back(namespace: str, name: str) -> None:
+        await delete_slice(namespace, name)
+        op.service("web-leader")  # labelled again while the delete was out
+
+    op.kube.delete_slice = delete_while_it_comes_back  # type: ignore[method-assign]
+    op.service("web-leader", None)
+    await op.settle()
+    assert op.kube.addresses(NS, SLICE) == [IPS["web-0"]]
+
+
+async def test_slices_of_ours_whose_service_is_no_route_are_swept_at_start_and_resync(
+        clock: ManualClock) -> None:
+    kube = FakeKube(clock)
+    kube.put_lease(NS, "web", "web-0", duration=TTL)
+    # Left by a replica that was not active when its Service lost the label.
+    kube.slices[(NS, "gone-leader")] = {"metadata": {"name": "gone-leader", "labels": {
+        "kubernetes.io/service-name": "gone",
+        "endpointslice.kubernetes.io/managed-by": "leadership-operator"}}}
+    kube.slices[(NS, "theirs-abcde")] = {"metadata": {"name": "theirs-abcde", "labels": {
+        "kubernetes.io/service-name": "theirs",
+        "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}}}
+    op = Inside(clock, kube)
+    op.member("web-0", ip=IPS["web-0"])
+    op.service("web-leader")
+    await op.start()
+    assert set(kube.slices) == {(NS, SLICE), (NS, "theirs-abcde")}  # ours alone, swept
+    kube.slices[(NS, "later-leader")] = {"metadata": {"name": "later-leader", "labels": {
+        "kubernetes.io/service-name": "later",
+        "endpointslice.kubernetes.io/managed-by": "leadership-operator"}}}
+    await op.operator.resync()
+    await op.settle()
+    assert (NS, "later-leader") not in kube.slices
+
+
+async def test_one_failing_slice_write_does_not_stop_the_others(clock: ManualClock) -> None:
+    op = await election(clock)
+    op.service("web-leader-b")
+    await op.settle()
+    op.kube.fail_next("apply_slice", leadership.TransientStoreError("API server busy"))
+    op.kube.put_lease(NS, "web", "web-2", duration=TTL, transitions=1)
+    await op.settle()
+    assert op.kube.addresses(NS, "web-leader-b-leader") == [IPS["web-2"]]
+    await clock.advance(2.5)  # the back-off: the first one too
+    assert op.kube.addresses(NS, SLICE) == [IPS["web-2"]]

@@ -138,7 +138,7 @@ def test_the_rbac_is_no_broader_than_needed(cluster: Cluster, operator_kubeconfi
     assert answer == "no"
 
 
-def test_the_leader_endpoint_follows_the_lease_in_one_write_each_time(
+def test_the_leader_endpoint_follows_the_lease_one_address_at_a_time(
         cluster: Cluster, namespace: str, core_api: kubernetes.client.ApiClient,
         start_operator: Callable[..., OperatorProcess], candidates: Candidates,
         recorder: ClusterRecorder) -> None:

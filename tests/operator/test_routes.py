@@ -141,6 +141,15 @@ def test_hostile_pods_keep_only_valid_addresses_and_at_most_max_ports() -> None:
     assert address({"metadata": None, "spec": "junk", "status": 7}).ips == ()
 
 
+def test_objects_of_the_wrong_json_types_are_no_crash() -> None:
+    odd = {"metadata": {"namespace": "apps", "name": "x", "labels": "junk"},
+           "spec": {"ports": {"a": 1}, "ipFamilies": "IPv6", "selector": None}}
+    assert leader_service(LABELS, odd).ports == ()
+    found = address({"metadata": {}, "spec": {"containers": {"a": 1}, "initContainers": 3},
+                     "status": {"podIPs": "10.0.0.1", "conditions": {"Ready": True}}})
+    assert (found.ips, found.ports, found.ready) == ((), (), False)
+
+
 def test_hostile_services_keep_only_valid_ports() -> None:
     svc = leader_service(LABELS, service([
         {"name": "a", "port": True}, {"name": "b", "port": 80, "targetPort": "x" * 16},
@@ -171,7 +180,7 @@ def test_a_bad_election_label_on_a_service_is_reported_and_retires_it() -> None:
     bad = service()
     bad["metadata"]["labels"][LABELS.election] = "Not A Lease!"
     change = services.service_event("MODIFIED", bad)
-    assert change.bad is not None and change.bad.raw_election == "Not A Lease!"
+    assert [b.raw_election for b in change.bad] == ["Not A Lease!"]
     assert [s.name for s in change.retired] == ["web-leader"] and len(services) == 0
 
 

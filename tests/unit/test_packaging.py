@@ -163,7 +163,7 @@ OPERATOR_LAYERS = {
     "pods": {"contract", "text"},
     "decide": {"contract", "pods"},
     "services": {"contract", "pods", "text"},
-    "routes": {"contract", "decide", "pods", "services"},
+    "routes": {"contract", "decide", "kube", "pods", "services"},
     "events": {"kube", "metrics", "text"},
     "leases": {"kube", "metrics", "pods", "text"},
     "workqueue": set(),
