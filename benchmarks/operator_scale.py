@@ -2,6 +2,7 @@
 
     python -m benchmarks.operator_scale [--elections 1000] [--seconds 120] [--pods 5000]
                                         [--baseline DIR] [--no-write]
+    python -m benchmarks.operator_scale --labelling-only [--runs 10] [--elections 1000]
 
 Sets up `--elections` elections of 3 member pods each (pods stay Pending: no kubelet), starts
 the operator (one process, all namespaces), waits until every pod is labelled, then for
@@ -22,6 +23,11 @@ Lease event, its RSS (and peak), the flip latency p50/p99/max, the Lease watches
 cores the load generator, etcd and the API server compete with the operator, so the
 per-event figures are the ones that carry over to a bigger machine.
 
+`--labelling-only` measures the initial labelling alone, `--runs` times on fresh control
+planes, and prints a row per run: its time, the operator's own Lease lost or not, its event
+loop's lag, and its own renewals as the API server's audit log saw them (the longest time
+one took to answer, the longest gap between two).
+
 `--baseline DIR` runs everything twice, on fresh control planes: first the operator from
 another checkout of this repository (its ``operator/`` source; `git worktree add DIR REV`),
 then this one, and reports both side by side with their ratio. Prints a table and writes it
@@ -34,7 +40,9 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import itertools
 import json
+import math
 import os
 import random
 import sys
@@ -192,9 +200,10 @@ async def run_one(args: argparse.Namespace, source: Path | None) -> tuple[dict[s
                 latency_buckets(18181, "leadership_operator_event_loop_lag_seconds"))
             warm_up.kill()
             await warm_up.wait()
-            result = await measure(api, client, cp.kubeconfig, args.elections, operator.pid,
-                                   args.seconds)
-            result.update(await pod_churn(api, operator.pid, args.pods))
+            result = {} if args.labelling_only else await measure(
+                api, client, cp.kubeconfig, args.elections, operator.pid, args.seconds)
+            if not args.labelling_only:
+                result.update(await pod_churn(api, operator.pid, args.pods))
             result.update(labelled_s=labelled_s, setup_lag=setup_lag)
         finally:
             if warm_up.returncode is None:
@@ -218,7 +227,27 @@ async def run_one(args: argparse.Namespace, source: Path | None) -> tuple[dict[s
         # The operator's own election: a replica that steps down stops labelling until it
         # leads again, and every flip meanwhile waits.
         result["step_downs"] = op_log.read_text(errors="replace").count("stepped down (lost)")
+        result.update(own_lease_renewals(audit_events_all(cp.audit_log)))
     return result, setup_s
+
+
+def own_lease_renewals(events: list[dict[str, Any]]) -> dict[str, float]:
+    """The operator's renewals of its own Lease (``default/leadership-operator``), from the
+    audit log: the API server's time to answer each (received -> response complete), and
+    the longest gap between two renewals received (the operator renews every 5 s of 15)."""
+    def at(stamp: str) -> float:
+        return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+    updates = [e for e in events if e["verb"] == "update" and e["stage"] == "ResponseComplete"
+               and e["objectRef"].get("namespace") == "default"
+               and e["objectRef"].get("name") == "leadership-operator"]
+    received = sorted(at(e["requestReceivedTimestamp"]) for e in updates)
+    answered = sorted(at(e["stageTimestamp"]) - at(e["requestReceivedTimestamp"])
+                      for e in updates)
+    return {"own_renewals": len(updates),
+            "own_renewal_server_max_s": max(answered, default=math.nan),
+            "own_renewal_gap_max_s": max((b - a for a, b in itertools.pairwise(received)),
+                                         default=math.nan)}
 
 
 async def pod_churn(api: Api, pid: int, pods: int) -> dict[str, Any]:
@@ -237,7 +266,30 @@ async def pod_churn(api: Api, pid: int, pods: int) -> dict[str, Any]:
             "churn_rss_growth": proc_rss_mib(pid)[0] - rss0, "churn_pods": pods}
 
 
+async def labelling_runs(args: argparse.Namespace) -> str:
+    """`--runs` runs of the initial labelling alone, each on a fresh control plane: how long
+    it took, whether the operator lost its own Lease, its loop lag, its own renewals."""
+    lines = ["| run | initial labelling, s | own Lease lost (step-downs) | event loop lag p99 / "
+             "max, ms | own renewals | API server's answer to a renewal, max, ms | longest "
+             "gap between renewals, s |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    losses = 0
+    for run in range(1, args.runs + 1):
+        result, _ = await run_one(args, None)
+        losses += result["step_downs"]
+        lines.append(f"| {run} | {result['labelled_s']:.1f} | {result['step_downs']} | "
+                     f"{result['setup_lag']} | {result['own_renewals']} | "
+                     f"{result['own_renewal_server_max_s'] * 1000:.0f} | "
+                     f"{result['own_renewal_gap_max_s']:.1f} |")
+        print(lines[-1], flush=True)
+    return (f"`python -m benchmarks.operator_scale --labelling-only --runs {args.runs} "
+            f"--elections {args.elections}`, {datetime.date.today()}, {os.cpu_count()} cores: "
+            f"{losses} losses of the operator's own Lease in {args.runs} runs.\n\n"
+            + "\n".join(lines) + "\n")
+
+
 async def run(args: argparse.Namespace) -> str:
+    if args.labelling_only:
+        return await labelling_runs(args)
     results: list[tuple[str, dict[str, Any], float]] = []
     if args.baseline is not None:
         print(f"baseline: the operator from {args.baseline}", flush=True)
@@ -451,11 +503,14 @@ def main() -> int:
                    help="pods in no election to create and delete at the end")
     p.add_argument("--baseline", type=Path, default=None, metavar="DIR",
                    help="also run the operator of another checkout first, and compare")
+    p.add_argument("--labelling-only", action="store_true",
+                   help="measure the initial labelling alone, --runs times; print only")
+    p.add_argument("--runs", type=int, default=10, help="with --labelling-only")
     p.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
     args = p.parse_args()
     body = asyncio.run(run(args))
     print("\n" + body)
-    if not args.no_write:
+    if not args.no_write and not args.labelling_only:
         pages.write_keeping_analysis(OUT, body)
         print(f"wrote {OUT}")
     return 0
