@@ -52,6 +52,12 @@ from .storage import NowhereDiffBaseStorage, NowhereProgressStorage
 log = logging.getLogger("leadership.operator")
 #: seconds between two looks at the event loop's lag.
 LAG_PROBE = 0.1
+#: the operator renews its own Lease every this much of its duration: client-go's
+#: RetryPeriod to LeaseDuration (2 s of 15). Its renew deadline stays 2/3 of the duration;
+#: renewing earlier leaves each attempt more of the window before it (2.7 s instead of
+#: 1.7 s with 15 s), which an API server busy with the operator's own initial labelling
+#: needs: measured on 2 cores, it answered a renewal in up to 1.8 s (docs/operator-scale.md).
+OWN_RENEW_RATIO = 2 / 15
 
 
 @dataclass
@@ -195,7 +201,8 @@ async def operate(options: Options, api: Any, own_lease_api: Any | None = None) 
     await check_namespaces(kube, options)
     store = leadership.KubernetesLeaseStore(own_lease_api or api, options.lease_namespace)
     candidate = leadership.Candidate(store, options.lease_name, options.identity,
-                                     ttl=options.lease_seconds)
+                                     ttl=options.lease_seconds,
+                                     renew_interval=options.lease_seconds * OWN_RENEW_RATIO)
     scopes: list[str | None] = [*options.namespaces] or [None]
     inside = Operator(kube, scopes, clock, labels=labels, identity=options.identity,
                       field_manager=manager, is_active=lambda: candidate.is_leader,
