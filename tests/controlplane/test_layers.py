@@ -39,7 +39,7 @@ LAYERS = {
     "local": {"launcher", "node"},
     "cluster": {"clients", "launcher", "proxy", "waiting"},
     "recorder": {"clients", "traffic", "waiting"},
-    "deployed": {"clients", "local"},
+    "deployed": {"clients", "local", "network"},
     "__main__": {"errors", "launcher", "local"},
 }
 
