@@ -26,8 +26,8 @@ writes), decides (`decide`), and writes:
 Its work comes from one queue (`workqueue.WorkQueue`): elections marked by the Lease cache
 and the pod events, woken when their verdict next changes by itself (a drain, an expiry),
 and four chores (strays, departed pods, foreign role writes, retired Services) as items
-like them; one item
-is never worked on twice at once, and failed work comes back after one jittered back-off.
+like them; one item is never worked on twice at once, and failed work comes back after one
+jittered back-off.
 Every wait is on the injected clock.
 """
 
@@ -494,9 +494,9 @@ class Reconciler:
                 for scope in self.scopes:
                     for namespace, name, service_name in await self.kube.list_slices(scope):
                         where = (namespace, service_name)
-                        if name == f"{service_name}-leader" and not self._routed(where):
-                            self._retired.setdefault(where, LeaderService(
-                                namespace, service_name, "", None))
+                        ours = LeaderService(namespace, service_name, "", None)
+                        if name == slice_name(ours) and not self._routed(where):
+                            self._retired.setdefault(where, ours)
                 self._sweep = False
             while self._retired:
                 where, service = next(iter(self._retired.items()))

@@ -76,12 +76,8 @@ def release_grace_ends(state: ElectionState | None, released_at: float | None,
 
 def releasing(previous: dict[str, Any] | None, members: list[Member]) -> Member | None:
     """The member the slice lists as last written (`previous`), if it is being deleted."""
-    for endpoint in (previous or {}).get("endpoints") or []:
-        uid = (endpoint.get("targetRef") or {}).get("uid")
-        found = next((m for m in members if m.uid == uid), None)
-        if found is not None and found.address.terminating:
-            return found
-    return None
+    return next((m for m in members
+                 if m.address.terminating and _written(previous, m.uid) is not None), None)
 
 
 def leader_slice(service: LeaderService, leader: Member | None, labels: Labels,

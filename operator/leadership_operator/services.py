@@ -174,9 +174,6 @@ class Services:
     def elections(self) -> list[Key]:
         return sorted(self._by_election)
 
-    def has(self, namespace: str, name: str) -> bool:
-        return (namespace, name) in self._by_name
-
     def get(self, namespace: str, name: str) -> LeaderService | None:
         return self._by_name.get((namespace, name))
 

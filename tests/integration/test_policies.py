@@ -41,6 +41,17 @@ def refused(call: Callable[[], object]) -> str:
     return str(json.loads(exc.value.body)["message"])
 
 
+def grant(cluster: Cluster, namespace: str, account: str, role: str, verbs: str,
+          resource: str, *extra: str) -> None:
+    """A Role `role` in `namespace` with `verbs` on `resource` (and `extra` kubectl flags,
+    e.g. ``--resource-name=x``), bound to the ServiceAccount `account` there."""
+    cp = cluster.require_control_plane()
+    cp.kubectl("-n", namespace, "create", "role", role, f"--verb={verbs}",
+               f"--resource={resource}", *extra)
+    cp.kubectl("-n", namespace, "create", "rolebinding", role, f"--role={role}",
+               f"--serviceaccount={namespace}:{account}")
+
+
 @pytest.fixture
 def operator_like(cluster: Cluster, namespace: str,
                   service_account_kubeconfig: Callable[[str, str], Path]) -> Any:
@@ -50,10 +61,7 @@ def operator_like(cluster: Cluster, namespace: str,
     cp = cluster.require_control_plane()
     cp.kubectl("apply", "-f", str(POD_POLICY))
     kubeconfig = service_account_kubeconfig(namespace, "leadership-operator")
-    cp.kubectl("-n", namespace, "create", "role", "pods", "--verb=get,patch,update,delete",
-               "--resource=pods")
-    cp.kubectl("-n", namespace, "create", "rolebinding", "pods", "--role=pods",
-               f"--serviceaccount={namespace}:leadership-operator")
+    grant(cluster, namespace, "leadership-operator", "pods", "get,patch,update,delete", "pods")
     api = kubernetes.client.CoreV1Api(sync_client(kubeconfig))
     kubernetes.client.CoreV1Api(sync_client(cluster.kubeconfig)).create_namespaced_pod(
         namespace, pod("probe", {"leadership.dev/election": "probe"}))
@@ -167,10 +175,8 @@ def test_the_operator_may_write_only_leader_endpoints_of_one_address(
     cp = cluster.require_control_plane()
     cp.kubectl("apply", "-f", str(SLICE_POLICY))
     kubeconfig = service_account_kubeconfig(namespace, "leadership-operator")
-    cp.kubectl("-n", namespace, "create", "role", "slices", "--verb=create,patch,delete",
-               "--resource=endpointslices.discovery.k8s.io")
-    cp.kubectl("-n", namespace, "create", "rolebinding", "slices", "--role=slices",
-               f"--serviceaccount={namespace}:leadership-operator")
+    grant(cluster, namespace, "leadership-operator", "slices", "create,patch,delete",
+          "endpointslices.discovery.k8s.io")
     operator = kubernetes.client.DiscoveryV1Api(sync_client(kubeconfig))
     admin = kubernetes.client.DiscoveryV1Api(core_api)
     uid = kubernetes.client.CoreV1Api(core_api).create_namespaced_service(namespace, {
@@ -247,10 +253,8 @@ def pods_under_the_lease_holder_policy(cluster: Cluster, namespace: str,
         cp.kubectl("apply", "-n", namespace, "-f", str(MANIFESTS / "example" / name))
     kubernetes.client.CoordinationV1Api(core_api).create_namespaced_lease(
         namespace, {"metadata": {"name": "probe"}, "spec": {}})
-    cp.kubectl("-n", namespace, "create", "role", "probe", "--verb=get,update",
-               "--resource=leases.coordination.k8s.io", "--resource-name=probe")
-    cp.kubectl("-n", namespace, "create", "rolebinding", "probe", "--role=probe",
-               f"--serviceaccount={namespace}:web")
+    grant(cluster, namespace, "web", "probe", "get,update", "leases.coordination.k8s.io",
+          "--resource-name=probe")
     admin = kubernetes.client.CoreV1Api(core_api)
     kubeconfigs = {}
     for name in ("pod-a", "pod-b"):
@@ -268,12 +272,8 @@ def test_under_the_lease_holder_policy_a_pod_deletes_only_a_free_lease_or_its_ow
     kubeconfigs = pods_under_the_lease_holder_policy(cluster, namespace, core_api, tmp_path)
     # Where RBAC grants create and delete on Leases (the example does not), the policy is
     # what stands between one pod and another's Lease.
-    cluster.require_control_plane().kubectl(
-        "-n", namespace, "create", "role", "all-leases", "--verb=get,create,update,delete",
-        "--resource=leases.coordination.k8s.io")
-    cluster.require_control_plane().kubectl(
-        "-n", namespace, "create", "rolebinding", "all-leases", "--role=all-leases",
-        f"--serviceaccount={namespace}:web")
+    grant(cluster, namespace, "web", "all-leases", "get,create,update,delete",
+          "leases.coordination.k8s.io")
     a, b = (kubernetes.client.CoordinationV1Api(sync_client(kubeconfigs[p]))
             for p in ("pod-a", "pod-b"))
 
